@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { changeAction, DEFAULTS, NOTIFY_KEYS, readSettings, RESTART_KEYS, toggleTarget, toServerSettings } from '../src/settings';
+
+const reader = (values: Record<string, unknown>) => (key: string): unknown => values[key];
+
+describe('readSettings', () => {
+  it('gives the defaults when nothing is set', () => {
+    const { settings, problems } = readSettings(reader({}), reader({}));
+    assert.deepEqual(settings, DEFAULTS);
+    assert.deepEqual(problems, []);
+  });
+
+  it('keeps valid values and trims paths', () => {
+    const { settings, problems } = readSettings(
+      reader({ pythonPath: ' /venv/bin/python ', device: 'cpu', maxTokens: 16, threshold: 0.5, commitRule: 'entropy', mode: 'line', enabled: false }),
+      reader({}),
+    );
+    assert.deepEqual(problems, []);
+    assert.equal(settings.pythonPath, '/venv/bin/python');
+    assert.equal(settings.device, 'cpu');
+    assert.equal(settings.maxTokens, 16);
+    assert.equal(settings.threshold, 0.5);
+    assert.equal(settings.commitRule, 'entropy');
+    assert.equal(settings.mode, 'line');
+    assert.equal(settings.enabled, false);
+  });
+
+  it('replaces invalid values by defaults and says which', () => {
+    const { settings, problems } = readSettings(
+      reader({ device: 'tpu', maxTokens: 2.5, threshold: 3, serverCommand: ['hone-lsp', 1] }),
+      reader({}),
+    );
+    assert.equal(settings.device, 'auto');
+    assert.equal(settings.maxTokens, 64);
+    assert.equal(settings.threshold, 0.9);
+    assert.deepEqual(settings.serverCommand, []);
+    assert.equal(problems.length, 4);
+    assert.ok(problems.some((p) => /hone\.device.*"tpu"/.test(p)), problems.join('\n'));
+  });
+
+  it('takes trustRemoteCode only from the user-level reader', () => {
+    const fromWorkspace = readSettings(reader({ trustRemoteCode: true }), reader({}));
+    assert.equal(fromWorkspace.settings.trustRemoteCode, false);
+    const fromUser = readSettings(reader({}), reader({ trustRemoteCode: true }));
+    assert.equal(fromUser.settings.trustRemoteCode, true);
+  });
+});
+
+describe('toServerSettings', () => {
+  it('sends the server contract fields and nothing about how to launch it', () => {
+    const server = toServerSettings({ ...DEFAULTS, pythonPath: '/x/python', serverCommand: ['a'] });
+    assert.deepEqual(Object.keys(server).sort(), [
+      'commitRule', 'debounceMs', 'device', 'enabled', 'maxTokens', 'mode', 'model', 'threshold', 'trustRemoteCode',
+    ]);
+    assert.deepEqual(server, {
+      enabled: true, model: '', device: 'auto', maxTokens: 64, threshold: 0.9,
+      commitRule: 'threshold', debounceMs: 30, mode: 'auto', trustRemoteCode: false,
+    });
+  });
+});
+
+describe('changeAction', () => {
+  const affects = (...changed: string[]) => (section: string): boolean =>
+    changed.some((c) => c === section || c.startsWith(`${section}.`));
+
+  it('restarts for launch and model settings', () => {
+    for (const key of ['pythonPath', 'serverCommand', 'model', 'device', 'trustRemoteCode']) {
+      assert.equal(changeAction(affects(`hone.${key}`)), 'restart', key);
+    }
+  });
+  it('notifies the server for the other hone settings', () => {
+    assert.equal(changeAction(affects('hone.threshold')), 'notify');
+    assert.equal(changeAction(affects('hone.enabled')), 'notify');
+  });
+  it('leaves the server alone for hone.trace.server (the client handles it)', () => {
+    assert.equal(changeAction(affects('hone.trace.server')), 'none');
+  });
+  it('ignores other extensions', () => {
+    assert.equal(changeAction(affects('python.defaultInterpreterPath')), 'none');
+  });
+});
+
+describe('settings keys', () => {
+  it('sorts every server setting into restart or notify', () => {
+    const keys: string[] = [...RESTART_KEYS, ...NOTIFY_KEYS].filter((k) => k !== 'pythonPath' && k !== 'serverCommand');
+    assert.deepEqual(keys.sort(), Object.keys(toServerSettings(DEFAULTS)).sort());
+  });
+});
+
+describe('toggleTarget', () => {
+  it('writes where the value is set, else user settings', () => {
+    assert.equal(toggleTarget(undefined), 'global');
+    assert.equal(toggleTarget({}), 'global');
+    assert.equal(toggleTarget({ workspaceValue: false }), 'workspace');
+    assert.equal(toggleTarget({ workspaceValue: false, workspaceFolderValue: true }), 'workspaceFolder');
+  });
+});

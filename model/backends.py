@@ -1,0 +1,156 @@
+"""Backends the sampler drives: Hone's own denoiser (with exact context caching) and third-party
+diffusion LMs loaded through transformers (LLaDA-style unshifted, Dream-style shifted logits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, read_json
+from .network import Denoiser, infill_attention_mask
+from .tokenizer import HoneTokenizer
+
+LLADA_MASK_ID = 126336  # LLaDA's reserved [MASK] id when its tokenizer does not name a mask token
+STYLES = ("auto", "llada", "dream")
+
+
+def _shift_sources(n_total: int, slot_pos: list[int], shifted: bool) -> list[int]:
+    """Sequence position whose output predicts each slot (j, or j-1 for shifted models)."""
+    if not shifted:
+        return list(slot_pos)
+    if min(slot_pos) < 1:
+        raise ValueError("a shifted model needs a token before the first slot")
+    return [p - 1 for p in slot_pos]
+
+
+class _HoneSession:
+    def __init__(self, model: Denoiser, ids: list[int], slot_pos: list[int], cached: bool, device):
+        self.model, self.device, self.cached = model, device, cached
+        n = len(ids)
+        is_slot = torch.zeros(n, dtype=torch.bool)
+        is_slot[slot_pos] = True
+        self.ids = torch.tensor(ids, device=device)
+        self.slot_pos = torch.tensor(slot_pos, device=device)
+        src = torch.tensor(_shift_sources(n, slot_pos, model.cfg.shifted))
+        if cached:
+            ctx_pos = (~is_slot).nonzero().squeeze(1)
+            # index of every sequence position in the [context hidden; canvas hidden] concatenation
+            where = torch.empty(n, dtype=torch.long)
+            where[ctx_pos] = torch.arange(len(ctx_pos))
+            where[slot_pos] = len(ctx_pos) + torch.arange(len(slot_pos))
+            self.gather = where[src].to(device)
+            with torch.no_grad():
+                self.ctx_h, self.cache = model.encode_context(self.ids[ctx_pos.to(device)][None], ctx_pos.to(device))
+        else:
+            self.gather = src.to(device)
+            self.mask = infill_attention_mask((~is_slot)[None]).to(device)  # (1, 1, T, T)
+
+    @torch.no_grad()
+    def predict(self, canvas: torch.Tensor) -> torch.Tensor:
+        canvas = canvas.to(self.device)
+        if self.cached:
+            h = self.model.forward_canvas(canvas[None], self.slot_pos, self.cache)  # (1, n, D)
+            h = torch.cat((self.ctx_h, h), dim=1)
+        else:
+            ids = self.ids.clone()
+            ids[self.slot_pos] = canvas
+            h, _ = self.model.hidden(ids[None], attn_mask=self.mask)  # (1, T, D)
+        return self.model.head(h[0, self.gather]).float().cpu()  # (n, V)
+
+
+class HoneBackend:
+    """Hone's own denoiser and tokenizer."""
+
+    def __init__(self, model: Denoiser, tokenizer: HoneTokenizer, device: torch.device):
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.mask_id, self.bos_id, self.eos_id = tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id
+        self.null_ids = frozenset({tokenizer.null_id, tokenizer.pad_id})
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> _HoneSession:
+        if len(ids) > self.model.cfg.max_seq_len:
+            raise ValueError(f"canvas of {len(ids)} tokens exceeds the model's {self.model.cfg.max_seq_len}")
+        return _HoneSession(self.model, ids, slot_pos, cached, self.device)
+
+
+class _HFSession:
+    def __init__(self, backend: HFBackend, ids: list[int], slot_pos: list[int]):
+        self.b = backend
+        self.ids = torch.tensor(ids, device=backend.device)
+        self.slot_pos = torch.tensor(slot_pos, device=backend.device)
+        self.src = torch.tensor(_shift_sources(len(ids), slot_pos, backend.shifted), device=backend.device)
+
+    @torch.no_grad()
+    def predict(self, canvas: torch.Tensor) -> torch.Tensor:
+        ids = self.ids.clone()
+        ids[self.slot_pos] = canvas.to(self.b.device)
+        out = self.b.model(input_ids=ids[None])
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        return logits[0, self.src].float().cpu()
+
+
+class HFBackend:
+    """A third-party diffusion LM from a local folder (no full-attention cache: every step runs all)."""
+
+    def __init__(self, folder: str | Path, device: torch.device, trust_remote_code: bool = False, style: str = "auto"):
+        if style not in STYLES:
+            raise ValueError(f"unknown model style {style!r}; choose one of {list(STYLES)}")
+        folder = Path(folder)
+        cfg = read_json(folder / "config.json")
+        self.style = style if style != "auto" else detect_style(cfg)
+        self.shifted = self.style == "dream"
+        needs_remote = "auto_map" in cfg
+        if needs_remote and not trust_remote_code:
+            raise CheckpointError(
+                folder / "config.json",
+                "this model ships its own Python code (auto_map); loading it needs the user-level "
+                "opt-in trustRemoteCode / --trust-remote-code",
+            )
+        import transformers  # heavy: only when a third-party model is asked for
+
+        try:
+            self.tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
+            loader = transformers.AutoModel if self.style == "llada" and needs_remote else transformers.AutoModelForCausalLM
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+            self.model = loader.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code, dtype=dtype)
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(folder, f"transformers could not load this model: {e}") from e
+        self.model.to(device).eval()
+        self.device = device
+        mask_id = self.tok.mask_token_id if self.tok.mask_token_id is not None else cfg.get("mask_token_id")
+        if mask_id is None and self.style == "llada":
+            mask_id = LLADA_MASK_ID
+        if mask_id is None:
+            raise CheckpointError(folder, "no mask token: the tokenizer has no mask_token and config.json no mask_token_id")
+        self.mask_id = int(mask_id)
+        self.bos_id = self.tok.bos_token_id
+        self.eos_id = None  # third-party models were not trained with our end-of-document marker
+        nulls = {i for i in (self.tok.eos_token_id, self.tok.pad_token_id) if i is not None}
+        self.null_ids = frozenset(nulls)
+        if self.shifted and self.bos_id is None:
+            self.bos_id = self.tok.eos_token_id if self.tok.eos_token_id is not None else self.tok.pad_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode([i for i in ids if i not in self.null_ids and i != self.mask_id], skip_special_tokens=False)
+
+    def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> _HFSession:
+        return _HFSession(self, ids, slot_pos)
+
+
+def detect_style(cfg: dict) -> str:
+    """'llada' (logits unshifted) or 'dream' (Qwen2-based, shifted) from a config.json dict."""
+    kind = (str(cfg.get("model_type", "")) + " " + " ".join(cfg.get("architectures") or [])).lower()
+    if "llada" in kind:
+        return "llada"
+    if any(k in kind for k in ("dream", "qwen", "diffucoder", "dcoder")):
+        return "dream"
+    raise ValueError(f"cannot tell the logit convention of model_type {cfg.get('model_type')!r}; pass style='llada' or 'dream'")

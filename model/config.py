@@ -1,0 +1,53 @@
+"""Network configuration, saved as config.json beside the weights so a checkpoint rebuilds itself."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ModelConfig(msgspec.Struct, forbid_unknown_fields=False, kw_only=True):
+    model_type: str = "hone-diffusion"  # marks the folder as ours (third-party folders say llada, Dream, ...)
+    vocab_size: int = 8192  # tokenizer size, special tokens included
+    d_model: int = 320  # residual width
+    n_layers: int = 6  # transformer blocks
+    n_heads: int = 5  # attention heads; d_model must divide evenly
+    d_ff: int = 864  # hidden width of the SwiGLU feed-forward (~8/3 d_model, rounded)
+    max_seq_len: int = 1024  # longest canvas + context the rotary table covers
+    rope_theta: float = 10000.0  # rotary base frequency
+    norm_eps: float = 1e-5  # RMSNorm epsilon
+    tie_embeddings: bool = True  # share the input embedding with the output head
+    shifted: bool = False  # True: the prediction for position j is read at j-1 (AR-initialised, Dream-style)
+    pad_id: int = 0  # special token ids, copied from the tokenizer and checked against it on load
+    bos_id: int = 1
+    eos_id: int = 2
+    mask_id: int = 3
+    null_id: int = 4
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first inconsistent field."""
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError("head dimension must be even for rotary embeddings")
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("pad_id", "bos_id", "eos_id", "mask_id", "null_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(f"{name} {getattr(self, name)} is outside the vocabulary")
+
+
+PRESETS: dict[str, dict] = {
+    # randomly initialised networks for tests: fast, quality irrelevant
+    "tiny": dict(d_model=64, n_layers=2, n_heads=2, d_ff=128, max_seq_len=512),
+    # the shipped default: ~10M parameters with an 8k vocabulary
+    "small": dict(d_model=320, n_layers=6, n_heads=5, d_ff=864, max_seq_len=1024),
+    # for the gpu preset
+    "base": dict(d_model=512, n_layers=8, n_heads=8, d_ff=1376, max_seq_len=1024),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    return ModelConfig(**{**PRESETS[name], **overrides})

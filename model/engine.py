@@ -1,0 +1,79 @@
+"""The engine: load a model folder once, then turn (prefix, suffix) or holes into text."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+from . import DEFAULT_MODEL_DIR
+from .backends import HFBackend, HoneBackend
+from .checkpoint import CheckpointError, load_model, read_json
+from .sampler import Result, SampleOptions, sample
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; an explicit device that is absent is an error."""
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; choose one of {list(DEVICES)}")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but MPS is not available")
+    return torch.device(name)
+
+
+def default_threads() -> int:
+    """Match the free cores: an oversubscribed CPU forward is many times slower."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class Engine:
+    """One loaded model. `lock` serialises inference; callers run it off their event loop."""
+
+    def __init__(self, backend, name: str, device: torch.device):
+        self.backend, self.name, self.device = backend, name, device
+        self.lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, device: str = "auto", trust_remote_code: bool = False,
+             style: str = "auto", threads: int | None = None) -> Engine:
+        folder = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+        dev = resolve_device(device)
+        if dev.type == "cpu":
+            torch.set_num_threads(threads or default_threads())
+        if not folder.is_dir():
+            raise CheckpointError(folder, "model folder does not exist")
+        cfg = read_json(folder / "config.json")
+        if cfg.get("model_type") == "hone-diffusion":
+            model, tokenizer = load_model(folder, dev)
+            backend = HoneBackend(model, tokenizer, dev)
+        else:
+            backend = HFBackend(folder, dev, trust_remote_code=trust_remote_code, style=style)
+        return cls(backend, folder.name, dev)
+
+    def fill(self, pieces: list[str], opts: SampleOptions, cancel: threading.Event | None = None,
+             seed: int | None = None) -> Result:
+        """Fill the len(pieces) - 1 holes between the pieces in one pass."""
+        with self.lock:
+            return sample(self.backend, pieces, opts, cancel, seed)
+
+    def infill(self, prefix: str, suffix: str, opts: SampleOptions, cancel: threading.Event | None = None,
+               seed: int | None = None) -> Result:
+        return self.fill([prefix, suffix], opts, cancel, seed)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.backend.encode(text))

@@ -1,0 +1,283 @@
+"""The diffusion sampler: one loop, every option.
+
+A request is a list of fixed text pieces with a hole between each neighbouring pair. The canvas is
+[BOS] piece0 [MASK × n1] piece1 … pieceK [EOS?]; each step the backend predicts every canvas slot
+and a commit rule picks which masked slots to fix. Slots the model fills with the null token are
+dropped; a hole whose slots all hold content grows (up to max_tokens) because its middle may go on.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+import torch
+
+RULES = ("threshold", "entropy", "one")
+MODES = ("free", "line", "block")
+
+
+class Cancelled(Exception):
+    """Raised between denoising steps when the request's cancel event is set."""
+
+
+class SampleOptions(msgspec.Struct, kw_only=True):
+    rule: str = "threshold"  # threshold | entropy | one (one-per-step lowest entropy: the quality reference)
+    threshold: float = 0.9  # τ for rule=threshold: commit every slot whose top probability ≥ τ
+    gamma: float = 0.5  # γ for rule=entropy: commit in confidence order while summed entropy (nats) ≤ γ
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0  # nucleus mass when temperature > 0
+    max_tokens: int = 64  # most canvas slots one hole may grow to
+    initial_slots: int = 0  # slots per hole at the start; 0 = pick from mode and max_tokens
+    grow_by: int = 8  # slots added when a hole fills with content
+    mode: str = "free"  # free | line (stop at the end of the current line) | block (stop when the block dedents)
+    block_indent: int = 0  # with mode=block: a completed line indented less than this ends the block
+    cached: bool = True  # encode fixed context once and run only the canvas each step
+    prefix_budget: int = 384  # tokens kept from the end of the first piece
+    suffix_budget: int = 128  # tokens kept from the start of the last piece
+    doc_start: bool = True  # the first piece starts the document (not a truncated window)
+    doc_end: bool = True  # the last piece ends the document: EOS follows it
+    deadline_s: float | None = None  # wall-clock budget; past it the best draft so far is returned
+
+    def validate(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"unknown commit rule {self.rule!r}; choose one of {list(RULES)}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {list(MODES)}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError("threshold must be in (0, 1]")
+        if self.gamma < 0 or self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("gamma and temperature must be ≥ 0 and top_p in (0, 1]")
+        if self.max_tokens < 1 or self.grow_by < 1 or self.initial_slots < 0:
+            raise ValueError("max_tokens and grow_by must be ≥ 1, initial_slots ≥ 0")
+
+
+class Stats(msgspec.Struct):
+    forwards: int = 0  # denoiser calls over the canvas
+    context_encodes: int = 0  # context (prefix/suffix) passes: once per request, again when a hole grows
+    steps: int = 0
+    tokens: int = 0  # content tokens in the returned text(s)
+    slots: int = 0  # canvas slots resolved (content + null)
+    tokens_per_forward: float = 0.0
+    wall_ms: float = 0.0
+    grew: int = 0  # times a hole's canvas was enlarged
+    deadline_hit: bool = False
+
+
+class Session(Protocol):
+    def predict(self, canvas: torch.Tensor) -> torch.Tensor:
+        """canvas ids (n,) -> logits (n, V) for each canvas slot."""
+
+
+class Backend(Protocol):
+    mask_id: int
+    bos_id: int | None
+    eos_id: int | None
+    null_ids: frozenset[int]  # ids that mean "unused slot"
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+    def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> Session: ...
+
+
+def select_commits(conf: torch.Tensor, entropy: torch.Tensor, masked: torch.Tensor, opts: SampleOptions) -> torch.Tensor:
+    """Which slots to commit this step: conf/entropy/masked (n,) -> bool (n,), never empty if any is masked."""
+    chosen = torch.zeros_like(masked)
+    if not bool(masked.any()):
+        return chosen
+    ent = entropy.masked_fill(~masked, math.inf)
+    if opts.rule == "threshold":
+        chosen = masked & (conf >= opts.threshold)
+        chosen[conf.masked_fill(~masked, -1.0).argmax()] = True  # the best one even when none reaches τ
+    elif opts.rule == "entropy":
+        order = ent.argsort()
+        n_masked = int(masked.sum())
+        # EB rule: take slots in ascending entropy while the running sum stays within γ (at least one)
+        csum = ent[order[:n_masked]].cumsum(0)
+        k = max(1, int((csum <= opts.gamma).sum()))
+        chosen[order[:k]] = True
+    else:  # one
+        chosen[ent.argmin()] = True
+    return chosen
+
+
+def _pick(logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator | None):
+    """logits (n, V) -> token (n,), confidence (n,) = p(token), entropy (n,) in nats."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    probs = logp.exp()
+    entropy = -torch.special.xlogy(probs, probs).sum(-1)  # xlogy: 0·log 0 = 0 for banned ids
+    if opts.temperature <= 0:
+        conf, tok = probs.max(-1)
+        return tok, conf, entropy
+    p = torch.softmax(logits.float() / opts.temperature, dim=-1)
+    if opts.top_p < 1.0:
+        sp, idx = p.sort(-1, descending=True)
+        keep = (sp.cumsum(-1) - sp) < opts.top_p  # smallest prefix whose mass reaches top_p
+        p = torch.zeros_like(p).scatter(-1, idx, sp * keep)
+    tok = torch.multinomial(p, 1, generator=gen).squeeze(-1)
+    return tok, probs.gather(-1, tok[:, None]).squeeze(-1), entropy
+
+
+def cut_text(text: str, mode: str, block_indent: int, first_line_prefix: str = "") -> tuple[str, bool]:
+    """Apply the mode's end rule: (kept text, whether the rule ended it)."""
+    if mode == "line":
+        i = text.find("\n")
+        return (text, False) if i < 0 else (text[:i], True)
+    if mode == "block":
+        lines = text.split("\n")
+        pos = len(lines[0]) + 1
+        seen_content = bool((first_line_prefix + lines[0]).strip())
+        for line in lines[1:-1]:  # the last line may still be incomplete
+            if line.strip():
+                if seen_content and len(line) - len(line.lstrip(" \t")) < block_indent:
+                    return text[: pos - 1], True
+                seen_content = True
+            pos += len(line) + 1
+    return text, False
+
+
+@dataclass
+class _Hole:
+    slots: list[int]  # current token per slot (mask id while undecided)
+    done: bool = False
+    text: str = ""
+    cut: bool = False
+
+
+@dataclass
+class Result:
+    texts: list[str]
+    stats: Stats = field(default_factory=Stats)
+
+
+def _layout(backend: Backend, pieces: list[list[int]], holes: list[_Hole], opts: SampleOptions):
+    ids: list[int] = [] if backend.bos_id is None else [backend.bos_id]
+    slot_pos: list[int] = []
+    for i, piece in enumerate(pieces):
+        ids += piece
+        if i < len(holes):
+            slot_pos += range(len(ids), len(ids) + len(holes[i].slots))
+            ids += holes[i].slots
+    if opts.doc_end and backend.eos_id is not None:
+        ids.append(backend.eos_id)
+    return ids, slot_pos
+
+
+def sample(
+    backend: Backend,
+    pieces: list[str],
+    opts: SampleOptions,
+    cancel: threading.Event | None = None,
+    seed: int | None = None,
+) -> Result:
+    """Fill the holes between `pieces` (len(pieces) - 1 of them); returns one text per hole and stats."""
+    opts.validate()
+    if len(pieces) < 2:
+        raise ValueError("need at least two pieces (prefix and suffix) around one hole")
+    t0 = time.perf_counter()
+    deadline = None if opts.deadline_s is None else t0 + opts.deadline_s
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    toks = [backend.encode(p) for p in pieces]
+    toks[0] = toks[0][-opts.prefix_budget :] if opts.prefix_budget else []
+    toks[-1] = toks[-1][: opts.suffix_budget]
+    start = opts.initial_slots or (min(opts.max_tokens, 16) if opts.mode == "line" else opts.max_tokens)
+    holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens)) for _ in range(len(pieces) - 1)]
+    first_line_prefix = pieces[0].rsplit("\n", 1)[-1]
+    stats = Stats()
+    null_ids = backend.null_ids
+
+    def check_cancel():
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+
+    def finish(hole: _Hole, final: bool) -> None:
+        """Decide whether a hole is complete: content run before the first null/undecided slot."""
+        run: list[int] = []
+        closed = False
+        for t in hole.slots:
+            if t == backend.mask_id:
+                break
+            if t in null_ids:
+                closed = True
+                break
+            run.append(t)
+        else:
+            closed = final
+        text = backend.decode(run)
+        kept, cut = cut_text(text, opts.mode, opts.block_indent, first_line_prefix if hole is holes[0] else "")
+        hole.text, hole.cut = kept, cut
+        hole.done = closed or cut
+
+    while True:
+        check_cancel()
+        ids, slot_pos = _layout(backend, toks, holes, opts)
+        session = backend.session(ids, slot_pos, opts.cached)
+        stats.context_encodes += 1
+        last_logits = None
+        while True:
+            open_holes = [h for h in holes if not h.done]
+            if not open_holes:
+                break
+            check_cancel()
+            canvas = torch.tensor([t for h in holes for t in h.slots])
+            masked = canvas == backend.mask_id
+            # slots of finished holes are frozen: nothing there needs committing
+            offs = 0
+            for h in holes:
+                if h.done:
+                    masked[offs : offs + len(h.slots)] = False
+                offs += len(h.slots)
+            if not bool(masked.any()):
+                break
+            if deadline is not None and time.perf_counter() > deadline and last_logits is not None:
+                stats.deadline_hit = True
+                tok = last_logits.argmax(-1)
+                canvas = torch.where(masked, tok, canvas)
+                _scatter(holes, canvas.tolist())
+                for h in holes:
+                    finish(h, final=True)
+                break
+            logits = session.predict(canvas)  # (n, V)
+            logits[:, backend.mask_id] = -math.inf  # a committed slot must leave the mask state
+            stats.forwards += 1
+            stats.steps += 1
+            last_logits = logits
+            tok, conf, ent = _pick(logits, opts, gen)
+            chosen = select_commits(conf, ent, masked, opts)
+            canvas = torch.where(chosen, tok, canvas)
+            stats.slots += int(chosen.sum())
+            _scatter(holes, canvas.tolist())
+            for h in holes:
+                if h.done:
+                    continue
+                # nulls close a hole: content is left-aligned, so every later slot is unused too
+                for i, t in enumerate(h.slots):
+                    if t in null_ids:
+                        h.slots[i + 1 :] = [t] * (len(h.slots) - i - 1)
+                        break
+                finish(h, final=False)
+        grow = [h for h in holes if not h.done and backend.mask_id not in h.slots and len(h.slots) < opts.max_tokens]
+        if stats.deadline_hit or not grow:
+            break
+        for h in grow:
+            h.slots += [backend.mask_id] * min(opts.grow_by, opts.max_tokens - len(h.slots))
+            stats.grew += 1
+    for h in holes:
+        if not h.done:
+            finish(h, final=True)
+    texts = [h.text for h in holes]
+    stats.tokens = sum(len(backend.encode(t)) for t in texts)
+    stats.tokens_per_forward = stats.tokens / max(1, stats.forwards)
+    stats.wall_ms = (time.perf_counter() - t0) * 1000
+    return Result(texts, stats)
+
+
+def _scatter(holes: list[_Hole], flat: list[int]) -> None:
+    i = 0
+    for h in holes:
+        h.slots = flat[i : i + len(h.slots)]
+        i += len(h.slots)
