@@ -37,10 +37,9 @@ class SampleOptions(msgspec.Struct, kw_only=True):
     mode: str = "free"  # free | line (stop at the end of the current line) | block (stop when the block dedents)
     block_indent: int = 0  # with mode=block: a completed line indented less than this ends the block
     cached: bool = True  # encode fixed context once and run only the canvas each step
-    prefix_budget: int = 384  # tokens kept from the end of the first piece
-    suffix_budget: int = 128  # tokens kept from the start of the last piece
-    doc_start: bool = True  # the first piece starts the document (not a truncated window)
-    doc_end: bool = True  # the last piece ends the document: EOS follows it
+    prefix_budget: int = 192  # tokens kept from the end of the first piece (the default model trained with 192)
+    suffix_budget: int = 64  # tokens kept from the start of the last piece (trained with 64)
+    doc_end: bool = True  # the last piece reaches the end of the document: EOS follows it unless truncated
     deadline_s: float | None = None  # wall-clock budget; past it the best draft so far is returned
 
     def validate(self) -> None:
@@ -154,7 +153,7 @@ class Result:
     stats: Stats = field(default_factory=Stats)
 
 
-def _layout(backend: Backend, pieces: list[list[int]], holes: list[_Hole], opts: SampleOptions):
+def _layout(backend: Backend, pieces: list[list[int]], holes: list[_Hole], at_end: bool):
     ids: list[int] = [] if backend.bos_id is None else [backend.bos_id]
     slot_pos: list[int] = []
     for i, piece in enumerate(pieces):
@@ -162,7 +161,7 @@ def _layout(backend: Backend, pieces: list[list[int]], holes: list[_Hole], opts:
         if i < len(holes):
             slot_pos += range(len(ids), len(ids) + len(holes[i].slots))
             ids += holes[i].slots
-    if opts.doc_end and backend.eos_id is not None:
+    if at_end and backend.eos_id is not None:
         ids.append(backend.eos_id)
     return ids, slot_pos
 
@@ -183,6 +182,7 @@ def sample(
     gen = None if seed is None else torch.Generator().manual_seed(seed)
     toks = [backend.encode(p) for p in pieces]
     toks[0] = toks[0][-opts.prefix_budget :] if opts.prefix_budget else []
+    at_end = opts.doc_end and len(toks[-1]) <= opts.suffix_budget
     toks[-1] = toks[-1][: opts.suffix_budget]
     start = opts.initial_slots or (min(opts.max_tokens, 16) if opts.mode == "line" else opts.max_tokens)
     holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens)) for _ in range(len(pieces) - 1)]
@@ -214,7 +214,7 @@ def sample(
 
     while True:
         check_cancel()
-        ids, slot_pos = _layout(backend, toks, holes, opts)
+        ids, slot_pos = _layout(backend, toks, holes, at_end)
         session = backend.session(ids, slot_pos, opts.cached)
         stats.context_encodes += 1
         last_logits = None

@@ -1,0 +1,147 @@
+"""`hone`: complete, corpus, tokenizer, train, eval, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _complete(a) -> int:
+    from lsp_server.completion import complete_file
+    from model.engine import Engine
+
+    path = Path(a.file)
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    engine = Engine.load(a.model, a.device, trust_remote_code=a.trust_remote_code)
+    print(complete_file(engine, text, a.line, a.col))
+    return 0
+
+
+def _corpus(a) -> int:
+    from model.corpus import build_corpus, default_roots
+
+    roots = [Path(r) for r in a.roots] or default_roots()
+    rec = build_corpus(roots, Path(a.out))
+    print(json.dumps(rec, indent=2))
+    return 0
+
+
+def _tokenizer(a) -> int:
+    import random
+
+    from model.corpus import load_texts
+    from model.tokenizer import train_tokenizer
+
+    texts = load_texts(Path(a.corpus) / "train.jsonl")
+    random.Random(0).shuffle(texts)
+    sub, n = [], 0
+    for t in texts:  # a 40 MB sample gives the same merges as the whole corpus, in seconds
+        sub.append(t)
+        n += len(t)
+        if n > a.max_chars:
+            break
+    tok = train_tokenizer(sub, a.vocab_size)
+    tok.save(a.out)
+    held = load_texts(Path(a.corpus) / "heldout.jsonl")
+    chars = sum(map(len, held))
+    print(f"vocab {tok.vocab_size}; held-out {chars / max(1, sum(len(tok.encode(h)) for h in held)):.2f} chars/token")
+    return 0
+
+
+TRAIN_PRESETS = {
+    "cpu": dict(model_preset="small", hours=2.5, batch=16, threads=2),
+    "gpu": dict(model_preset="base", hours=8 / 60, batch=128, threads=8, eval_every_s=120.0),
+    "smoke": dict(model_preset="tiny", hours=1 / 60, batch=4, eval_every_s=30.0, warmup_steps=5),
+}
+
+
+def _train(a) -> int:
+    from model.train import TrainConfig, Trainer
+
+    over = {k: v for k, v in dict(route=a.route, hours=a.hours, threads=a.threads, ar_fraction=a.ar_fraction).items() if v is not None}
+    cfg = TrainConfig(**{**TRAIN_PRESETS[a.preset], **over})
+    tr = Trainer(cfg, Path(a.corpus), Path(a.tokenizer), Path(a.run_dir), Path(a.init_from) if a.init_from else None)
+    tr.run()
+    return 0
+
+
+def _eval(a) -> int:
+    from model.evaluate import main as eval_main
+
+    eval_main(a.model, Path(a.corpus), a.n_line, a.n_multi, a.write_card, a.device)
+    return 0
+
+
+def _bench(a) -> int:
+    if a.what == "engine":
+        from model.bench import run
+
+        run(a.model, a.n, a.device)
+    else:
+        from model.bench_lsp import run
+
+        run(a)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hone", description="Hone: diffusion code completion")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("complete", help="print a completion for FILE at LINE COL (0-based, like LSP)")
+    c.add_argument("file")
+    c.add_argument("line", type=int)
+    c.add_argument("col", type=int)
+    c.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--trust-remote-code", action="store_true")
+    c.set_defaults(fn=_complete)
+
+    c = sub.add_parser("corpus", help="gather and deduplicate Python sources")
+    c.add_argument("roots", nargs="*", help="folders (default: this interpreter's stdlib and site-packages)")
+    c.add_argument("--out", default="data/corpus")
+    c.set_defaults(fn=_corpus)
+
+    c = sub.add_parser("tokenizer", help="train the byte-level BPE on a corpus")
+    c.add_argument("--corpus", default="data/corpus")
+    c.add_argument("--out", default="data/tokenizer.json")
+    c.add_argument("--vocab-size", type=int, default=8192)
+    c.add_argument("--max-chars", type=int, default=40_000_000)
+    c.set_defaults(fn=_tokenizer)
+
+    c = sub.add_parser("train", help="train (or resume) a model; Ctrl-C checkpoints and stops")
+    c.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="cpu")
+    c.add_argument("--corpus", default="data/corpus")
+    c.add_argument("--tokenizer", default="data/tokenizer.json")
+    c.add_argument("--run-dir", default="runs/main")
+    c.add_argument("--route", choices=["diffusion", "ar-diffusion"], default=None)
+    c.add_argument("--ar-fraction", type=float, default=None)
+    c.add_argument("--hours", type=float, default=None)
+    c.add_argument("--threads", type=int, default=None)
+    c.add_argument("--init-from", default=None, help="fine-tune from this model folder (e.g. on your own code)")
+    c.set_defaults(fn=_train)
+
+    c = sub.add_parser("eval", help="held-out loss and infill quality per commit rule")
+    c.add_argument("--model", default=None)
+    c.add_argument("--corpus", default="data/corpus")
+    c.add_argument("--n-line", type=int, default=100)
+    c.add_argument("--n-multi", type=int, default=40)
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--write-card", action="store_true", help="write the table into the model's MODEL_CARD.md")
+    c.set_defaults(fn=_eval)
+
+    c = sub.add_parser("bench", help="benchmarks: engine or lsp")
+    c.add_argument("what", choices=["engine", "lsp"])
+    c.add_argument("--model", default=None)
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--n", type=int, default=30)
+    c.set_defaults(fn=_bench)
+
+    a = p.parse_args(argv)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

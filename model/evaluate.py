@@ -1,0 +1,123 @@
+"""`hone eval`: held-out masked-token loss and infill quality (exact match, edit similarity) per commit rule."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .corpus import load_texts
+from .data import Budgets, choose_middle, infill_batch
+from .engine import Engine
+from .sampler import RULES, SampleOptions
+
+TABLE_START, TABLE_END = "<!-- eval:start -->", "<!-- eval:end -->"
+
+
+def edit_similarity(a: str, b: str) -> float:
+    """1 - Levenshtein(a, b) / max(len): 1.0 for identical strings."""
+    if a == b:
+        return 1.0
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return 1.0 - prev[-1] / max(len(a), len(b))
+
+
+def infill_cases(texts: list[str], n: int, kind: str, seed: int) -> list[tuple[str, str, str]]:
+    """(prefix, middle, suffix) with a non-blank middle, drawn like training examples of `kind`."""
+    rng = random.Random(seed)
+    cases = []
+    while len(cases) < n:
+        text = rng.choice(texts)
+        c, e = choose_middle(text, rng, kind)
+        mid = text[c:e]
+        if mid.strip() and len(mid) <= 400:
+            cases.append((text[:c], mid, text[e:]))
+    return cases
+
+
+def masked_ce(engine: Engine, texts: list[str], batches: int = 8) -> float | None:
+    """Held-out masked CE with the training budgets (Hone models only)."""
+    from .backends import HoneBackend
+    from .train import diffusion_loss
+
+    b = engine.backend
+    if not isinstance(b, HoneBackend):
+        return None
+    rng, gen = random.Random(1234), torch.Generator().manual_seed(1234)
+    losses = []
+    with torch.no_grad():
+        for _ in range(batches):
+            ids, ctx, tgt = infill_batch(b.tokenizer, texts, rng, Budgets(), 16)
+            losses.append(float(diffusion_loss(b.model, ids.to(b.device), ctx.to(b.device), tgt.to(b.device), b.mask_id, gen)))
+    return sum(losses) / len(losses)
+
+
+def run_eval(engine: Engine, texts: list[str], n_line: int = 100, n_multi: int = 40, rules=RULES, threshold: float = 0.9) -> dict:
+    out = {"masked_ce": masked_ce(engine, texts), "rules": {}}
+    single = infill_cases(texts, n_line, "rest_of_line", 1)
+    multi = infill_cases(texts, n_multi, "lines", 2)
+    for rule in rules:
+        rec = {}
+        for name, cases, mode, max_tokens in (("single", single, "line", 32), ("multi", multi, "free", 96)):
+            em = es = fw = tk = ms = 0.0
+            for pre, mid, suf in tqdm(cases, desc=f"eval {rule}/{name}", leave=False):
+                opts = SampleOptions(rule=rule, threshold=threshold, mode=mode, max_tokens=max_tokens)
+                r = engine.infill(pre, suf, opts)
+                got = r.texts[0]
+                if mode == "line":
+                    got, mid = got.rstrip(), mid.rstrip()
+                em += got == mid
+                es += edit_similarity(got, mid)
+                fw += r.stats.forwards
+                tk += r.stats.tokens
+                ms += r.stats.wall_ms
+            n = len(cases)
+            rec[name] = {"exact_match": em / n, "edit_similarity": es / n, "tokens_per_forward": tk / max(1, fw),
+                         "forwards_per_completion": fw / n, "ms_per_completion": ms / n}
+        out["rules"][rule] = rec
+        print(f"{rule:9s} single EM {rec['single']['exact_match']:.3f} ES {rec['single']['edit_similarity']:.3f} "
+              f"tok/fwd {rec['single']['tokens_per_forward']:.2f} | multi ES {rec['multi']['edit_similarity']:.3f} "
+              f"tok/fwd {rec['multi']['tokens_per_forward']:.2f}")
+    return out
+
+
+def table_markdown(res: dict) -> str:
+    lines = [f"Held-out masked-token CE: {res['masked_ce']:.3f} nats" if res["masked_ce"] is not None else "",
+             "", "| commit rule | 1-line EM | 1-line ES | 1-line tok/fwd | 1-line ms | multi-line ES | multi tok/fwd | multi ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rule, r in res["rules"].items():
+        s, m = r["single"], r["multi"]
+        lines.append(f"| {rule} | {s['exact_match']:.1%} | {s['edit_similarity']:.3f} | {s['tokens_per_forward']:.2f} | "
+                     f"{s['ms_per_completion']:.0f} | {m['edit_similarity']:.3f} | {m['tokens_per_forward']:.2f} | {m['ms_per_completion']:.0f} |")
+    return "\n".join(lines)
+
+
+def write_card_table(card: Path, res: dict) -> None:
+    """Replace the eval block of MODEL_CARD.md (or append one)."""
+    block = f"{TABLE_START}\n{table_markdown(res)}\n{TABLE_END}"
+    text = card.read_text() if card.exists() else "# Model card\n"
+    if TABLE_START in text:
+        text = re.sub(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), lambda _: block, text, flags=re.S)
+    else:
+        text += "\n## Evaluation\n\n" + block + "\n"
+    card.write_text(text)
+
+
+def main(model_dir: str | None, corpus: Path, n_line: int, n_multi: int, write_card: bool, device: str = "cpu") -> dict:
+    engine = Engine.load(model_dir, device)
+    texts = load_texts(corpus / "heldout.jsonl")
+    res = run_eval(engine, texts, n_line, n_multi)
+    print(table_markdown(res))
+    if write_card and model_dir:
+        write_card_table(Path(model_dir) / "MODEL_CARD.md", res)
+    print(json.dumps(res))
+    return res

@@ -1,0 +1,272 @@
+"""`hone train`: masked-diffusion training on editor-shaped infill examples, optionally after an
+autoregressive phase (route ar-diffusion: causal next-token first, then adaptation to masked
+diffusion with shifted logits, the Dream/DiffuCoder recipe). Time-based schedule, resumable."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from pathlib import Path
+
+import msgspec
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import save_model
+from .config import preset
+from .corpus import load_texts
+from .data import Budgets, ar_batch, infill_batch, mask_canvas
+from .network import Denoiser, infill_attention_mask
+from .tokenizer import HoneTokenizer
+
+ROUTES = ("diffusion", "ar-diffusion")
+
+
+class TrainConfig(msgspec.Struct, kw_only=True):
+    route: str = "ar-diffusion"  # diffusion (from scratch) | ar-diffusion (AR phase, then masked diffusion)
+    ar_fraction: float = 0.3  # share of the wall-clock budget spent in the AR phase
+    model_preset: str = "small"
+    hours: float = 2.5  # wall-clock budget; the LR schedule follows elapsed time
+    batch: int = 16
+    lr: float = 1.5e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    prefix_tokens: int = 192
+    middle_tokens: int = 64
+    suffix_tokens: int = 64
+    eval_every_s: float = 300.0  # also checkpoints then
+    threads: int = 1
+    seed: int = 0
+    bf16: bool = True  # autocast (CPU and CUDA)
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    warm = min(1.0, (step + 1) / cfg.warmup_steps)
+    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
+
+
+def diffusion_loss(model: Denoiser, ids, is_context, targets, mask_id: int, gen: torch.Generator):
+    """Masked-token cross-entropy (mean over masked canvas slots) -> scalar."""
+    noisy, tgt, _t = mask_canvas(ids, is_context, targets, mask_id, gen)
+    h, _ = model.hidden(noisy, attn_mask=infill_attention_mask(is_context))  # (B, T, D)
+    if model.cfg.shifted:  # the output at j-1 predicts slot j
+        h, tgt = h[:, :-1], tgt[:, 1:]
+    sel = tgt != -100
+    logits = model.head(h[sel])  # only the predicted positions go through the head: (N, V)
+    return F.cross_entropy(logits.float(), tgt[sel])
+
+
+def ar_loss(model: Denoiser, ids, pad_id: int):
+    h, _ = model.hidden(ids[:, :-1], causal=True)
+    tgt = ids[:, 1:]
+    sel = tgt != pad_id
+    return F.cross_entropy(model.head(h[sel]).float(), tgt[sel])
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, corpus: Path, tokenizer: Path, run_dir: Path, init_from: Path | None = None):
+        if cfg.route not in ROUTES:
+            raise ValueError(f"unknown route {cfg.route!r}; choose one of {list(ROUTES)}")
+        self.cfg, self.run_dir = cfg, run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(cfg.threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.tok = HoneTokenizer.from_file(tokenizer)
+        self.budgets = Budgets(cfg.prefix_tokens, cfg.middle_tokens, cfg.suffix_tokens)
+        self.texts, self.skipped = self._load(corpus / "train.jsonl")
+        self.held = load_texts(corpus / "heldout.jsonl")
+        t = self.tok
+        mcfg = preset(cfg.model_preset, vocab_size=t.vocab_size, pad_id=t.pad_id, bos_id=t.bos_id, eos_id=t.eos_id,
+                      mask_id=t.mask_id, null_id=t.null_id, shifted=cfg.route == "ar-diffusion",
+                      max_seq_len=max(1024, self.budgets.seq_len))
+        torch.manual_seed(cfg.seed)
+        self.model = Denoiser(mcfg).to(self.device)
+        if init_from is not None:  # fine-tune: start from an existing model folder's weights
+            from .checkpoint import load_model
+            src, _ = load_model(init_from, self.device)
+            self.model.load_state_dict(src.state_dict())
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+        other = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                      {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+        self.step, self.elapsed, self.tokens_seen, self.phase_switch_step = 0, 0.0, 0, None
+        self.rng, self.gen = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+        self.log_path = run_dir / "log.jsonl"
+        self._resume()
+        self._held_batches = self._make_held()
+
+    def _load(self, path: Path):
+        texts, skipped = [], 0
+        with open(path, encoding="utf-8", errors="strict") as f:
+            for line in f:
+                try:
+                    text = json.loads(line)["text"]
+                    text.encode("utf-8")  # lone surrogates would break the tokenizer
+                except (ValueError, KeyError, UnicodeError):
+                    skipped += 1
+                    continue
+                texts.append(text)
+        return texts, skipped
+
+    def _make_held(self):
+        rng, gen = random.Random(1234), torch.Generator().manual_seed(1234)
+        out = []
+        for _ in range(8):
+            ids, ctx, tgt = infill_batch(self.tok, self.held, rng, self.budgets, 16)
+            out.append((ids, ctx, tgt, gen.get_state()))
+            torch.rand((16, self.budgets.seq_len), generator=gen)  # advance so each batch draws new masks
+        return out
+
+    @property
+    def progress(self) -> float:
+        return self.elapsed / (self.cfg.hours * 3600)
+
+    def in_ar_phase(self) -> bool:
+        return self.cfg.route == "ar-diffusion" and self.progress < self.cfg.ar_fraction
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Held-out masked-token CE on fixed infill batches (same masks every time)."""
+        self.model.eval()
+        losses = []
+        for ids, ctx, tgt, state in self._held_batches:
+            gen = torch.Generator().set_state(state)
+            with self._autocast():
+                losses.append(float(diffusion_loss(self.model, ids.to(self.device), ctx.to(self.device),
+                                                   tgt.to(self.device), self.tok.mask_id, gen)))
+        self.model.train()
+        return sum(losses) / len(losses)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    def _resume(self):
+        state_path = self.run_dir / "state.pt"
+        if not state_path.exists():
+            return
+        st = torch.load(state_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.step, self.elapsed, self.tokens_seen = st["step"], st["elapsed"], st["tokens_seen"]
+        self.phase_switch_step = st.get("phase_switch_step")
+        self.rng.setstate(st["py_rng"])
+        self.gen.set_state(st["torch_rng"])
+        print(f"resumed {state_path} at step {self.step}, {self.elapsed / 60:.1f} min, {self.tokens_seen / 1e6:.2f}M tokens")
+
+    def save(self, export: bool = True):
+        st = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step, "elapsed": self.elapsed,
+              "tokens_seen": self.tokens_seen, "phase_switch_step": self.phase_switch_step,
+              "py_rng": self.rng.getstate(), "torch_rng": self.gen.get_state(), "train_config": msgspec.to_builtins(self.cfg)}
+        tmp = self.run_dir / "state.pt.tmp"
+        torch.save(st, tmp)
+        tmp.replace(self.run_dir / "state.pt")  # atomic: a kill mid-save keeps the previous checkpoint
+        if export:
+            save_model(self.run_dir / "model", self.model, self.tok, dtype=torch.bfloat16)
+            (self.run_dir / "model" / "train_state.json").write_text(json.dumps(
+                {"step": self.step, "hours": self.elapsed / 3600, "tokens_seen": self.tokens_seen,
+                 "phase_switch_step": self.phase_switch_step, "train_config": msgspec.to_builtins(self.cfg),
+                 "corpus_files": len(self.texts), "skipped_records": self.skipped}, indent=2))
+            plot_losses(self.log_path, self.run_dir / "model" / "loss.png")
+
+    def log(self, rec: dict):
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def run(self):
+        cfg, b = self.cfg, self.budgets
+        stop = {"flag": False}
+
+        def on_signal(signum, frame):
+            stop["flag"] = True  # finish the step, checkpoint, exit
+
+        old = [signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)]
+        n_params = self.model.num_parameters()
+        print(f"model {n_params / 1e6:.2f}M params, route {cfg.route}, {len(self.texts)} files ({self.skipped} skipped), seq {b.seq_len}")
+        bar = tqdm(total=int(cfg.hours * 3600), initial=int(self.elapsed), unit="s", desc="train")
+        last_eval = self.elapsed
+        ema = None
+        self.model.train()
+        try:
+            while self.progress < 1.0 and not stop["flag"]:
+                t0 = time.perf_counter()
+                lr = lr_at(cfg, self.step, self.progress)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                ar = self.in_ar_phase()
+                if not ar and cfg.route == "ar-diffusion" and self.phase_switch_step is None:
+                    self.phase_switch_step = self.step
+                    self.log({"step": self.step, "event": "switch to masked diffusion"})
+                with self._autocast():
+                    if ar:
+                        ids = ar_batch(self.tok, self.texts, self.rng, b.seq_len, cfg.batch).to(self.device)
+                        loss = ar_loss(self.model, ids, self.tok.pad_id)
+                    else:
+                        ids, ctx, tgt = infill_batch(self.tok, self.texts, self.rng, b, cfg.batch)
+                        loss = diffusion_loss(self.model, ids.to(self.device), ctx.to(self.device), tgt.to(self.device),
+                                              self.tok.mask_id, self.gen)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+                self.opt.step()
+                self.step += 1
+                self.tokens_seen += cfg.batch * b.seq_len
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
+                lv = loss.item()
+                ema = lv if ema is None else 0.95 * ema + 0.05 * lv
+                bar.update(int(self.elapsed) - bar.n)
+                bar.set_postfix(step=self.step, loss=f"{ema:.3f}", phase="ar" if ar else "diff", lr=f"{lr:.1e}")
+                if self.step % 20 == 0:
+                    self.log({"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen,
+                              "phase": "ar" if ar else "diffusion", "loss": lv, "lr": lr})
+                if self.elapsed - last_eval >= cfg.eval_every_s:
+                    last_eval = self.elapsed
+                    held = self.evaluate()
+                    self.log({"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen, "heldout_masked_ce": held})
+                    tqdm.write(f"step {self.step} {self.elapsed / 60:.1f} min held-out masked CE {held:.3f}")
+                    self.save()
+        finally:
+            bar.close()
+            for s, h in zip((signal.SIGINT, signal.SIGTERM), old):
+                signal.signal(s, h)
+        held = self.evaluate()
+        self.log({"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen, "heldout_masked_ce": held})
+        self.save()
+        print(f"done: step {self.step}, {self.tokens_seen / 1e6:.2f}M tokens, held-out masked CE {held:.3f}")
+        return held
+
+
+def plot_losses(log_path: Path, out: Path, others: dict[str, Path] | None = None) -> None:
+    """loss.png: training loss (per phase) and held-out masked CE against tokens seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, path in {"this run": log_path, **(others or {})}.items():
+        if not path.exists():
+            continue
+        recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        for phase, style in (("ar", ":"), ("diffusion", "-")):
+            pts = [(r["tokens"] / 1e6, r["loss"]) for r in recs if r.get("phase") == phase]
+            if pts:
+                ax.plot(*zip(*pts), style, alpha=0.5, label=f"{label}: train loss ({phase})")
+        pts = [(r["tokens"] / 1e6, r["heldout_masked_ce"]) for r in recs if "heldout_masked_ce" in r]
+        if pts:
+            ax.plot(*zip(*pts), "o-", label=f"{label}: held-out masked CE")
+    ax.set_xlabel("tokens seen (M)")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
