@@ -57,6 +57,8 @@ class Engine:
             torch.set_num_threads(threads or default_threads())
         if not folder.is_dir():
             raise CheckpointError(folder, "model folder does not exist")
+        if not (folder / "config.json").is_file():
+            raise CheckpointError(folder / "config.json", "missing (not a model folder?)")
         cfg = read_json(folder / "config.json")
         if cfg.get("model_type") == "hone-diffusion":
             model, tokenizer = load_model(folder, dev)

@@ -21,12 +21,17 @@ def sample_texts() -> list[str]:
     return [inspect.getsource(m) for m in (argparse, json_mod.decoder, textwrap)]
 
 
-def make_tiny_model(folder: str | Path, seed: int = 0, vocab_size: int = 512, **overrides) -> Path:
+def make_tiny_model(folder: str | Path, seed: int = 0, vocab_size: int = 512, sharpness: float = 20.0, **overrides) -> Path:
+    """sharpness scales the (tied) embedding so logits are peaked: a default-initialised network is
+    near-uniform, and its confidence ties would make greedy decoding depend on float rounding."""
     torch.manual_seed(seed)
     tok = train_tokenizer(sample_texts(), vocab_size=vocab_size, show_progress=False)
     cfg = preset("tiny", vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id,
                  eos_id=tok.eos_id, mask_id=tok.mask_id, null_id=tok.null_id, **overrides)
-    folder = save_model(folder, Denoiser(cfg), tok)
+    net = Denoiser(cfg)
+    with torch.no_grad():
+        net.embed.weight.mul_(sharpness)
+    folder = save_model(folder, net, tok)
     (Path(folder) / "MODEL_CARD.md").write_text("# tiny test model\n\nRandomly initialised; for tests only.\n")
     return Path(folder)
 

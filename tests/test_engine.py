@@ -1,0 +1,233 @@
+"""Engine tests on a real (tiny, randomly initialised) network: sampler invariants, caching, loading."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from model.backends import HoneBackend
+from model.checkpoint import CheckpointError, load_model
+from model.engine import Engine
+from model.sampler import Cancelled, SampleOptions, cut_text, select_commits
+from model.testing import make_tiny_hf_model, make_tiny_model
+from model.tokenizer import HoneTokenizer
+
+PREFIX = "def add(a, b):\n    '''Return the sum.'''\n    return "
+SUFFIX = "\n\n\nprint(add(1, 2))\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_dir):
+    return Engine.load(tiny_dir, "cpu", threads=1)
+
+
+class Recorder:
+    """Wraps the real backend and records every session layout and canvas the sampler sends."""
+
+    def __init__(self, inner: HoneBackend, on_predict=None):
+        self.inner, self.on_predict = inner, on_predict
+        self.sessions: list[tuple[list[int], list[int]]] = []
+        self.canvases: list[list[int]] = []
+        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "encode", "decode"):
+            setattr(self, name, getattr(inner, name))
+
+    def session(self, ids, slot_pos, cached):
+        self.sessions.append((list(ids), list(slot_pos)))
+        real = self.inner.session(ids, slot_pos, cached)
+        rec = self
+
+        class S:
+            def predict(self, canvas):
+                rec.canvases.append(canvas.tolist())
+                if rec.on_predict:
+                    rec.on_predict(len(rec.canvases))
+                return real.predict(canvas)
+
+        return S()
+
+
+def run(engine, pieces, opts, on_predict=None, cancel=None):
+    from model.sampler import sample
+
+    rec = Recorder(engine.backend, on_predict)
+    return sample(rec, pieces, opts, cancel), rec
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_tokenizer_round_trip(tokenizer_text):
+    tok = _TOK
+    assert tok.decode(tok.encode(tokenizer_text)) == tokenizer_text
+
+
+@pytest.mark.parametrize("text", ["\t\tx = 1\r\n", "naïve = '日本語' # 🎉🐍", "   \n\n    ", "<|mask|><|null|>", "\x0b\x0c\x1f"])
+def test_tokenizer_round_trip_edge_cases(text):
+    ids = _TOK.encode(text)
+    assert _TOK.decode(ids) == text
+    assert _TOK.mask_id not in ids and _TOK.null_id not in ids  # special-token text stays text
+
+
+_TOK: HoneTokenizer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tok(tiny_dir):
+    global _TOK
+    _TOK = HoneTokenizer.from_file(tiny_dir / "tokenizer.json")
+
+
+@pytest.mark.parametrize("rule", ["threshold", "entropy", "one"])
+def test_context_untouched_and_progress_every_step(engine, rule):
+    res, rec = run(engine, [PREFIX, SUFFIX], SampleOptions(rule=rule, max_tokens=12))
+    pre, suf = engine.backend.encode(PREFIX), engine.backend.encode(SUFFIX)
+    for ids, slot_pos in rec.sessions:
+        context = [t for i, t in enumerate(ids) if i not in set(slot_pos)]
+        assert context == [engine.backend.bos_id] + pre + suf + [engine.backend.eos_id]
+        assert slot_pos == list(range(1 + len(pre), 1 + len(pre) + len(slot_pos)))
+    masks = [c.count(engine.backend.mask_id) for c in rec.canvases]
+    grown = {i for i, (a, b) in enumerate(zip(rec.canvases, rec.canvases[1:])) if len(b) != len(a)}
+    for i, (a, b) in enumerate(zip(masks, masks[1:])):
+        if i not in grown:
+            assert b < a, "every step commits at least one slot"
+    assert res.stats.forwards == len(rec.canvases) <= 12
+    assert len(res.texts) == 1 and engine.backend.mask_id not in engine.backend.encode(res.texts[0])
+
+
+def test_select_commits_rules():
+    conf = torch.tensor([0.95, 0.2, 0.91, 0.5])
+    ent = torch.tensor([0.1, 3.0, 0.3, 1.0])
+    masked = torch.tensor([True, True, True, False])
+    assert select_commits(conf, ent, masked, SampleOptions(rule="threshold")).tolist() == [True, False, True, False]
+    low = SampleOptions(rule="threshold", threshold=0.99)
+    assert select_commits(conf, ent, masked, low).tolist() == [True, False, False, False]  # always the best one
+    assert select_commits(conf, ent, masked, SampleOptions(rule="entropy", gamma=0.45)).tolist() == [True, False, True, False]
+    assert select_commits(conf, ent, masked, SampleOptions(rule="entropy", gamma=0.0)).tolist() == [True, False, False, False]
+    assert select_commits(conf, ent, masked, SampleOptions(rule="one")).tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match="threshold"):
+        SampleOptions(rule="nope").validate()
+
+
+@pytest.mark.parametrize("rule", ["threshold", "one"])
+def test_cached_equals_uncached(engine, rule):
+    a = engine.infill(PREFIX, SUFFIX, SampleOptions(rule=rule, cached=True, max_tokens=16))
+    b = engine.infill(PREFIX, SUFFIX, SampleOptions(rule=rule, cached=False, max_tokens=16))
+    assert a.texts == b.texts and a.stats.forwards == b.stats.forwards
+
+
+def test_cached_logits_match_full_forward(engine):
+    be = engine.backend
+    ids = [be.bos_id] + be.encode(PREFIX) + [be.mask_id] * 6 + be.encode(SUFFIX)
+    slots = list(range(1 + len(be.encode(PREFIX)), 7 + len(be.encode(PREFIX))))
+    canvas = torch.tensor([be.mask_id, 5, 6, be.mask_id, 7, be.mask_id])
+    c = be.session(ids, slots, True).predict(canvas)
+    u = be.session(ids, slots, False).predict(canvas)
+    assert torch.allclose(c, u, atol=1e-4)
+
+
+def test_cancel_stops_within_one_step(engine):
+    ev = threading.Event()
+    with pytest.raises(Cancelled):
+        run(engine, [PREFIX, SUFFIX], SampleOptions(max_tokens=32, rule="one"), on_predict=lambda n: ev.set(), cancel=ev)
+    ev2 = threading.Event()
+    ev2.set()
+    with pytest.raises(Cancelled):
+        engine.infill(PREFIX, SUFFIX, SampleOptions(), cancel=ev2)
+
+
+def test_cancel_counts_one_forward(engine):
+    ev = threading.Event()
+    calls = []
+    with pytest.raises(Cancelled):
+        run(engine, [PREFIX, SUFFIX], SampleOptions(max_tokens=32, rule="one"), on_predict=lambda n: (calls.append(n), ev.set()), cancel=ev)
+    assert calls == [1]
+
+
+def test_deadline_returns_draft(engine):
+    res, rec = run(engine, [PREFIX, SUFFIX], SampleOptions(max_tokens=32, rule="one", deadline_s=0.0))
+    assert res.stats.deadline_hit and res.stats.forwards == 1
+    assert isinstance(res.texts[0], str)
+
+
+def test_multi_span_fills_every_span(engine):
+    pieces = ["x = ", "\ny = ", "\nz = ", "\n"]
+    res, rec = run(engine, pieces, SampleOptions(max_tokens=6, initial_slots=6))
+    assert len(res.texts) == 3
+    ids, slot_pos = rec.sessions[0]
+    assert len(slot_pos) == 18
+    last = rec.canvases[-1]
+    # every hole received commits (the final step leaves at most one mask per still-open hole)
+    for h in range(3):
+        assert last[h * 6 : h * 6 + 6].count(engine.backend.mask_id) < 6
+
+
+def test_line_mode_and_growth(engine):
+    r = engine.infill(PREFIX, SUFFIX, SampleOptions(mode="line", max_tokens=24, initial_slots=2, grow_by=2))
+    assert "\n" not in r.texts[0]
+    assert r.stats.forwards <= 24
+
+
+def test_cut_text_rules():
+    assert cut_text("abc\ndef", "line", 0) == ("abc", True)
+    body = "    x = 1\n    y = 2\nprint(x)\n"
+    assert cut_text(body, "block", 4) == ("    x = 1\n    y = 2", True)
+    assert cut_text("a\nb", "free", 0) == ("a\nb", False)
+
+
+def test_loading_errors(tmp_path, tiny_dir):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nope")
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dir, bad)
+    (bad / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="model.safetensors.*corrupt"):
+        load_model(bad)
+    shutil.copy(tiny_dir / "model.safetensors", bad / "model.safetensors")
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, "vocab_size": cfg["vocab_size"] + 1}))
+    with pytest.raises(CheckpointError, match="tokenizer.json.*does not match"):
+        load_model(bad)
+    (bad / "config.json").write_text(json.dumps({**cfg, "d_model": 96, "n_heads": 2}))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_model(bad)
+    (bad / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_model(bad)
+    (bad / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json.*missing"):
+        Engine.load(bad, "cpu")
+    with pytest.raises(ValueError, match="device"):
+        Engine.load(tiny_dir, "tpu")
+
+
+@pytest.mark.parametrize("style,shifted", [("llada", False), ("dream", True)])
+def test_third_party_adapters(tmp_path, style, shifted):
+    folder = make_tiny_hf_model(tmp_path / style, style)
+    eng = Engine.load(folder, "cpu", style=style)
+    assert eng.backend.shifted is shifted
+    assert eng.backend.mask_id == eng.backend.tok.mask_token_id
+    res = eng.infill("def f(x):\n    return ", "\n", SampleOptions(max_tokens=8, mode="line"))
+    assert "\n" not in res.texts[0] and res.stats.forwards >= 1
+    ids = [1, 2, 3, 9, 9, 4]
+    sess = eng.backend.session(ids, [3, 4], cached=False)
+    assert sess.src.tolist() == ([2, 3] if shifted else [3, 4])
+
+
+def test_remote_code_needs_opt_in(tmp_path):
+    folder = make_tiny_hf_model(tmp_path / "remote", "dream")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "modeling_evil.Evil"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(CheckpointError, match="trustRemoteCode"):
+        Engine.load(folder, "cpu")
