@@ -74,6 +74,13 @@ def _eval(a) -> int:
     return 0
 
 
+def _ship(a) -> int:
+    from model.card import ship
+
+    print(ship(Path(a.run_model), Path(a.corpus)))
+    return 0
+
+
 def _bench(a) -> int:
     if a.what == "engine":
         from model.bench import run
@@ -131,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--device", default="cpu")
     c.add_argument("--write-card", action="store_true", help="write the table into the model's MODEL_CARD.md")
     c.set_defaults(fn=_eval)
+
+    c = sub.add_parser("ship", help="copy a run's model folder into the package as the default model")
+    c.add_argument("run_model", help="e.g. runs/main/model")
+    c.add_argument("--corpus", default="data/corpus")
+    c.set_defaults(fn=_ship)
 
     c = sub.add_parser("bench", help="benchmarks: engine or lsp")
     c.add_argument("what", choices=["engine", "lsp"])
