@@ -43,8 +43,8 @@ def step_times(engine: Engine, n_slots: int = 16, ctx_tokens: int = 256, reps: i
     return out
 
 
-def run(model_dir: str | None, n: int = 30, device: str = "cpu") -> dict:
-    engine = Engine.load(model_dir, device)
+def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | None = None, threads: int | None = None) -> dict:
+    engine = Engine.load(model_dir, device, threads=threads)
     texts = real_python_texts()
     figures: dict = {"model": engine.name, "device": str(engine.device), "threads": torch.get_num_threads()}
     st = step_times(engine)
@@ -69,5 +69,47 @@ def run(model_dir: str | None, n: int = 30, device: str = "cpu") -> dict:
             f = figures[key]
             print(f"{key:26s} p50 {f['p50_ms']:7.1f} ms  p95 {f['p95_ms']:7.1f} ms  forwards {f['forwards']:5.1f}  "
                   f"tok/fwd {f['tokens_per_forward']:.2f}  ms/fwd {f['ms_per_forward']:.2f}")
+    if ar_dir:
+        figures["ar_baseline.single_line"] = run_ar_baseline(ar_dir, n, device, threads)
     print(json.dumps(figures))
     return figures
+
+
+def ar_complete_line(engine: Engine, prefix: str, max_tokens: int = 32) -> tuple[str, int, float]:
+    """Autoregressive baseline: the same network used causally (the AR phase's checkpoint), greedy,
+    KV-cached, prefix only, until a newline. -> (text, forwards, ms)."""
+    b = engine.backend
+    model = b.model
+    t0 = time.perf_counter()
+    ids = [b.bos_id] + b.encode(prefix)[-192:]
+    out: list[int] = []
+    with torch.no_grad():
+        h, cache = model.hidden(torch.tensor([ids]), causal=True, keep_kv=True)
+        forwards = 1
+        for _ in range(max_tokens):
+            nxt = int(model.head(h[0, -1]).argmax())
+            out.append(nxt)
+            if "\n" in b.decode([nxt]) or nxt == b.eos_id:
+                break
+            pos = torch.tensor([len(ids) + len(out) - 1])
+            h, kv = model.hidden(torch.tensor([[nxt]]), pos, past=cache, keep_kv=True)
+            cache = [(torch.cat((k0, k1), 2), torch.cat((v0, v1), 2)) for (k0, v0), (k1, v1) in zip(cache, kv)]
+            forwards += 1
+    return b.decode(out).split("\n")[0], forwards, (time.perf_counter() - t0) * 1000
+
+
+def run_ar_baseline(ar_dir: str, n: int = 30, device: str = "cpu", threads: int | None = None) -> dict:
+    engine = Engine.load(ar_dir, device, threads=threads)
+    cases = infill_cases(real_python_texts(), n, "rest_of_line", 7)
+    lat, fw, tok, em = [], 0, 0, 0
+    for pre, mid, _suf in cases:
+        text, f, ms = ar_complete_line(engine, pre)
+        lat.append(ms)
+        fw += f
+        tok += len(engine.backend.encode(text))
+        em += text.rstrip() == mid.rstrip()
+    fig = {"p50_ms": pct(lat, 0.5), "p95_ms": pct(lat, 0.95), "forwards": fw / n, "tokens_per_forward": tok / max(1, fw),
+           "exact_match": em / n}
+    print(f"AR baseline single_line     p50 {fig['p50_ms']:7.1f} ms  p95 {fig['p95_ms']:7.1f} ms  forwards {fig['forwards']:5.1f}  "
+          f"tok/fwd {fig['tokens_per_forward']:.2f}  EM {fig['exact_match']:.2f}")
+    return fig

@@ -85,7 +85,7 @@ def _bench(a) -> int:
     if a.what == "engine":
         from model.bench import run
 
-        run(a.model, a.n, a.device)
+        run(a.model, a.n, a.device, a.ar_model, a.threads)
     else:
         from model.bench_lsp import run
 
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--model", default=None)
     c.add_argument("--device", default="cpu")
     c.add_argument("--n", type=int, default=30)
+    c.add_argument("--threads", type=int, default=None, help="CPU threads (default: all free cores)")
+    c.add_argument("--ar-model", default=None, help="engine: also time this autoregressive network (e.g. runs/main/ar_model)")
     c.set_defaults(fn=_bench)
 
     a = p.parse_args(argv)

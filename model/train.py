@@ -203,6 +203,8 @@ class Trainer:
                 if not ar and cfg.route == "ar-diffusion" and self.phase_switch_step is None:
                     self.phase_switch_step = self.step
                     self.log({"step": self.step, "event": "switch to masked diffusion"})
+                    # the AR network as it is now: the same-size autoregressive baseline for `hone bench`
+                    save_model(self.run_dir / "ar_model", self.model, self.tok, dtype=torch.bfloat16)
                 with self._autocast():
                     if ar:
                         ids = ar_batch(self.tok, self.texts, self.rng, b.seq_len, cfg.batch).to(self.device)
