@@ -70,7 +70,7 @@ def _train(a) -> int:
 def _eval(a) -> int:
     from model.evaluate import main as eval_main
 
-    eval_main(a.model, Path(a.corpus), a.n_line, a.n_multi, a.write_card, a.device)
+    eval_main(a.model, Path(a.corpus), a.n_line, a.n_multi, a.write_card, a.device, a.threads)
     return 0
 
 
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--n-line", type=int, default=100)
     c.add_argument("--n-multi", type=int, default=40)
     c.add_argument("--device", default="cpu")
+    c.add_argument("--threads", type=int, default=None)
     c.add_argument("--write-card", action="store_true", help="write the table into the model's MODEL_CARD.md")
     c.set_defaults(fn=_eval)
 

@@ -112,8 +112,9 @@ def write_card_table(card: Path, res: dict) -> None:
     card.write_text(text)
 
 
-def main(model_dir: str | None, corpus: Path, n_line: int, n_multi: int, write_card: bool, device: str = "cpu") -> dict:
-    engine = Engine.load(model_dir, device)
+def main(model_dir: str | None, corpus: Path, n_line: int, n_multi: int, write_card: bool, device: str = "cpu",
+         threads: int | None = None) -> dict:
+    engine = Engine.load(model_dir, device, threads=threads)
     texts = load_texts(corpus / "heldout.jsonl")
     res = run_eval(engine, texts, n_line, n_multi)
     print(table_markdown(res))
