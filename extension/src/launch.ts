@@ -38,7 +38,7 @@ export function expandPath(path: string, ctx: Pick<LaunchContext, 'workspaceFold
   return out;
 }
 
-/** `--model` / `--device` for the server's command line (the same values also go in initializationOptions). */
+/** `--model` / `--device` / `--trust-remote-code` for the server's command line (the same values also go in initializationOptions). */
 export function serverArgs(s: HoneSettings, ctx: Pick<LaunchContext, 'workspaceFolder' | 'home'>): string[] {
   const args: string[] = [];
   if (s.model !== '') {
@@ -46,6 +46,9 @@ export function serverArgs(s: HoneSettings, ctx: Pick<LaunchContext, 'workspaceF
   }
   if (s.device !== 'auto') {
     args.push('--device', s.device);
+  }
+  if (s.trustRemoteCode) {
+    args.push('--trust-remote-code'); // user-level only (readSettings); lets the server load it at startup
   }
   return args;
 }

@@ -20,6 +20,7 @@ export interface HoneSettings {
   threshold: number;
   commitRule: CommitRule;
   debounceMs: number;
+  deadlineMs: number;
   mode: Mode;
   trustRemoteCode: boolean;
 }
@@ -33,6 +34,7 @@ export interface ServerSettings {
   threshold: number;
   commitRule: CommitRule;
   debounceMs: number;
+  deadlineMs: number;
   mode: Mode;
   trustRemoteCode: boolean;
 }
@@ -48,6 +50,7 @@ export const DEFAULTS: Readonly<HoneSettings> = Object.freeze({
   threshold: 0.9,
   commitRule: 'threshold',
   debounceMs: 30,
+  deadlineMs: 1500,
   mode: 'auto',
   trustRemoteCode: false,
 });
@@ -87,7 +90,7 @@ export function readSettings(get: SettingReader, userOnly: SettingReader): ReadR
     typeof v === 'number' && Number.isInteger(v) && v >= lo && v <= hi;
   const oneOf = <T extends string>(choices: readonly T[]) => (v: unknown): v is T =>
     typeof v === 'string' && (choices as readonly string[]).includes(v);
-  const unit = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= 1;
+  const probability = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0 && v <= 1;
 
   return {
     settings: {
@@ -97,9 +100,10 @@ export function readSettings(get: SettingReader, userOnly: SettingReader): ReadR
       model: pick('model', get('model'), isString, DEFAULTS.model).trim(),
       device: pick('device', get('device'), oneOf(DEVICES), DEFAULTS.device),
       maxTokens: pick('maxTokens', get('maxTokens'), intIn(1, 1024), DEFAULTS.maxTokens),
-      threshold: pick('threshold', get('threshold'), unit, DEFAULTS.threshold),
+      threshold: pick('threshold', get('threshold'), probability, DEFAULTS.threshold),
       commitRule: pick('commitRule', get('commitRule'), oneOf(COMMIT_RULES), DEFAULTS.commitRule),
       debounceMs: pick('debounceMs', get('debounceMs'), intIn(0, 2000), DEFAULTS.debounceMs),
+      deadlineMs: pick('deadlineMs', get('deadlineMs'), intIn(0, 60_000), DEFAULTS.deadlineMs),
       mode: pick('mode', get('mode'), oneOf(MODES), DEFAULTS.mode),
       trustRemoteCode: pick('trustRemoteCode', userOnly('trustRemoteCode'), isBool, DEFAULTS.trustRemoteCode),
     },
@@ -116,13 +120,14 @@ export function toServerSettings(s: HoneSettings): ServerSettings {
     threshold: s.threshold,
     commitRule: s.commitRule,
     debounceMs: s.debounceMs,
+    deadlineMs: s.deadlineMs,
     mode: s.mode,
     trustRemoteCode: s.trustRemoteCode,
   };
 }
 
 /** Settings the running server takes through workspace/didChangeConfiguration. */
-export const NOTIFY_KEYS = ['enabled', 'maxTokens', 'threshold', 'commitRule', 'debounceMs', 'mode'] as const;
+export const NOTIFY_KEYS = ['enabled', 'maxTokens', 'threshold', 'commitRule', 'debounceMs', 'deadlineMs', 'mode'] as const;
 
 /** What a configuration change asks of the running server. */
 export type ChangeAction = 'restart' | 'notify' | 'none';

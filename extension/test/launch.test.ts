@@ -30,6 +30,9 @@ describe('planLaunch', () => {
       python: undefined,
     });
   });
+  it('passes --trust-remote-code only when the user allowed it', () => {
+    assert.deepEqual(planLaunch(settings({ pythonPath: '/p', trustRemoteCode: true }), ctx).args, ['-m', 'lsp_server', '--trust-remote-code']);
+  });
   it('passes no --device for auto', () => {
     assert.deepEqual(planLaunch(settings({ pythonPath: '/p', device: 'auto' }), ctx).args, ['-m', 'lsp_server']);
   });

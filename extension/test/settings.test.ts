@@ -29,7 +29,7 @@ describe('readSettings', () => {
 
   it('replaces invalid values by defaults and says which', () => {
     const { settings, problems } = readSettings(
-      reader({ device: 'tpu', maxTokens: 2.5, threshold: 3, serverCommand: ['hone-lsp', 1] }),
+      reader({ device: 'tpu', maxTokens: 2.5, threshold: 0, serverCommand: ['hone-lsp', 1] }),
       reader({}),
     );
     assert.equal(settings.device, 'auto');
@@ -52,11 +52,11 @@ describe('toServerSettings', () => {
   it('sends the server contract fields and nothing about how to launch it', () => {
     const server = toServerSettings({ ...DEFAULTS, pythonPath: '/x/python', serverCommand: ['a'] });
     assert.deepEqual(Object.keys(server).sort(), [
-      'commitRule', 'debounceMs', 'device', 'enabled', 'maxTokens', 'mode', 'model', 'threshold', 'trustRemoteCode',
+      'commitRule', 'deadlineMs', 'debounceMs', 'device', 'enabled', 'maxTokens', 'mode', 'model', 'threshold', 'trustRemoteCode',
     ]);
     assert.deepEqual(server, {
       enabled: true, model: '', device: 'auto', maxTokens: 64, threshold: 0.9,
-      commitRule: 'threshold', debounceMs: 30, mode: 'auto', trustRemoteCode: false,
+      commitRule: 'threshold', debounceMs: 30, deadlineMs: 1500, mode: 'auto', trustRemoteCode: false,
     });
   });
 });

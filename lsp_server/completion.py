@@ -1,0 +1,169 @@
+"""Engine requests from documents: a completion at a cursor, a rewrite of a range, holes to fill.
+
+Pure functions over text and offsets, shared by the language server and `hone complete`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+import msgspec
+
+from .context import Context, build_context, cut_after, cut_before, detect_eol, sanitize, window_chars
+from .documents import Document
+from .postprocess import clean, clean_span
+from .settings import Settings
+
+HOLE = "???"
+MAX_HOLES = 32
+MAX_BETWEEN_HOLES_CHARS = 16_384  # text between the first and last hole goes to the model whole
+COMMAND_DEADLINE_S = 30.0  # rewrites and holes are asked for explicitly: a longer budget than typing gets
+
+
+def _defaults() -> Any:
+    from model.sampler import SampleOptions
+
+    return SampleOptions
+
+
+def sample_options(settings: Settings, *, doc_start: bool = True, doc_end: bool = True, **over: Any) -> Any:
+    """SampleOptions from the settings (budgets and other knobs keep the engine's defaults)."""
+    SampleOptions = _defaults()
+    fields = SampleOptions.__struct_fields__
+    kw: dict[str, Any] = dict(rule=settings.commit_rule, threshold=settings.threshold, max_tokens=settings.max_tokens,
+                              deadline_s=settings.deadline_ms / 1000 if settings.deadline_ms else None, doc_end=doc_end)
+    if "doc_start" in fields:  # newer engines also drop BOS when the prefix window is cut
+        kw["doc_start"] = doc_start
+    kw.update(over)
+    return SampleOptions(**{k: v for k, v in kw.items() if k in fields})
+
+
+def engine_max_len(engine: Any) -> int | None:
+    """The most tokens one canvas may hold, if the engine tells (Hone config or a transformers config)."""
+    for path in ("max_len", "backend.model.cfg.max_seq_len", "backend.model.config.max_position_embeddings"):
+        obj = engine
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+        if isinstance(obj, int) and obj > 0:
+            return obj
+    return None
+
+
+MIN_SLOTS = 16  # a hole keeps at least this many slots before the context budgets shrink
+
+
+def fit_canvas(opts: Any, max_len: int | None, holes: int = 1, fixed: int = 0) -> Any:
+    """Shrink max_tokens, then the prefix/suffix budgets, so [BOS] prefix holes… suffix [EOS] fits in
+    max_len tokens; `fixed` counts text pieces between holes. ValueError when nothing fits."""
+    if max_len is None:
+        return opts
+    room = max_len - 2 - fixed
+    per_hole = (room - opts.prefix_budget - opts.suffix_budget) // holes
+    want = min(opts.max_tokens, MIN_SLOTS)
+    if per_hole >= want:
+        n = min(opts.max_tokens, per_hole)
+        return msgspec.structs.replace(opts, max_tokens=n, initial_slots=min(opts.initial_slots, n))
+    budget = room - holes * want
+    if budget < 8:
+        raise ValueError(f"the text between the holes is too long for the model's {max_len}-token context")
+    prefix = budget * 3 // 4
+    return msgspec.structs.replace(opts, max_tokens=want, initial_slots=min(opts.initial_slots, want),
+                                   prefix_budget=prefix, suffix_budget=budget - prefix)
+
+
+@dataclass(frozen=True)
+class CompletionPlan:
+    context: Context
+    opts: Any  # SampleOptions
+
+    def finish(self, raw: str) -> str:
+        return clean(raw, self.context)
+
+
+def plan_completion(text: str, offset: int, settings: Settings, max_len: int | None = None) -> CompletionPlan:
+    SampleOptions = _defaults()
+    base = SampleOptions()
+    ctx = build_context(text, offset, settings.mode, base.prefix_budget, base.suffix_budget)
+    opts = sample_options(settings, doc_start=ctx.doc_start, doc_end=ctx.doc_end, mode=ctx.mode,
+                          block_indent=ctx.block_indent)
+    return CompletionPlan(ctx, fit_canvas(opts, max_len))
+
+
+def run_completion(engine: Any, plan: CompletionPlan, cancel: threading.Event | None = None) -> tuple[str, Any]:
+    """(cleaned text, engine stats); raises the engine's Cancelled."""
+    res = engine.infill(plan.context.prefix, plan.context.suffix, plan.opts, cancel)
+    return plan.finish(res.texts[0]), res.stats
+
+
+def complete_file(engine: Any, text: str, line: int, col: int, settings: Settings | None = None) -> str:
+    """The completion at 0-based `line` and `col` (UTF-16 code units, as LSP counts) of `text`."""
+    doc = Document("file", text)
+    plan = plan_completion(text, doc.offset_at(line, col), settings or Settings(), engine_max_len(engine))
+    return run_completion(engine, plan)[0]
+
+
+@dataclass(frozen=True)
+class SpanPlan:
+    """Pieces around holes, and where each hole's text goes in the document (code point offsets)."""
+
+    pieces: list[str]
+    spans: list[tuple[int, int]]
+    opts: Any
+    eol: str
+
+    def finish(self, texts: list[str]) -> list[str]:
+        return [clean_span(t, self.eol) for t in texts]
+
+    def fit(self, engine: Any) -> SpanPlan:
+        """The plan with its canvas fitted to the engine's context length."""
+        fixed = sum(engine.count_tokens(p) for p in self.pieces[1:-1])
+        return replace(self, opts=fit_canvas(self.opts, engine_max_len(engine), len(self.spans), fixed))
+
+
+def _command_deadline(settings: Settings) -> dict:
+    return {"deadline_s": COMMAND_DEADLINE_S if settings.deadline_ms else None}
+
+
+def find_holes(text: str) -> list[int]:
+    out, i = [], text.find(HOLE)
+    while i != -1:
+        out.append(i)
+        i = text.find(HOLE, i + len(HOLE))
+    return out
+
+
+def plan_fill(text: str, settings: Settings) -> SpanPlan | None:
+    """Every `???` becomes a hole, all filled in one pass; None when there is none. ValueError when the
+    holes are too many or too far apart for one canvas."""
+    holes = find_holes(text)
+    if not holes:
+        return None
+    if len(holes) > MAX_HOLES:
+        raise ValueError(f"{len(holes)} holes; at most {MAX_HOLES} are filled in one pass")
+    if holes[-1] - holes[0] > MAX_BETWEEN_HOLES_CHARS:
+        raise ValueError(f"the holes span {holes[-1] - holes[0]} characters; keep them within "
+                         f"{MAX_BETWEEN_HOLES_CHARS} of each other")
+    base = _defaults()()
+    first, doc_start = cut_before(text, holes[0], window_chars(base.prefix_budget))
+    last, doc_end = cut_after(text, holes[-1] + len(HOLE), window_chars(base.suffix_budget))
+    middles = [text[a + len(HOLE) : b] for a, b in zip(holes, holes[1:])]
+    pieces = [sanitize(p) for p in [first, *middles, last]]
+    opts = sample_options(settings, doc_start=doc_start, doc_end=doc_end, mode="free", **_command_deadline(settings))
+    return SpanPlan(pieces, [(h, h + len(HOLE)) for h in holes], opts, detect_eol(first + last))
+
+
+def plan_rewrite(text: str, start: int, end: int, n_tokens: int, settings: Settings) -> SpanPlan:
+    """Replace text[start:end] by a hole of about its token length (n_tokens)."""
+    start, end = sorted((max(0, min(start, len(text))), max(0, min(end, len(text)))))
+    base = _defaults()()
+    before, doc_start = cut_before(text, start, window_chars(base.prefix_budget))
+    after, doc_end = cut_after(text, end, window_chars(base.suffix_budget))
+    if n_tokens > 0:
+        size = dict(initial_slots=min(n_tokens, 1024), max_tokens=min(1024, n_tokens + max(8, n_tokens // 2)))
+    else:
+        size = {}
+    opts = sample_options(settings, doc_start=doc_start, doc_end=doc_end, mode="free", **size,
+                          **_command_deadline(settings))
+    return SpanPlan([sanitize(before), sanitize(after)], [(start, end)], opts, detect_eol(before + text[start:end] + after))

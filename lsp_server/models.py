@@ -1,0 +1,89 @@
+"""Loading the engine off the event loop: at startup, and again when model, device or trust change."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    model: str  # "" = the shipped default
+    device: str
+    trust_remote_code: bool
+
+
+def load_engine(target: Target) -> Any:
+    """Import the engine lazily (torch takes a while) and load the model folder."""
+    from model.engine import Engine
+
+    return Engine.load(target.model or None, target.device, trust_remote_code=target.trust_remote_code)
+
+
+def default_model_label(target: Target) -> str:
+    if target.model:
+        return target.model
+    try:
+        from model import DEFAULT_MODEL_DIR
+    except ImportError:
+        return "default"
+    return str(DEFAULT_MODEL_DIR)
+
+
+class ModelManager:
+    """Holds the current engine. A newer load request wins: an older load's result is discarded."""
+
+    def __init__(self, on_change: Callable[[], None] = lambda: None,
+                 loader: Callable[[Target], Any] = load_engine) -> None:
+        self._on_change = on_change
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._generation = 0
+        self.target: Target | None = None
+        self.state = "idle"  # idle | loading | ready | error
+        self.engine: Any = None
+        self.error = ""
+        self.future: Future = Future()
+
+    def request(self, target: Target) -> bool:
+        """Load `target` in a background thread unless it is already loaded or loading; True if a load started."""
+        with self._lock:
+            if target == self.target and self.state in ("loading", "ready"):
+                return False
+            self._generation += 1
+            gen = self._generation
+            self.target, self.state, self.error = target, "loading", ""
+            self.future = fut = Future()
+            fut.set_running_or_notify_cancel()  # waiters may time out, but cannot cancel the load
+        threading.Thread(target=self._load, args=(gen, target, fut), name=f"hone-load-{gen}", daemon=True).start()
+        self._on_change()
+        return True
+
+    def _load(self, gen: int, target: Target, fut: Future) -> None:
+        try:
+            engine = self._loader(target)
+        except Exception as e:  # any failure becomes status "error" with its reason; the server stays up
+            log.exception("loading model %r failed", target.model or "default")
+            engine, error = None, f"{type(e).__name__}: {e}"
+        else:
+            error = ""
+            log.info("model %s loaded on %s", getattr(engine, "name", "?"), getattr(engine, "device", "?"))
+        with self._lock:
+            current = gen == self._generation
+            if current:
+                self.engine, self.error = engine, error
+                self.state = "ready" if engine is not None else "error"
+        if current:
+            self._on_change()
+        fut.set_result(engine)
+
+    def label(self) -> str:
+        """The model's name for status messages."""
+        if self.engine is not None:
+            return str(getattr(self.engine, "name", ""))
+        return default_model_label(self.target) if self.target else ""

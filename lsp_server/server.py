@@ -1,0 +1,235 @@
+"""pygls handlers: LSP messages in, calls into `service.Service`, LSP messages out. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any
+
+import msgspec
+from lsprotocol import types
+from lsprotocol.converters import get_converter
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcServerNotInitialized
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+
+from . import __version__
+from .models import ModelManager, Target
+from .service import EditResult, Service
+
+log = logging.getLogger(__name__)
+
+STATUS = "hone/status"
+STATS = "hone/stats"
+REWRITE = "hone.rewriteSelection"
+FILL_HOLES = "hone.fillHoles"
+IGNORED = "$/hone/ignored"  # stands in for a message that was already answered with an error
+_converter = get_converter()
+
+
+class HoneProtocol(LanguageServerProtocol):
+    """pygls' protocol with two changes.
+
+    Documents live in `Service.documents`, which splits lines as LSP does (pygls' copy would split at
+    \\f or U+2028 too) and holds one copy of each: the builtin didOpen/didChange/didClose are
+    replaced by plain methods, so only the handlers below see those notifications.
+    `workspace/executeCommand` runs as an asyncio task under the request's own id, so `$/cancelRequest`
+    reaches a running command (pygls' builtin runs it as a separate, uncancellable task).
+    """
+
+    lsp_text_document__did_open = lsp_text_document__did_change = lsp_text_document__did_close = None
+
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        """A request whose params do not parse (a negative line, a missing field) gets an InvalidParams
+        answer; pygls would log it and leave the client waiting forever."""
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as e:
+            if "id" not in data or "method" not in data:
+                raise
+            self._send_response(data["id"], error=JsonRpcInvalidParams(f"{data['method']}: {e.__cause__ or e}")
+                                .to_response_error())
+            return JsonRPCNotification(method=IGNORED, jsonrpc=self.VERSION, params=None)
+
+    @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
+    async def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Any:
+        handler = self.fm.commands.get(params.command)
+        if handler is None:
+            raise JsonRpcInvalidParams(f"unknown command {params.command!r}; this server has {sorted(self.fm.commands)}")
+        result = handler(*(params.arguments or []))
+        return await result if inspect.isawaitable(result) else result
+
+
+class HoneServer(LanguageServer):
+    def __init__(self, service: Service) -> None:
+        super().__init__("hone", __version__, protocol_cls=HoneProtocol,
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.service = service
+        self.initialized = False  # `initialize` answered: requests are served
+        self.client_ready = False  # `initialized` received: notifications may be sent
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def send_status(self, status: dict) -> None:
+        """Thread-safe: the model loader calls this from its own thread."""
+        if self.client_ready and self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.protocol.notify, STATUS, status)
+
+    def show(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
+        log.warning("%s", message)
+        self.window_show_message(types.ShowMessageParams(type=kind, message=f"Hone: {message}"))
+
+    def require_initialized(self) -> None:
+        if not self.initialized:
+            raise JsonRpcServerNotInitialized("the server has not been initialized")
+
+
+def build_server(cli_target: Target) -> HoneServer:
+    service = Service(ModelManager(), cli_target)
+    server = HoneServer(service)
+    service._notify = server.send_status
+    service.models._on_change = service.publish_status
+    _register(server)
+    return server
+
+
+def _position(p: tuple[int, int]) -> types.Position:
+    return types.Position(line=p[0], character=p[1])
+
+
+def _workspace_edit(ls: HoneServer, result: EditResult) -> types.WorkspaceEdit:
+    edits = [types.TextEdit(range=types.Range(_position(a), _position(b)), new_text=t) for a, b, t in result.edits]
+    ws = ls.client_capabilities.workspace
+    if ws and ws.workspace_edit and ws.workspace_edit.document_changes:
+        ident = types.OptionalVersionedTextDocumentIdentifier(uri=result.uri, version=result.version)
+        return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(text_document=ident, edits=edits)])
+    return types.WorkspaceEdit(changes={result.uri: edits})
+
+
+async def _apply(ls: HoneServer, result: EditResult, label: str) -> dict:
+    if not result.edits:
+        if result.message:
+            ls.show(result.message, types.MessageType.Info)
+        return {"applied": False, "edits": 0, "message": result.message}
+    answer = await ls.workspace_apply_edit_async(
+        types.ApplyWorkspaceEditParams(edit=_workspace_edit(ls, result), label=label))
+    message = "" if answer.applied else (answer.failure_reason or "the client did not apply the edit")
+    return {"applied": bool(answer.applied), "edits": len(result.edits), "message": message}
+
+
+def _register(server: HoneServer) -> None:
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: HoneServer, params: types.InitializeParams) -> None:
+        ls.loop = asyncio.get_running_loop()
+        encoding = ls.workspace.position_encoding
+        ls.service.documents.encoding = str(getattr(encoding, "value", encoding) or "utf-16")
+        for problem in ls.service.configure(params.initialization_options, initial=True):
+            ls.show(problem)
+        ls.initialized = True
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: HoneServer, params: types.InitializedParams) -> None:
+        ls.client_ready = True
+        ls.service.publish_status(force=True)
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: HoneServer, params: None) -> None:
+        ls.service.close()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: HoneServer, params: types.DidChangeConfigurationParams) -> None:
+        raw = params.settings
+        ws = ls.client_capabilities.workspace if ls.initialized else None
+        if not raw and ws is not None and ws.configuration:  # the client wants us to pull
+            items = [types.ConfigurationItem(section="hone")]
+            raw = (await ls.workspace_configuration_async(types.ConfigurationParams(items=items)))[0]
+        for problem in ls.service.configure(raw, initial=False):
+            ls.show(problem)
+        ls.service.publish_status()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: HoneServer, params: types.DidOpenTextDocumentParams) -> None:
+        td = params.text_document
+        ls.service.documents.open(td.uri, td.text, td.version)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: HoneServer, params: types.DidChangeTextDocumentParams) -> None:
+        doc = ls.service.documents.get(params.text_document.uri)
+        if doc is None:
+            log.warning("didChange for a document that is not open: %s", params.text_document.uri)
+            return
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                r = change.range
+                doc.apply(change.text, (r.start.line, r.start.character), (r.end.line, r.end.character))
+            else:
+                doc.apply(change.text)
+        doc.version = params.text_document.version
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: HoneServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.service.cancel_document(params.text_document.uri)
+        ls.service.documents.close(params.text_document.uri)
+        ls.service.typed.forget(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: HoneServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+        ls.require_initialized()
+        explicit = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        c = await ls.service.complete(params.text_document.uri, params.position.line, params.position.character,
+                                      explicit=explicit)
+        if c is None:
+            return types.InlineCompletionList(items=[])
+        here = _position(c.position)
+        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=c.text,
+                                                                            range=types.Range(here, here))])
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", "["]))
+    async def completion(ls: HoneServer, params: types.CompletionParams) -> types.CompletionList:
+        ls.require_initialized()
+        explicit = params.context is not None and params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+        c = await ls.service.complete(params.text_document.uri, params.position.line, params.position.character,
+                                      explicit=explicit)
+        if c is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        here = _position(c.position)
+        first = c.text.strip().splitlines()[0] if c.text.strip() else c.text
+        item = types.CompletionItem(
+            label=first if len(first) <= 60 else first[:59] + "…",
+            kind=types.CompletionItemKind.Text,
+            detail="Hone",
+            documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{c.text}\n```"),
+            text_edit=types.TextEdit(range=types.Range(here, here), new_text=c.text),
+            insert_text_format=types.InsertTextFormat.PlainText,
+            insert_text_mode=types.InsertTextMode.AsIs,  # the text already carries its indentation
+            sort_text="0",
+            preselect=True,
+        )
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    @server.command(REWRITE)
+    async def rewrite_selection(ls: HoneServer, *args: Any) -> dict:
+        ls.require_initialized()
+        try:
+            uri, raw_range = args
+            if not isinstance(uri, str):
+                raise TypeError("uri must be a string")
+            r = _converter.structure(raw_range, types.Range)
+        except Exception as e:
+            raise JsonRpcInvalidParams(f"{REWRITE} takes (uri, range): {e}") from e
+        result = await ls.service.rewrite(uri, (r.start.line, r.start.character), (r.end.line, r.end.character))
+        return await _apply(ls, result, "Hone: rewrite selection")
+
+    @server.command(FILL_HOLES)
+    async def fill_holes(ls: HoneServer, *args: Any) -> dict:
+        ls.require_initialized()
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise JsonRpcInvalidParams(f"{FILL_HOLES} takes (uri)")
+        result = await ls.service.fill_holes(args[0])
+        return await _apply(ls, result, "Hone: fill holes")
+
+    @server.feature(STATS)
+    def stats(ls: HoneServer, params: Any) -> dict:
+        return {**msgspec.to_builtins(ls.service.counters), "status": ls.service.status()}

@@ -1,0 +1,321 @@
+"""The completion service: documents in, completions and edits out, independent of pygls.
+
+One worker thread runs the model (the engine serialises inference anyway) so the event loop stays
+free for keystrokes and `$/cancelRequest`. Each document has at most one live request: a newer one
+sets the older one's cancel event, which the sampler checks between denoising steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import msgspec
+
+from .cache import LRU, TypedThrough, context_key
+from .context import sanitize
+from .completion import SpanPlan, engine_max_len, plan_completion, plan_fill, plan_rewrite, run_completion
+from .debounce import Debouncer
+from .documents import DocumentStore
+from .models import ModelManager, Target
+from .settings import Settings, merge, needs_reload
+
+log = logging.getLogger(__name__)
+
+LOAD_WAIT_S = 30.0  # a request that arrives while the model loads waits this long for it
+Position = tuple[int, int]
+
+
+class Counters(msgspec.Struct, rename="camel"):
+    """What `hone/stats` reports (the benchmark reads it)."""
+
+    requests: int = 0
+    typed_through: int = 0  # served from the suggestion the user is typing through
+    cache_hits: int = 0  # served from a recent identical context
+    model_runs: int = 0  # completed model calls
+    superseded: int = 0  # dropped because a newer request for the same document came
+    cancelled: int = 0  # cancelled by the client ($/cancelRequest)
+    errors: int = 0
+    empty: int = 0  # answered with nothing (disabled, unknown document, no model, nothing useful)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    position: Position  # where it goes (the request's position, clamped into the document)
+    source: str  # model | typed | cache
+
+
+@dataclass
+class EditResult:
+    uri: str
+    version: int | None
+    edits: list[tuple[Position, Position, str]] = field(default_factory=list)
+    message: str = ""
+
+
+def _infer(engine: Any, plan: Any, cancel: threading.Event) -> tuple[str, Any] | None:
+    """Runs on the worker thread; None when cancelled (before starting or between steps)."""
+    if cancel.is_set():
+        return None
+    from model.sampler import Cancelled
+
+    try:
+        return run_completion(engine, plan, cancel)
+    except Cancelled:
+        return None
+
+
+def _fill(engine: Any, make_plan: Callable[[Any], SpanPlan | None], cancel: threading.Event):
+    if cancel.is_set():
+        return None
+    from model.sampler import Cancelled
+
+    plan = make_plan(engine)
+    if plan is None:
+        return plan, None
+    plan = plan.fit(engine)
+    try:
+        res = engine.fill(plan.pieces, plan.opts, cancel)
+    except Cancelled:
+        return None
+    return plan, res
+
+
+class Service:
+    def __init__(self, models: ModelManager | None = None, cli_target: Target = Target("", "auto", False), *,
+                 notify_status: Callable[[dict], None] = lambda s: None, clock: Callable[[], float] = time.monotonic):
+        self.models = models or ModelManager()
+        self.cli_target = cli_target
+        self.documents = DocumentStore()
+        self.settings = Settings()
+        self.counters = Counters()
+        self.typed = TypedThrough()
+        self.recent: LRU[bytes, str] = LRU(256)
+        self.debouncer = Debouncer()
+        self.last_latency_ms: float | None = None
+        self.tokens_per_forward: float | None = None
+        self._notify = notify_status
+        self._clock = clock
+        self._live: dict[str, threading.Event] = {}  # per document (and per command kind): the newest request
+        self._busy = 0
+        self._last_status: dict | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hone-infer")
+
+    # ---- settings and model -------------------------------------------------------------------
+
+    def target(self) -> Target:
+        s, cli = self.settings, self.cli_target
+        return Target(s.model or cli.model, s.device if s.device != "auto" else cli.device,
+                      s.trust_remote_code or cli.trust_remote_code)
+
+    def configure(self, raw: Any, *, initial: bool) -> list[str]:
+        """Merge settings (initializationOptions when `initial`, else workspace settings); reload the
+        model when model, device or trust changed. Returns the rejected values, one line each."""
+        old = self.settings
+        self.settings, problems = merge(old, raw, allow_trust=initial)
+        if initial or needs_reload(old, self.settings):
+            self.models.request(self.target())
+        return problems
+
+    def status(self) -> dict:
+        m = self.models
+        state = {"idle": "loading", "loading": "loading", "error": "error"}.get(m.state, "ready")
+        if state == "ready" and self._busy:
+            state = "busy"
+        message = m.error if state == "error" else ("loading the model…" if state == "loading" else "")
+        if state in ("ready", "busy") and not self.settings.enabled:
+            message = "completions are off (hone.enabled)"
+        device = str(m.engine.device) if m.engine is not None else (m.target.device if m.target else "")
+        return {"state": state, "model": m.label(), "device": device, "lastLatencyMs": self.last_latency_ms,
+                "tokensPerForward": self.tokens_per_forward, "message": message}
+
+    def publish_status(self, force: bool = False) -> None:
+        st = self.status()
+        if force or st != self._last_status:
+            self._last_status = st
+            self._notify(st)
+
+    async def _engine(self) -> Any:
+        m = self.models
+        if m.state == "loading":
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(m.future), LOAD_WAIT_S)
+            except TimeoutError:
+                return None
+        return m.engine if m.state == "ready" else None
+
+    # ---- request bookkeeping ------------------------------------------------------------------
+
+    def _start(self, key: str) -> threading.Event:
+        """A cancel event for a new request under `key`; the previous request under it is cancelled."""
+        old = self._live.get(key)
+        if old is not None:
+            old.set()
+        self._live[key] = ev = threading.Event()
+        return ev
+
+    def _end(self, key: str, ev: threading.Event) -> None:
+        if self._live.get(key) is ev:
+            del self._live[key]
+
+    def cancel_document(self, uri: str) -> None:
+        for key in (uri, "cmd:" + uri):
+            ev = self._live.pop(key, None)
+            if ev is not None:
+                ev.set()
+
+    async def _run(self, fn: Callable, *args: Any, cancel: threading.Event,
+                   record: Callable[[Any], None] = lambda out: None) -> Any:
+        """fn(*args) on the worker with status busy meanwhile; `record(result)` runs before the status
+        goes back to ready. A cancelled awaiting task stops the model too."""
+        self._busy += 1
+        self.publish_status()
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            record(out)
+            return out
+        except asyncio.CancelledError:
+            cancel.set()
+            self.counters.cancelled += 1
+            raise
+        finally:
+            self._busy -= 1
+            self.publish_status()
+
+    def _recorder(self, t0: float, stats_of: Callable[[Any], Any]) -> Callable[[Any], None]:
+        """Latency since t0 and tokens per forward of a finished run, for the status."""
+
+        def record(out: Any) -> None:
+            if out is None or out[1] is None:
+                return
+            stats = stats_of(out)
+            self.last_latency_ms = round((self._clock() - t0) * 1000, 1)
+            self.tokens_per_forward = round(float(stats.tokens_per_forward), 2)
+
+        return record
+
+    # ---- completions ----------------------------------------------------------------------------
+
+    async def complete(self, uri: str, line: int, character: int, *, explicit: bool = False) -> Completion | None:
+        """The completion at a position, or None. Typed-through and repeated contexts skip the model."""
+        c = self.counters
+        c.requests += 1
+        doc = self.documents.get(uri)
+        if not self.settings.enabled or doc is None:
+            c.empty += 1
+            return None
+        text = doc.text
+        offset = doc.offset_at(line, character)
+        pos = doc.position_at(offset)
+        delay = 0.0 if explicit else self.debouncer.delay(uri, self.settings.debounce_ms / 1000, self._clock())
+        cancel = self._start(uri)
+        try:
+            rest = self.typed.lookup(uri, text, offset)
+            if rest is not None:
+                c.typed_through += 1
+                return Completion(rest, pos, "typed")
+            engine = await self._engine()
+            if engine is None:
+                c.empty += 1
+                return None
+            plan = plan_completion(text, offset, self.settings, engine_max_len(engine))
+            key = context_key(plan.context, self.settings, self.models.target)
+            if cancel.is_set():
+                c.superseded += 1
+                return None
+            if (hit := self.recent.get(key)) is not None:
+                c.cache_hits += 1
+                self.typed.remember(uri, text, offset, hit)
+                return Completion(hit, pos, "cache") if hit else None
+            if delay:
+                await asyncio.sleep(delay)
+            if cancel.is_set():
+                c.superseded += 1
+                return None
+            t0 = self._clock()
+            try:
+                out = await self._run(_infer, engine, plan, cancel, cancel=cancel, record=self._recorder(t0, lambda out: out[1]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a model failure answers nothing for this request; the server stays up
+                log.exception("completion failed at %s:%d:%d", uri, line, character)
+                c.errors += 1
+                return None
+            if out is None:
+                c.superseded += 1
+                return None
+            completion = out[0]
+            c.model_runs += 1
+            self.recent.put(key, completion)
+            self.typed.remember(uri, text, offset, completion)
+            if not completion:
+                c.empty += 1
+                return None
+            return Completion(completion, pos, "model")
+        finally:
+            self._end(uri, cancel)
+
+    # ---- commands ---------------------------------------------------------------------------------
+
+    async def _edit(self, uri: str, make_plan: Callable[[Any], SpanPlan | None], none_message: str) -> EditResult:
+        doc = self.documents.get(uri)
+        if doc is None:
+            return EditResult(uri, None, message=f"unknown document {uri} (open it first)")
+        engine = await self._engine()
+        if engine is None:
+            return EditResult(uri, doc.version, message=f"no model: {self.models.error or 'not loaded'}")
+        text, version = doc.text, doc.version
+        key = "cmd:" + uri
+        cancel = self._start(key)
+        try:
+            out = await self._run(_fill, engine, make_plan, cancel, cancel=cancel,
+                                  record=self._recorder(self._clock(), lambda out: out[1].stats))
+        except ValueError as e:  # holes too many or too far apart
+            return EditResult(uri, version, message=str(e))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a model failure fails this command only
+            log.exception("command on %s failed", uri)
+            self.counters.errors += 1
+            return EditResult(uri, version, message=f"{type(e).__name__}: {e}")
+        finally:
+            self._end(key, cancel)
+        if out is None:
+            return EditResult(uri, version, message="cancelled")
+        plan, res = out
+        if plan is None:
+            return EditResult(uri, version, message=none_message)
+        if doc.text is not text or self.documents.get(uri) is not doc:
+            return EditResult(uri, version, message="the document changed meanwhile; nothing applied")
+        texts = plan.finish(res.texts)
+        edits = [(doc.position_at(a), doc.position_at(b), t) for (a, b), t in zip(plan.spans, texts)]
+        return EditResult(uri, version, edits)
+
+    async def fill_holes(self, uri: str) -> EditResult:
+        doc = self.documents.get(uri)
+        settings, text = self.settings, doc.text if doc else ""
+        return await self._edit(uri, lambda engine: plan_fill(text, settings), "no ??? holes in the document")
+
+    async def rewrite(self, uri: str, start: Position, end: Position) -> EditResult:
+        doc = self.documents.get(uri)
+        if doc is None:
+            return EditResult(uri, None, message=f"unknown document {uri} (open it first)")
+        text, settings = doc.text, self.settings
+        a, b = sorted((doc.offset_at(*start), doc.offset_at(*end)))
+
+        def make(engine: Any) -> SpanPlan:
+            n = engine.count_tokens(sanitize(text[a:b])) if b > a else 0
+            return plan_rewrite(text, a, b, n, settings)
+
+        return await self._edit(uri, make, "")
+
+    def close(self) -> None:
+        for ev in self._live.values():
+            ev.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)

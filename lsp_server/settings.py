@@ -1,0 +1,80 @@
+"""The `hone` settings: one typed struct, parsed from initializationOptions and didChangeConfiguration."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+CommitRule = Literal["threshold", "entropy", "one"]
+Mode = Literal["auto", "line", "block"]
+
+
+class Settings(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    """Field names are camelCase on the wire (`maxTokens`); defaults match the VS Code extension."""
+
+    enabled: bool = True  # serve completions at all (commands still work)
+    model: str = ""  # model folder; "" = the --model flag, else the shipped default
+    device: Device = "auto"  # "auto" = the --device flag, else cuda → mps → cpu
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 64  # most tokens in one completion (per hole)
+    threshold: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.9  # τ of the threshold commit rule
+    commit_rule: CommitRule = "threshold"  # which masked slots the sampler fixes each step
+    debounce_ms: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 30  # base wait before running the model
+    trust_remote_code: bool = False  # run a third-party model's own Python code (initializationOptions only)
+    mode: Mode = "auto"  # auto: finish the line mid-line, a block after ':'; or force line / block
+    deadline_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1500  # wall-clock budget per completion; 0 = none
+
+
+FIELDS = {f.encode_name for f in msgspec.structs.fields(Settings)}
+RELOAD_KEYS = ("model", "device", "trustRemoteCode")  # changing these loads the model again
+
+
+def unwrap(raw: Any) -> Any:
+    """Accept `{settings: {hone: {...}}}`, `{hone: {...}}` and the bare object."""
+    if isinstance(raw, dict) and isinstance(raw.get("settings"), dict):
+        raw = raw["settings"]
+    if isinstance(raw, dict) and isinstance(raw.get("hone"), dict):
+        raw = raw["hone"]
+    return raw
+
+
+def merge(previous: Settings, raw: Any, *, allow_trust: bool) -> tuple[Settings, list[str]]:
+    """Apply the valid keys of `raw` on top of `previous`; return the result and one line per rejected value.
+
+    Each key is checked on its own so one bad value does not discard the good ones; a rejected key
+    keeps its previous value. `allow_trust=False` (workspace settings) never turns trustRemoteCode on.
+    """
+    raw = unwrap(raw)
+    if raw is None:
+        return previous, []
+    if not isinstance(raw, dict):
+        return previous, [f"hone settings must be an object, got {type(raw).__name__}"]
+    current = msgspec.to_builtins(previous)
+    problems: list[str] = []
+    for key, value in raw.items():
+        if key not in FIELDS:
+            continue  # other tools' keys share some clients' settings objects
+        if key == "trustRemoteCode" and value is True and not allow_trust and not current["trustRemoteCode"]:
+            problems.append("hone.trustRemoteCode can only be turned on in initializationOptions or with "
+                            "--trust-remote-code, not from workspace settings; it stays off")
+            continue
+        try:
+            msgspec.convert({**current, key: value}, Settings)
+        except msgspec.ValidationError as e:
+            problems.append(f"hone.{key}: invalid value {_short(value)} ({_clip(str(e), 120)}); keeping {current[key]!r}")
+            continue
+        current[key] = value
+    return msgspec.convert(current, Settings), problems
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(value: Any) -> str:
+    return _clip(repr(value), 80)
+
+
+def needs_reload(old: Settings, new: Settings) -> bool:
+    return (old.model, old.device, old.trust_remote_code) != (new.model, new.device, new.trust_remote_code)

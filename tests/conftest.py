@@ -1,0 +1,187 @@
+"""Shared fixtures. The language-server ones are prefixed `lsp_`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def lsp_tiny_model(tmp_path_factory) -> Path:
+    """A tiny randomly initialised model folder: real network and tokenizer, gibberish text."""
+    from model.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("lsp_models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def lsp_server_command(lsp_tiny_model) -> list[str]:
+    """The server as users start it, on the tiny model, one CPU thread (the machine is shared)."""
+    return [sys.executable, "-m", "lsp_server", "--model", str(lsp_tiny_model), "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def lsp_server_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+class FakeEngine:
+    """Stands in for model.engine.Engine: answers `text`, one "step" per `step_event` wait.
+
+    With `hold=True` a request blocks until `release` is set, checking its cancel event meanwhile
+    (as the sampler does between denoising steps), so tests decide when a request finishes."""
+
+    name = "fake"
+    device = "cpu"
+
+    def __init__(self, text: str = "completion", hold: bool = False):
+        self.text, self.hold = text, hold
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.calls: list[tuple] = []
+        self.cancelled = 0
+        self.lock = threading.Lock()
+
+    def _wait(self, cancel):
+        from model.sampler import Cancelled
+
+        self.started.set()
+        while self.hold and not self.release.wait(0.002):
+            if cancel is not None and cancel.is_set():
+                self.cancelled += 1
+                raise Cancelled()
+        if cancel is not None and cancel.is_set():
+            self.cancelled += 1
+            raise Cancelled()
+
+    def _result(self, texts):
+        from model.sampler import Result, Stats
+
+        return Result(texts, Stats(forwards=4, tokens=8, tokens_per_forward=2.0))
+
+    def infill(self, prefix, suffix, opts, cancel=None, seed=None):
+        self.calls.append(("infill", prefix, suffix, opts))
+        self._wait(cancel)
+        return self._result([self.text])
+
+    def fill(self, pieces, opts, cancel=None, seed=None):
+        self.calls.append(("fill", pieces, opts))
+        self._wait(cancel)
+        return self._result([f"{self.text}{i}" for i in range(len(pieces) - 1)])
+
+    def count_tokens(self, text):
+        return max(1, len(text) // 4)
+
+
+@pytest.fixture
+def lsp_fake_engine():
+    return FakeEngine
+
+
+@pytest.fixture
+def lsp_service_factory():
+    """Build a Service over a loader that returns the given engine (or raises the given exception)."""
+    from lsp_server.models import ModelManager, Target
+    from lsp_server.service import Service
+
+    made = []
+
+    def make(engine=None, error: Exception | None = None, **settings):
+        def loader(target):
+            if error is not None:
+                raise error
+            return engine
+
+        statuses: list[dict] = []
+        svc = Service(ModelManager(loader=loader), Target("", "cpu", False), notify_status=statuses.append)
+        svc.models._on_change = svc.publish_status
+        svc.configure(settings, initial=True)
+        made.append(svc)
+        return SimpleNamespace(service=svc, statuses=statuses)
+
+    yield make
+    for svc in made:
+        svc.close()
+
+
+def lsp_plain(obj):
+    """pygls hands unknown messages over as namedtuples: back to dicts and lists."""
+    if hasattr(obj, "_asdict"):
+        return {k: lsp_plain(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, (list, tuple)):
+        return [lsp_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: lsp_plain(v) for k, v in obj.items()}
+    return obj
+
+
+@pytest.fixture(scope="session")
+def lsp_start_client(lsp_server_command, lsp_server_env):
+    """async start(init_options=None, command=None, initialize=True) -> a pytest-lsp client that records
+    `hone/status` notifications (client.statuses) and applies nothing but records `workspace/applyEdit`
+    (client.edits). Stop it with `await lsp_stop_client(client)`."""
+    from lsprotocol import types
+    from pytest_lsp import client_capabilities
+    from pytest_lsp.client import make_test_lsp_client
+
+    async def start(init_options=None, command=None, initialize=True, capabilities=None):
+        client = make_test_lsp_client()
+        client.statuses, client.edits = [], []
+
+        @client.feature("hone/status")
+        def on_status(ls, params):
+            client.statuses.append(lsp_plain(params))
+
+        @client.feature(types.WORKSPACE_APPLY_EDIT)
+        def on_apply_edit(ls, params: types.ApplyWorkspaceEditParams):
+            client.edits.append(params)
+            return types.ApplyWorkspaceEditResult(applied=True)
+
+        await client.start_io(*(command or lsp_server_command), env=lsp_server_env)
+        if initialize:
+            caps = capabilities or client_capabilities("visual-studio-code")
+            client.init_result = await client.initialize_session(types.InitializeParams(
+                capabilities=caps, initialization_options=init_options, root_uri=REPO.as_uri()))
+        return client
+
+    return start
+
+
+async def _stop_client(client) -> None:
+    await client.shutdown_session()
+    await client.stop()
+
+
+async def _wait_status(client, *states: str, after: int = 0, timeout: float = 60.0) -> dict:
+    """The first `hone/status` in one of `states` among those recorded from index `after` on (waiting for it)."""
+    import asyncio
+
+    async def wait():
+        seen = after
+        while True:
+            for st in client.statuses[seen:]:
+                if st["state"] in states:
+                    return st
+            seen = len(client.statuses)
+            await client.wait_for_notification("hone/status")
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+@pytest.fixture(scope="session")
+def lsp_stop_client():
+    """async stop(client): shutdown, exit, and wait for the server process."""
+    return _stop_client
+
+
+@pytest.fixture(scope="session")
+def lsp_wait_status():
+    """async wait(client, *states, after=0, timeout=60) -> the first `hone/status` in one of `states`."""
+    return _wait_status

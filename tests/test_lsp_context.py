@@ -1,0 +1,104 @@
+"""Context windows, sanitising, the line/block decision, and post-processing."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lsp_server.context import (MAX_WINDOW_CHARS, build_context, cut_after, cut_before, decide_mode, detect_indent_unit,
+                                sanitize)
+from lsp_server.postprocess import bracket_errors, clean, drop_line_overlap, drop_repeated_lines, reindent, strip_trailing
+
+chars = st.sampled_from(list("ab :(\t") + ["\n", "\r\n", "\r", "😀", "\ud800", "\x00", "\u2028"])
+texts = st.lists(chars, max_size=300).map("".join)
+
+
+@given(texts, st.integers(0, 400), st.integers(1, 80))
+def test_windows_are_bounded_and_adjacent(text, offset, limit):
+    offset = min(offset, len(text))
+    before, at_start = cut_before(text, offset, limit)
+    after, at_end = cut_after(text, offset, limit)
+    assert len(before) <= limit and len(after) <= limit
+    assert text[:offset].endswith(before) and text[offset:].startswith(after)
+    assert at_start == (len(before) == offset) and at_end == (len(after) == len(text) - offset)
+
+
+@given(texts)
+def test_sanitize_is_tokenizable_and_normalises_line_ends(text):
+    out = sanitize(text)
+    out.encode("utf-8")  # no lone surrogates left
+    assert "\r" not in out
+    assert out.count("\n") == text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+@given(texts, st.integers(0, 400))
+def test_context_never_fails_and_splits_at_the_cursor(text, offset):
+    ctx = build_context(text, offset)
+    assert ctx.mode in ("line", "block") and ctx.block_indent >= 0
+    assert ctx.prefix.endswith(ctx.line_prefix) and ctx.suffix.startswith(ctx.line_suffix)
+    assert "\n" not in ctx.line_prefix + ctx.line_suffix
+
+
+def test_big_document_windows():
+    text = "x = 1\n" * 1_000_000
+    ctx = build_context(text, len(text) // 2)
+    assert len(ctx.prefix) <= MAX_WINDOW_CHARS and len(ctx.suffix) <= MAX_WINDOW_CHARS
+    assert not ctx.doc_start and not ctx.doc_end
+    assert ctx.prefix.startswith("x = 1")  # cut at a line start
+    small = build_context("a = 1\nb", 7)
+    assert small.doc_start and small.doc_end
+
+
+def test_mode_decision():
+    assert decide_mode("auto", "    x = ", "", "def f():") == ("line", 0)  # text left of the cursor
+    assert decide_mode("auto", "    ", "foo)", "def f():") == ("line", 0)  # text right of the cursor
+    assert decide_mode("auto", "    ", "", "def f():") == ("block", 4)
+    assert decide_mode("auto", "", "", "def f():  # a comment") == ("block", 1)  # editor did not indent
+    assert decide_mode("auto", "        ", "", "    items = [") == ("block", 8)
+    assert decide_mode("auto", "    ", "", "    x = 1") == ("line", 0)
+    assert decide_mode("auto", "", "", None) == ("line", 0)
+    assert decide_mode("line", "    ", "", "def f():") == ("line", 0)
+    assert decide_mode("block", "    ", "", "x = 1") == ("block", 4)
+
+
+def test_build_context_crlf_and_tabs():
+    text = "class A:\r\n\tdef f(self):\r\n\t\t"
+    ctx = build_context(text, len(text))
+    assert ctx.eol == "\r\n" and ctx.indent_unit == "\t"
+    assert ctx.mode == "block" and ctx.block_indent == 2
+    assert "\r" not in ctx.prefix
+    assert detect_indent_unit(["def f():", "    pass"]) == "    "
+
+
+def test_bracket_errors():
+    assert bracket_errors("print(f(x))") == 0
+    assert bracket_errors("print(f(x)") == 1
+    assert bracket_errors("foo(a, b))") == 1
+    assert bracket_errors("s = ')' + x") == 0
+    assert bracket_errors("x = 1  # )") == 0
+
+
+def test_overlap_with_the_right_of_the_cursor():
+    assert drop_line_overlap("a, b)", "foo(", ")") == "a, b"
+    assert drop_line_overlap("f(x)", "print(", ")") == "f(x)"  # the ")" the model wrote closes f(
+    assert drop_line_overlap("x):", "def f(", "):") == "x"
+    assert drop_line_overlap("new_value", "return ", "value") == "new_"
+    assert drop_line_overlap("41", "x = ", "1 + y") == "41"  # one digit may be new content
+    assert drop_line_overlap("abc", "", "") == "abc"
+
+
+def test_repeated_lines_and_reindent_and_trailing():
+    assert drop_repeated_lines("x = 1\n    return x", "\n    return x\n") == "x = 1"
+    assert drop_repeated_lines("x = 1", "\nx = 1") == "x = 1"
+    assert reindent("if a:\n        b\n    c", "\t") == "if a:\n\t\tb\n\tc"
+    assert reindent("if a:\n\tb", "    ") == "if a:\n    b"
+    assert strip_trailing("a  \nb  \n  \n", keep_last=False) == "a\nb"
+    assert strip_trailing("a + ", keep_last=True) == "a + "
+
+
+def test_clean_end_to_end():
+    ctx = build_context("def f(x):\r\n    ", len("def f(x):\r\n    "))
+    assert clean("    return x  \n    y = 2\n\n", ctx) == "return x\r\n    y = 2"
+    line = build_context("print(", 6)
+    assert clean("x)\nmore", line) == "x)"
+    mid = build_context("foo()", 4)
+    assert clean("a, b)", mid) == "a, b"
+    assert clean("   \n  ", mid) == ""

@@ -1,0 +1,148 @@
+"""The completion service with a fake engine: caches, supersession, cancellation, debounce, status, commands."""
+
+import asyncio
+
+import pytest
+
+URI = "file:///t.py"
+
+
+async def ready(h):
+    await asyncio.wrap_future(h.service.models.future)
+    return h.service
+
+
+async def test_unknown_document_and_disabled(lsp_service_factory, lsp_fake_engine):
+    h = lsp_service_factory(lsp_fake_engine(), debounceMs=0)
+    svc = await ready(h)
+    assert await svc.complete("file:///nope.py", 0, 0) is None
+    svc.documents.open(URI, "x = ")
+    svc.configure({"enabled": False}, initial=False)
+    assert await svc.complete(URI, 0, 4) is None
+    assert svc.status()["message"].startswith("completions are off")
+
+
+async def test_model_then_typed_through_then_cache(lsp_service_factory, lsp_fake_engine):
+    engine = lsp_fake_engine("foo(a)")
+    h = lsp_service_factory(engine, debounceMs=0)
+    svc = await ready(h)
+    doc = svc.documents.open(URI, "x = \n")
+    c = await svc.complete(URI, 0, 4)
+    assert (c.text, c.position, c.source) == ("foo(a)", (0, 4), "model")
+    doc.apply("fo", (0, 4), (0, 4))  # the user types the start of the suggestion
+    c = await svc.complete(URI, 0, 6)
+    assert (c.text, c.source) == ("o(a)", "typed")
+    doc.apply("", (0, 4), (0, 6))  # and deletes it again: the first context is cached
+    c = await svc.complete(URI, 0, 4)
+    assert c.source in ("typed", "cache") and c.text == "foo(a)"
+    assert len(engine.calls) == 1
+    assert svc.counters.model_runs == 1 and svc.counters.typed_through + svc.counters.cache_hits == 2
+    st = svc.status()
+    assert st["state"] == "ready" and st["tokensPerForward"] == 2.0 and st["lastLatencyMs"] is not None
+
+
+async def test_newer_request_cancels_the_running_one(lsp_service_factory, lsp_fake_engine):
+    engine = lsp_fake_engine("abc", hold=True)
+    h = lsp_service_factory(engine, debounceMs=0)
+    svc = await ready(h)
+    doc = svc.documents.open(URI, "x = \n")
+    first = asyncio.create_task(svc.complete(URI, 0, 4))
+    await asyncio.to_thread(engine.started.wait)
+    assert svc.status()["state"] == "busy"
+    doc.apply("1", (0, 4), (0, 4))
+    second = asyncio.create_task(svc.complete(URI, 0, 5))
+    assert await first is None  # stopped between steps, not run to the end
+    engine.release.set()
+    assert (await second).text == "abc"
+    assert engine.cancelled == 1 and svc.counters.superseded == 1
+    assert any(s["state"] == "busy" for s in h.statuses) and h.statuses[-1]["state"] == "ready"
+
+
+async def test_client_cancellation_stops_the_model(lsp_service_factory, lsp_fake_engine):
+    engine = lsp_fake_engine("abc", hold=True)
+    h = lsp_service_factory(engine, debounceMs=0)
+    svc = await ready(h)
+    svc.documents.open(URI, "x = \n")
+    task = asyncio.create_task(svc.complete(URI, 0, 4))
+    await asyncio.to_thread(engine.started.wait)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # the worker sees the event at its next step; a new request then runs normally
+    engine.hold = False
+    assert (await svc.complete(URI, 0, 3)).text == "abc"
+    assert engine.cancelled == 1 and svc.counters.cancelled == 1
+
+
+async def test_burst_of_typing_reaches_the_model_once(lsp_service_factory, lsp_fake_engine):
+    engine = lsp_fake_engine("zz")
+    h = lsp_service_factory(engine, debounceMs=50)
+    svc = await ready(h)
+    doc = svc.documents.open(URI, "")
+    tasks = []
+    for i, ch in enumerate("import os"):
+        doc.apply(ch, (0, i), (0, i))
+        tasks.append(asyncio.create_task(svc.complete(URI, 0, i + 1)))
+        await asyncio.sleep(0)  # let the request start: each keystroke is its own message
+    results = await asyncio.gather(*tasks)
+    assert results[:-1] == [None] * 8 and results[-1].text == "zz"
+    assert len(engine.calls) == 1 and svc.counters.superseded == 8
+
+
+async def test_model_error_keeps_serving_nothing(lsp_service_factory):
+    from model.checkpoint import CheckpointError
+
+    h = lsp_service_factory(error=CheckpointError("/no/such/model", "model folder does not exist"))
+    svc = h.service
+    await asyncio.wrap_future(svc.models.future)
+    svc.documents.open(URI, "x = ")
+    assert await svc.complete(URI, 0, 4) is None
+    st = svc.status()
+    assert st["state"] == "error" and "does not exist" in st["message"]
+    assert h.statuses[-1]["state"] == "error"
+    res = await svc.fill_holes(URI)
+    assert res.edits == [] and "no model" in res.message
+
+
+async def test_reload_on_model_change(lsp_service_factory, lsp_fake_engine):
+    h = lsp_service_factory(lsp_fake_engine())
+    svc = await ready(h)
+    first = svc.models.future
+    svc.configure({"maxTokens": 8}, initial=False)
+    assert svc.models.future is first  # no reload for sampling settings
+    svc.configure({"settings": {"hone": {"model": "/elsewhere"}}}, initial=False)
+    assert svc.models.future is not first and svc.models.target.model == "/elsewhere"
+    await asyncio.wrap_future(svc.models.future)
+    assert svc.status()["state"] == "ready"
+
+
+async def test_fill_holes_and_rewrite(lsp_service_factory, lsp_fake_engine):
+    engine = lsp_fake_engine("X")
+    h = lsp_service_factory(engine, maxTokens=4)
+    svc = await ready(h)
+    svc.documents.open(URI, "a = ???\r\nb = '😀' + ???\r\n")
+    res = await svc.fill_holes(URI)
+    assert res.edits == [((0, 4), (0, 7), "X0"), ((1, 11), (1, 14), "X1")]  # UTF-16 columns after the emoji
+    kind, pieces, opts = engine.calls[-1]
+    assert kind == "fill" and pieces == ["a = ", "\nb = '😀' + ", "\n"] and opts.max_tokens == 4
+    res = await svc.rewrite(URI, (1, 4), (1, 8))
+    assert res.edits == [((1, 4), (1, 8), "X0")]
+    assert engine.calls[-1][2].initial_slots == 1
+    svc.documents.open("file:///none.py", "nothing here")
+    assert (await svc.fill_holes("file:///none.py")).message.startswith("no ??? holes")
+    svc.documents.open("file:///many.py", "???" * 40)
+    assert "at most" in (await svc.fill_holes("file:///many.py")).message
+    assert (await svc.rewrite("file:///gone.py", (0, 0), (0, 1))).message.startswith("unknown document")
+
+
+async def test_memory_stays_bounded_over_thousands_of_requests(lsp_service_factory, lsp_fake_engine):
+    h = lsp_service_factory(lsp_fake_engine("x"), debounceMs=0)
+    svc = await ready(h)
+    for i in range(3000):
+        uri = f"file:///many/{i % 700}.py"
+        doc = svc.documents.get(uri) or svc.documents.open(uri, "v = 0\n")
+        doc.apply(str(i), (0, 4), (0, 5 + len(str(i - 700)) if i >= 700 else 5))
+        await svc.complete(uri, 0, 4)
+    assert svc.counters.requests == 3000
+    assert len(svc.recent) <= svc.recent.maxsize and len(svc.typed._shown) <= 64
+    assert len(svc.debouncer._seen) <= 256 and not svc._live
