@@ -58,9 +58,12 @@ vocabulary {cfg.vocab_size} (byte-level BPE), tied head, logits {"shifted (the o
 def ship(run_model_dir: Path, corpus_dir: Path | None, dest: Path = DEFAULT_MODEL_DIR) -> Path:
     """Copy a run's model folder into the package and (re)write its card."""
     dest.mkdir(parents=True, exist_ok=True)
-    for f in ("config.json", "model.safetensors", "tokenizer.json", "loss.png", "train_state.json", "MODEL_CARD.md"):
-        if (run_model_dir / f).exists():
-            shutil.copy2(run_model_dir / f, dest / f)
+    for old in dest.glob("model*.safetensors"):
+        old.unlink()
+    files = [run_model_dir / f for f in ("config.json", "tokenizer.json", "loss.png", "train_state.json", "MODEL_CARD.md")]
+    for f in files + sorted(run_model_dir.glob("model*.safetensors")):
+        if f.exists():
+            shutil.copy2(f, dest / f.name)
     rec = None
     if corpus_dir and (corpus_dir / "corpus.json").exists():
         rec = json.loads((corpus_dir / "corpus.json").read_text())

@@ -35,14 +35,17 @@ def _state_dict(model: Denoiser) -> dict[str, torch.Tensor]:
     return sd
 
 
-def save_model(folder: str | Path, model: Denoiser, tokenizer: HoneTokenizer, dtype=torch.float32, shard: bool = False) -> Path:
-    """Write config, weights (optionally in shards of ≤ SHARD_BYTES) and tokenizer into `folder`."""
+def save_model(folder: str | Path, model: Denoiser, tokenizer: HoneTokenizer, dtype=torch.float32, shard: bool | None = None) -> Path:
+    """Write config, weights and tokenizer into `folder`. Weights go in shards of ≤ SHARD_BYTES when
+    `shard` is True, or when it is None and they are larger (a device run brings back ≤ 16 MiB a file)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(model.cfg), indent=2))
     sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in _state_dict(model).items()}
     for old in folder.glob("model*.safetensors"):
         old.unlink()
+    if shard is None:
+        shard = sum(v.numel() * v.element_size() for v in sd.values()) > SHARD_BYTES
     if not shard:
         save_file(sd, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     else:

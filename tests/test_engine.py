@@ -231,3 +231,19 @@ def test_remote_code_needs_opt_in(tmp_path):
     (folder / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(CheckpointError, match="trustRemoteCode"):
         Engine.load(folder, "cpu")
+
+
+def test_sharded_weights_round_trip(tmp_path, tiny_dir, monkeypatch):
+    import model.checkpoint as ck
+
+    monkeypatch.setattr(ck, "SHARD_BYTES", 64 * 1024)  # force several shards for a tiny network
+    model, tok = load_model(tiny_dir)
+    ck.save_model(tmp_path / "sharded", model, tok)
+    shards = sorted((tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 1 and not (tmp_path / "sharded" / "model.safetensors").exists()
+    again, _ = load_model(tmp_path / "sharded")
+    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), k
+    shards[-1].unlink()
+    with pytest.raises(CheckpointError, match="shards"):
+        load_model(tmp_path / "sharded")
