@@ -195,6 +195,7 @@ must code-server-up healthy
 
 # --- Drive VS Code ------------------------------------------------------------------------------
 log "driving VS Code at http://127.0.0.1:$PORT (log: $OUT/drive.log)"
+: >"$OUT/drive.log"
 URL="http://127.0.0.1:$PORT/?folder=$WS" WS="$WS" OUT="$OUT" SCREENSHOT="$SCREENSHOT" \
   NODE_PATH="$DRIVER_DIR/node_modules" setsid node "$ROOT/tests/e2e_vscode/drive.js" >"$OUT/drive.log" 2>&1 &
 DRIVE_PGID=$!

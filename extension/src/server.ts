@@ -174,6 +174,12 @@ export class HoneServer implements vscode.Disposable {
   }
 
   private async disposeClient(client: LanguageClient): Promise<void> {
+    if (client.state === State.Stopped) {
+      // Never started or already failed: dispose() only releases its listeners (and rejects, since
+      // there is nothing to stop).
+      await client.dispose().catch(() => undefined);
+      return;
+    }
     try {
       await client.dispose(3000);
     } catch (error) {
