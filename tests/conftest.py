@@ -155,7 +155,16 @@ def lsp_start_client(lsp_server_command, lsp_server_env):
 
 
 async def _stop_client(client) -> None:
-    await client.shutdown_session()
+    import asyncio
+
+    await asyncio.wait_for(client.shutdown_session(), 60)
+    proc = client._server
+    if proc is not None and proc.returncode is None:  # never initialized: no exit was sent
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
     await client.stop()
 
 
