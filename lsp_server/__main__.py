@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from .models import Target
+from .models import ModelManager, Target
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_file, args.log_level)
     rpc_out = None if args.tcp else claim_stdout()
+    target = Target(args.model, args.device, args.trust_remote_code)
+    models = ModelManager()
+    models.request(target)  # import torch and load the model while pygls imports and the client starts up
     from .server import build_server
 
-    target = Target(args.model, args.device, args.trust_remote_code)
-    server = build_server(target)
-    server.service.models.request(target)  # import torch and load while the client starts up
+    server = build_server(target, models)
     try:
         if args.tcp:
             host, _, port = args.tcp.rpartition(":")

@@ -86,8 +86,8 @@ class HoneServer(LanguageServer):
             raise JsonRpcServerNotInitialized("the server has not been initialized")
 
 
-def build_server(cli_target: Target) -> HoneServer:
-    service = Service(ModelManager(), cli_target)
+def build_server(cli_target: Target, models: ModelManager | None = None) -> HoneServer:
+    service = Service(models or ModelManager(), cli_target)
     server = HoneServer(service)
     service._notify = server.send_status
     service.models._on_change = service.publish_status
@@ -189,9 +189,8 @@ def _register(server: HoneServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", "["]))
     async def completion(ls: HoneServer, params: types.CompletionParams) -> types.CompletionList:
         ls.require_initialized()
-        explicit = params.context is not None and params.context.trigger_kind == types.CompletionTriggerKind.Invoked
-        c = await ls.service.complete(params.text_document.uri, params.position.line, params.position.character,
-                                      explicit=explicit)
+        # no explicit flag: clients send "Invoked" for every identifier typed, so these are debounced too
+        c = await ls.service.complete(params.text_document.uri, params.position.line, params.position.character)
         if c is None:
             return types.CompletionList(is_incomplete=True, items=[])
         here = _position(c.position)

@@ -71,12 +71,12 @@ def _infer(engine: Any, plan: Any, cancel: threading.Event) -> tuple[str, Any] |
         return None
 
 
-def _fill(engine: Any, make_plan: Callable[[Any], SpanPlan | None], cancel: threading.Event):
+def _fill(engine: Any, make_plan: Callable[[Any, str], SpanPlan | None], text: str, cancel: threading.Event):
     if cancel.is_set():
         return None
     from model.sampler import Cancelled
 
-    plan = make_plan(engine)
+    plan = make_plan(engine, text)
     if plan is None:
         return plan, None
     plan = plan.fit(engine)
@@ -240,9 +240,8 @@ class Service:
                 return None
             t0 = self._clock()
             try:
-                out = await self._run(_infer, engine, plan, cancel, cancel=cancel, record=self._recorder(t0, lambda out: out[1]))
-            except asyncio.CancelledError:
-                raise
+                out = await self._run(_infer, engine, plan, cancel, cancel=cancel,
+                                      record=self._recorder(t0, lambda out: out[1]))
             except Exception:  # a model failure answers nothing for this request; the server stays up
                 log.exception("completion failed at %s:%d:%d", uri, line, character)
                 c.errors += 1
@@ -253,6 +252,9 @@ class Service:
             completion = out[0]
             c.model_runs += 1
             self.recent.put(key, completion)
+            if cancel.is_set():  # finished, but a newer request for this document came meanwhile
+                c.superseded += 1
+                return None
             self.typed.remember(uri, text, offset, completion)
             if not completion:
                 c.empty += 1
@@ -263,23 +265,23 @@ class Service:
 
     # ---- commands ---------------------------------------------------------------------------------
 
-    async def _edit(self, uri: str, make_plan: Callable[[Any], SpanPlan | None], none_message: str) -> EditResult:
+    async def _edit(self, uri: str, make_plan: Callable[[Any, str], SpanPlan | None], none_message: str) -> EditResult:
+        """Run make_plan(engine, text) and the engine on the document as it is now; edits only if it is
+        still unchanged when the model is done."""
         doc = self.documents.get(uri)
         if doc is None:
             return EditResult(uri, None, message=f"unknown document {uri} (open it first)")
+        text, version = doc.text, doc.version
         engine = await self._engine()
         if engine is None:
-            return EditResult(uri, doc.version, message=f"no model: {self.models.error or 'not loaded'}")
-        text, version = doc.text, doc.version
+            return EditResult(uri, version, message=f"no model: {self.models.error or 'not loaded'}")
         key = "cmd:" + uri
         cancel = self._start(key)
         try:
-            out = await self._run(_fill, engine, make_plan, cancel, cancel=cancel,
+            out = await self._run(_fill, engine, make_plan, text, cancel, cancel=cancel,
                                   record=self._recorder(self._clock(), lambda out: out[1].stats))
         except ValueError as e:  # holes too many or too far apart
             return EditResult(uri, version, message=str(e))
-        except asyncio.CancelledError:
-            raise
         except Exception as e:  # a model failure fails this command only
             log.exception("command on %s failed", uri)
             self.counters.errors += 1
@@ -298,18 +300,17 @@ class Service:
         return EditResult(uri, version, edits)
 
     async def fill_holes(self, uri: str) -> EditResult:
-        doc = self.documents.get(uri)
-        settings, text = self.settings, doc.text if doc else ""
-        return await self._edit(uri, lambda engine: plan_fill(text, settings), "no ??? holes in the document")
+        settings = self.settings
+        return await self._edit(uri, lambda engine, text: plan_fill(text, settings), "no ??? holes in the document")
 
     async def rewrite(self, uri: str, start: Position, end: Position) -> EditResult:
         doc = self.documents.get(uri)
         if doc is None:
             return EditResult(uri, None, message=f"unknown document {uri} (open it first)")
-        text, settings = doc.text, self.settings
+        settings = self.settings
         a, b = sorted((doc.offset_at(*start), doc.offset_at(*end)))
 
-        def make(engine: Any) -> SpanPlan:
+        def make(engine: Any, text: str) -> SpanPlan:
             n = engine.count_tokens(sanitize(text[a:b])) if b > a else 0
             return plan_rewrite(text, a, b, n, settings)
 

@@ -230,3 +230,35 @@ async def test_disabled_answers_nothing(client):
     assert (await inline(client, uri, 0, 4)).items == ()
     configure(client, {"enabled": True})
     assert len((await inline(client, uri, 0, 4)).items) <= 1
+
+
+async def test_tcp_transport(lsp_server_command, lsp_server_env, lsp_wait_status):
+    import socket
+
+    from pygls.lsp.client import LanguageClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(*lsp_server_command, "--tcp", f"127.0.0.1:{port}", env=lsp_server_env)
+    lc = LanguageClient("tcp-test", "0")
+
+    async def connect():
+        while True:  # until the server listens
+            try:
+                return await lc.start_tcp("127.0.0.1", port)
+            except ConnectionRefusedError:
+                assert proc.returncode is None, "the server exited before listening"
+                await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(connect(), 60)
+        res = await asyncio.wait_for(lc.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities())), 60)
+        assert res.capabilities.inline_completion_provider is not None
+        await lc.shutdown_async(None)
+        lc.exit(None)
+        assert await asyncio.wait_for(proc.wait(), 30) is not None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -41,6 +41,7 @@ local ok, err = pcall(function()
   end
 
   -- the ghost-text flow of hone.lua: suggest at the cursor, see the extmark, accept it
+  vim.o.virtualedit = 'onemore' -- a headless script stays in normal mode: let the cursor sit at the line end
   vim.api.nvim_win_set_cursor(0, { 4, 11 })
   local answered, item = false, nil
   hone.suggest(function(it) answered, item = true, it end)

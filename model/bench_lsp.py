@@ -1,0 +1,273 @@
+"""`hone bench lsp`: the real language server over stdio, as an editor drives it.
+
+Replays typing through lines of real Python files (standard library): each keystroke is a
+didChange and an inline-completion request, as VS Code sends them. Reports the latency of the
+requests that came back with a suggestion (p50/p95), how many keystrokes got one, the share of
+suggestions served without the model (typed-through and repeated contexts), the time from
+process start to the first completion, and the time from `$/cancelRequest` to its answer.
+Human-readable lines, then one JSON line of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _add(parser: argparse.ArgumentParser, *flags: str, **kw: Any) -> None:
+    """Add an option unless the shared `hone bench` parser already has it (--model, --device, --n)."""
+    if not any(f in parser._option_string_actions for f in flags):
+        parser.add_argument(*flags, **kw)
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    _add(parser, "--model", default=None, help="model folder (default: the shipped model)")
+    _add(parser, "--device", default="cpu")
+    _add(parser, "--lines", type=int, default=12, help="lines typed (one per file)")
+    _add(parser, "--cps", type=float, default=8.0, help="typing speed, characters per second")
+    _add(parser, "--cancel-trials", type=int, default=5)
+    _add(parser, "--max-tokens", type=int, default=None, help="hone.maxTokens (default: the server's)")
+    _add(parser, "--deadline-ms", type=int, default=None, help="hone.deadlineMs (default: the server's)")
+    _add(parser, "--seed", type=int, default=0)
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def typing_cases(n: int, seed: int) -> list[tuple[str, str, int, str]]:
+    """(name, document with one line cut back to its indentation, that line's number, the text to type)."""
+    rng = random.Random(seed)
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    rng.shuffle(files)
+    cases = []
+    for f in files:
+        if len(cases) >= n:
+            break
+        text = f.read_text(encoding="utf-8", errors="replace")
+        lines = text.split("\n")
+        candidates = [i for i, ln in enumerate(lines[20:-5], 20)
+                      if 20 <= len(ln.strip()) <= 60 and not ln.strip().startswith(("#", '"', "'"))]
+        if not candidates:
+            continue
+        i = rng.choice(candidates)
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        typed = lines[i][len(indent):]
+        doc = "\n".join(lines[:i] + [indent] + lines[i + 1:])
+        cases.append((f.name, doc, i, typed))
+    return cases
+
+
+class _Client:
+    """pygls' client plus what the benchmark listens for."""
+
+    def __init__(self) -> None:
+        from lsprotocol import types
+        from pygls.lsp.client import LanguageClient
+
+        self.types = types
+        self.lc = LanguageClient("hone-bench", "0.1")
+        self.statuses: list[dict] = []
+        self.busy = asyncio.Event()
+        self.first_ready: float | None = None  # perf_counter() of the first ready (or error) status
+
+        @self.lc.feature("hone/status")
+        def on_status(ls, params):
+            st = params._asdict() if hasattr(params, "_asdict") else dict(params)
+            self.statuses.append(st)
+            if self.first_ready is None and st.get("state") in ("ready", "error"):
+                self.first_ready = time.perf_counter()
+            if st.get("state") == "busy":
+                self.busy.set()
+
+        @self.lc.feature(types.WORKSPACE_APPLY_EDIT)
+        def on_apply(ls, params):
+            return types.ApplyWorkspaceEditResult(applied=False, failure_reason="benchmark")
+
+    def inline_params(self, uri: str, line: int, character: int, explicit: bool):
+        t = self.types
+        kind = t.InlineCompletionTriggerKind.Invoked if explicit else t.InlineCompletionTriggerKind.Automatic
+        return t.InlineCompletionParams(text_document=t.TextDocumentIdentifier(uri), position=t.Position(line, character),
+                                        context=t.InlineCompletionContext(trigger_kind=kind))
+
+    async def inline(self, uri: str, line: int, character: int, explicit: bool = False, msg_id=None):
+        return await self.lc.protocol.send_request_async(self.types.TEXT_DOCUMENT_INLINE_COMPLETION,
+                                                         self.inline_params(uri, line, character, explicit), msg_id=msg_id)
+
+    def open(self, uri: str, text: str) -> None:
+        t = self.types
+        self.lc.text_document_did_open(t.DidOpenTextDocumentParams(t.TextDocumentItem(uri, "python", 1, text)))
+
+    def close(self, uri: str) -> None:
+        t = self.types
+        self.lc.text_document_did_close(t.DidCloseTextDocumentParams(t.TextDocumentIdentifier(uri)))
+
+    def insert(self, uri: str, version: int, line: int, character: int, text: str) -> None:
+        t = self.types
+        pos = t.Position(line, character)
+        self.lc.text_document_did_change(t.DidChangeTextDocumentParams(
+            t.VersionedTextDocumentIdentifier(version=version, uri=uri),
+            [t.TextDocumentContentChangePartial(range=t.Range(pos, pos), text=text)]))
+
+    def configure(self, settings: dict) -> None:
+        self.lc.workspace_did_change_configuration(self.types.DidChangeConfigurationParams(settings={"hone": settings}))
+
+    async def stats(self) -> dict:
+        res = await self.lc.protocol.send_request_async("hone/stats", None)
+        return {k: v for k, v in res._asdict().items() if k != "status"}
+
+
+async def _type_line(c: _Client, uri: str, line: int, col0: int, typed: str, cps: float,
+                     rng: random.Random) -> list[tuple[float, bool]]:
+    """Type `typed` at (line, col0); (latency ms, answered with a suggestion) per keystroke."""
+    results: list[tuple[float, bool]] = []
+
+    async def request(col: int) -> None:
+        t0 = time.perf_counter()
+        res = await c.inline(uri, line, col)
+        results.append(((time.perf_counter() - t0) * 1000, bool(res.items)))
+
+    pending = []
+    due = time.perf_counter()
+    col = col0
+    for i, ch in enumerate(typed):
+        due += rng.uniform(0.5, 1.5) / cps  # a typist's uneven rhythm around the mean speed
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        c.insert(uri, i + 2, line, col, ch)
+        col += len(ch.encode("utf-16-le")) // 2
+        pending.append(asyncio.ensure_future(request(col)))
+    await asyncio.gather(*pending)
+    return results
+
+
+async def _run(args: argparse.Namespace) -> dict:
+    model = getattr(args, "model", None)
+    device = getattr(args, "device", "cpu") or "cpu"
+    n_lines = getattr(args, "lines", 12)
+    cps = getattr(args, "cps", 8.0)
+    trials = getattr(args, "cancel_trials", 5)
+    settings: dict[str, Any] = {}
+    if getattr(args, "max_tokens", None):
+        settings["maxTokens"] = args.max_tokens
+    if getattr(args, "deadline_ms", None) is not None:
+        settings["deadlineMs"] = args.deadline_ms
+    rng = random.Random(getattr(args, "seed", 0))
+    log_file = Path(tempfile.mkdtemp(prefix="hone-bench-lsp-")) / "server.log"
+    cmd = [sys.executable, "-m", "lsp_server", "--device", device, "--log-file", str(log_file)]
+    if model:
+        cmd += ["--model", str(model)]
+
+    from pygls.exceptions import JsonRpcRequestCancelled
+
+    c = _Client()
+    t = c.types
+    t_spawn = time.perf_counter()
+    await c.lc.start_io(*cmd)
+    await c.lc.initialize_async(t.InitializeParams(capabilities=t.ClientCapabilities(), initialization_options=settings))
+    c.lc.initialized(t.InitializedParams())
+    c.open("file:///bench/warmup.py", "import os\n\ndef main():\n    return os.")
+    await c.inline("file:///bench/warmup.py", 3, 14, explicit=True)
+    startup_ms = (time.perf_counter() - t_spawn) * 1000
+    ready_ms = ((c.first_ready or time.perf_counter()) - t_spawn) * 1000
+    status = c.statuses[-1] if c.statuses else {}
+    print(f"server: {status.get('model', '?')} on {status.get('device', '?')} ({status.get('state', '?')}"
+          f"{': ' + status['message'] if status.get('message') else ''}); log {log_file}")
+    print(f"process start to model ready: {ready_ms:.0f} ms; to first completion: {startup_ms:.0f} ms")
+    if status.get("state") == "error":
+        raise SystemExit(f"the server could not load the model: {status.get('message')}")
+
+    cases = typing_cases(n_lines, getattr(args, "seed", 0))
+    before = await c.stats()
+    per_key: list[tuple[float, bool]] = []
+    for k, (name, doc, line, typed) in enumerate(cases):
+        uri = f"file:///bench/{k}_{name}"
+        c.open(uri, doc)
+        col0 = len(doc.split("\n")[line].encode("utf-16-le")) // 2
+        res = await _type_line(c, uri, line, col0, typed, cps, rng)
+        per_key += res
+        shown = [ms for ms, ok in res if ok]
+        print(f"  {name:28s} {len(typed):3d} keys, {len(shown):3d} suggestions, p50 {pct(shown, 0.5) or 0:7.1f} ms")
+        c.close(uri)
+    after = await c.stats()
+    delta = {k: after[k] - before[k] for k in after}
+
+    # $/cancelRequest: a long block completion, cancelled once the model runs
+    c.configure({**settings, "maxTokens": 512, "deadlineMs": 0, "mode": "block"})
+    c.open("file:///bench/cancel.py", "class Store:\n    def load(self, path):\n        ")
+    acks = []
+    for i in range(trials):
+        c.busy.clear()
+        fut = asyncio.ensure_future(c.inline("file:///bench/cancel.py", 2, 8, explicit=True, msg_id=f"cancel-{i}"))
+        await asyncio.wait_for(c.busy.wait(), 60)
+        t0 = time.perf_counter()
+        c.lc.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id=f"cancel-{i}"))
+        try:
+            await asyncio.wait_for(fut, 60)
+        except JsonRpcRequestCancelled:
+            pass  # the expected answer
+        acks.append((time.perf_counter() - t0) * 1000)
+    c.configure({**settings, "mode": "auto", "maxTokens": settings.get("maxTokens", 64),
+                 "deadlineMs": settings.get("deadlineMs", 1500)})
+    # the worker frees itself at its next denoising step: time a request right after a cancel
+    t0 = time.perf_counter()
+    await c.inline("file:///bench/cancel.py", 1, 8, explicit=True)
+    after_cancel_ms = (time.perf_counter() - t0) * 1000
+
+    await c.lc.shutdown_async(None)
+    c.lc.exit(None)
+    await c.lc.stop()
+
+    shown = [ms for ms, ok in per_key if ok]
+    served = delta["typedThrough"] + delta["cacheHits"]
+    figures = {
+        "model": status.get("model"), "device": status.get("device"),
+        "keystrokes": len(per_key), "suggestions": len(shown),
+        "inline_p50_ms": pct(shown, 0.5), "inline_p95_ms": pct(shown, 0.95),
+        "all_requests_p50_ms": pct([ms for ms, _ in per_key], 0.5),
+        "answered_rate": len(shown) / max(1, len(per_key)),
+        "cache_hit_rate": served / max(1, served + delta["modelRuns"]),
+        "typed_through": delta["typedThrough"], "cache_hits": delta["cacheHits"], "model_runs": delta["modelRuns"],
+        "superseded": delta["superseded"],
+        "startup_to_ready_ms": ready_ms, "startup_to_first_completion_ms": startup_ms,
+        "cancel_to_ack_p50_ms": pct(acks, 0.5), "cancel_to_ack_max_ms": max(acks) if acks else None,
+        "request_after_cancel_ms": after_cancel_ms,
+        "cps": cps, "settings": settings,
+    }
+    print(f"{len(per_key)} keystrokes at {cps:g} chars/s: {len(shown)} suggestions "
+          f"({figures['answered_rate']:.0%}), {delta['modelRuns']} model runs, {delta['superseded']} superseded")
+    if shown:
+        print(f"suggestion latency: p50 {figures['inline_p50_ms']:.1f} ms, p95 {figures['inline_p95_ms']:.1f} ms")
+    print(f"served without the model: {figures['cache_hit_rate']:.1%} "
+          f"({delta['typedThrough']} typed-through, {delta['cacheHits']} repeated contexts)")
+    if acks:
+        print(f"$/cancelRequest to answer: p50 {figures['cancel_to_ack_p50_ms']:.1f} ms, "
+              f"max {figures['cancel_to_ack_max_ms']:.1f} ms; next request {after_cancel_ms:.0f} ms")
+    print(json.dumps(figures))
+    return figures
+
+
+def run(args: argparse.Namespace) -> dict:
+    return asyncio.run(_run(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hone bench lsp", description=__doc__.split("\n")[0])
+    add_args(p)
+    run(p.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

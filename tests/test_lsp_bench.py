@@ -1,0 +1,25 @@
+"""`hone bench lsp` runs end to end on the tiny model and ends with one JSON line of figures."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.e2e
+def test_bench_lsp_smoke(lsp_tiny_model, lsp_server_env):
+    cmd = [sys.executable, "-m", "model.bench_lsp", "--model", str(lsp_tiny_model), "--lines", "2", "--cps", "25",
+           "--max-tokens", "4", "--cancel-trials", "1"]
+    proc = subprocess.run(cmd, cwd=REPO, env=lsp_server_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert len(lines) > 3  # human-readable lines first
+    for key in ("inline_p50_ms", "inline_p95_ms", "cache_hit_rate", "cancel_to_ack_p50_ms",
+                "startup_to_first_completion_ms", "keystrokes", "model_runs"):
+        assert key in figures
+    assert figures["keystrokes"] > 0 and figures["model"] == "tiny"
+    assert figures["cancel_to_ack_p50_ms"] < 2000
