@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 
-from .models import ModelManager, Target
+from .models import ModelManager, Target, load_engine
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -16,6 +17,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tcp", metavar="HOST:PORT", help="listen on a TCP socket instead of stdio")
     p.add_argument("--model", default="", help="model folder (default: the shipped model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for inference (default: half the free cores, at least one)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a third-party model folder to run its own Python code")
     p.add_argument("--log-file", help="write logs here instead of stderr")
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_file, args.log_level)
     rpc_out = None if args.tcp else claim_stdout()
     target = Target(args.model, args.device, args.trust_remote_code)
-    models = ModelManager()
+    models = ModelManager(loader=functools.partial(load_engine, threads=args.threads))
     models.request(target)  # import torch and load the model while pygls imports and the client starts up
     from .server import build_server
 

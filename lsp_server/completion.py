@@ -28,27 +28,20 @@ def _defaults() -> Any:
     return SampleOptions
 
 
-def sample_options(settings: Settings, *, doc_start: bool = True, doc_end: bool = True, **over: Any) -> Any:
+def sample_options(settings: Settings, *, doc_end: bool = True, **over: Any) -> Any:
     """SampleOptions from the settings (budgets and other knobs keep the engine's defaults)."""
     SampleOptions = _defaults()
     fields = SampleOptions.__struct_fields__
     kw: dict[str, Any] = dict(rule=settings.commit_rule, threshold=settings.threshold, max_tokens=settings.max_tokens,
                               deadline_s=settings.deadline_ms / 1000 if settings.deadline_ms else None, doc_end=doc_end)
-    if "doc_start" in fields:  # newer engines also drop BOS when the prefix window is cut
-        kw["doc_start"] = doc_start
     kw.update(over)
     return SampleOptions(**{k: v for k, v in kw.items() if k in fields})
 
 
 def engine_max_len(engine: Any) -> int | None:
-    """The most tokens one canvas may hold, if the engine tells (Hone config or a transformers config)."""
-    for path in ("max_len", "backend.model.cfg.max_seq_len", "backend.model.config.max_position_embeddings"):
-        obj = engine
-        for name in path.split("."):
-            obj = getattr(obj, name, None)
-        if isinstance(obj, int) and obj > 0:
-            return obj
-    return None
+    """The most tokens one canvas may hold, if the engine tells."""
+    n = getattr(engine, "max_len", None)
+    return n if isinstance(n, int) and n > 0 else None
 
 
 MIN_SLOTS = 16  # a hole keeps at least this many slots before the context budgets shrink
@@ -86,7 +79,7 @@ def plan_completion(text: str, offset: int, settings: Settings, max_len: int | N
     SampleOptions = _defaults()
     base = SampleOptions()
     ctx = build_context(text, offset, settings.mode, base.prefix_budget, base.suffix_budget)
-    opts = sample_options(settings, doc_start=ctx.doc_start, doc_end=ctx.doc_end, mode=ctx.mode,
+    opts = sample_options(settings, doc_end=ctx.doc_end, mode=ctx.mode,
                           block_indent=ctx.block_indent)
     return CompletionPlan(ctx, fit_canvas(opts, max_len))
 
@@ -146,11 +139,11 @@ def plan_fill(text: str, settings: Settings) -> SpanPlan | None:
         raise ValueError(f"the holes span {holes[-1] - holes[0]} characters; keep them within "
                          f"{MAX_BETWEEN_HOLES_CHARS} of each other")
     base = _defaults()()
-    first, doc_start = cut_before(text, holes[0], window_chars(base.prefix_budget))
+    first, _ = cut_before(text, holes[0], window_chars(base.prefix_budget))
     last, doc_end = cut_after(text, holes[-1] + len(HOLE), window_chars(base.suffix_budget))
     middles = [text[a + len(HOLE) : b] for a, b in zip(holes, holes[1:])]
     pieces = [sanitize(p) for p in [first, *middles, last]]
-    opts = sample_options(settings, doc_start=doc_start, doc_end=doc_end, mode="free", **_command_deadline(settings))
+    opts = sample_options(settings, doc_end=doc_end, mode="free", **_command_deadline(settings))
     return SpanPlan(pieces, [(h, h + len(HOLE)) for h in holes], opts, detect_eol(first + last))
 
 
@@ -158,12 +151,12 @@ def plan_rewrite(text: str, start: int, end: int, n_tokens: int, settings: Setti
     """Replace text[start:end] by a hole of about its token length (n_tokens)."""
     start, end = sorted((max(0, min(start, len(text))), max(0, min(end, len(text)))))
     base = _defaults()()
-    before, doc_start = cut_before(text, start, window_chars(base.prefix_budget))
+    before, _ = cut_before(text, start, window_chars(base.prefix_budget))
     after, doc_end = cut_after(text, end, window_chars(base.suffix_budget))
     if n_tokens > 0:
         size = dict(initial_slots=min(n_tokens, 1024), max_tokens=min(1024, n_tokens + max(8, n_tokens // 2)))
     else:
         size = {}
-    opts = sample_options(settings, doc_start=doc_start, doc_end=doc_end, mode="free", **size,
+    opts = sample_options(settings, doc_end=doc_end, mode="free", **size,
                           **_command_deadline(settings))
     return SpanPlan([sanitize(before), sanitize(after)], [(start, end)], opts, detect_eol(before + text[start:end] + after))

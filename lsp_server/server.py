@@ -41,7 +41,6 @@ class HoneProtocol(LanguageServerProtocol):
 
     lsp_text_document__did_open = lsp_text_document__did_change = lsp_text_document__did_close = None
 
-
     def structure_message(self, data: dict[str, Any]) -> Any:
         """A request whose params do not parse (a negative line, a missing field) gets an InvalidParams
         answer; pygls would log it and leave the client waiting forever."""
@@ -89,8 +88,8 @@ class HoneServer(LanguageServer):
 def build_server(cli_target: Target, models: ModelManager | None = None) -> HoneServer:
     service = Service(models or ModelManager(), cli_target)
     server = HoneServer(service)
-    service._notify = server.send_status
-    service.models._on_change = service.publish_status
+    service.notify_status = server.send_status
+    service.models.on_change = service.publish_status
     _register(server)
     return server
 

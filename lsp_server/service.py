@@ -89,7 +89,7 @@ def _fill(engine: Any, make_plan: Callable[[Any, str], SpanPlan | None], text: s
 
 class Service:
     def __init__(self, models: ModelManager | None = None, cli_target: Target = Target("", "auto", False), *,
-                 notify_status: Callable[[dict], None] = lambda s: None, clock: Callable[[], float] = time.monotonic):
+                 notify_status: Callable[[dict], None] = lambda status: None, clock: Callable[[], float] = time.monotonic):
         self.models = models or ModelManager()
         self.cli_target = cli_target
         self.documents = DocumentStore()
@@ -100,7 +100,7 @@ class Service:
         self.debouncer = Debouncer()
         self.last_latency_ms: float | None = None
         self.tokens_per_forward: float | None = None
-        self._notify = notify_status
+        self.notify_status = notify_status  # called with each new status (from any thread)
         self._clock = clock
         self._live: dict[str, threading.Event] = {}  # per document (and per command kind): the newest request
         self._busy = 0
@@ -139,7 +139,7 @@ class Service:
         st = self.status()
         if force or st != self._last_status:
             self._last_status = st
-            self._notify(st)
+            self.notify_status(st)
 
     async def _engine(self) -> Any:
         m = self.models

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import sys
 import sysconfig
 import tempfile
@@ -131,13 +130,13 @@ class _Client:
 
 async def _type_line(c: _Client, uri: str, line: int, col0: int, typed: str, cps: float,
                      rng: random.Random) -> list[tuple[float, bool]]:
-    """Type `typed` at (line, col0); (latency ms, answered with a suggestion) per keystroke."""
-    results: list[tuple[float, bool]] = []
+    """Type `typed` at (line, col0); (latency ms, answered with a suggestion) per keystroke, in order."""
+    results: list[tuple[float, bool]] = [(0.0, False)] * len(typed)
 
-    async def request(col: int) -> None:
+    async def request(i: int, col: int) -> None:
         t0 = time.perf_counter()
         res = await c.inline(uri, line, col)
-        results.append(((time.perf_counter() - t0) * 1000, bool(res.items)))
+        results[i] = ((time.perf_counter() - t0) * 1000, bool(res.items))
 
     pending = []
     due = time.perf_counter()
@@ -147,7 +146,7 @@ async def _type_line(c: _Client, uri: str, line: int, col0: int, typed: str, cps
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         c.insert(uri, i + 2, line, col, ch)
         col += len(ch.encode("utf-16-le")) // 2
-        pending.append(asyncio.ensure_future(request(col)))
+        pending.append(asyncio.ensure_future(request(i, col)))
     await asyncio.gather(*pending)
     return results
 
@@ -191,12 +190,14 @@ async def _run(args: argparse.Namespace) -> dict:
     cases = typing_cases(n_lines, getattr(args, "seed", 0))
     before = await c.stats()
     per_key: list[tuple[float, bool]] = []
+    pauses: list[float] = []  # the last keystroke of each line: the typist stops and waits for it
     for k, (name, doc, line, typed) in enumerate(cases):
         uri = f"file:///bench/{k}_{name}"
         c.open(uri, doc)
         col0 = len(doc.split("\n")[line].encode("utf-16-le")) // 2
         res = await _type_line(c, uri, line, col0, typed, cps, rng)
         per_key += res
+        pauses.append(res[-1][0])
         shown = [ms for ms, ok in res if ok]
         print(f"  {name:28s} {len(typed):3d} keys, {len(shown):3d} suggestions, p50 {pct(shown, 0.5) or 0:7.1f} ms")
         c.close(uri)
@@ -235,6 +236,7 @@ async def _run(args: argparse.Namespace) -> dict:
         "model": status.get("model"), "device": status.get("device"),
         "keystrokes": len(per_key), "suggestions": len(shown),
         "inline_p50_ms": pct(shown, 0.5), "inline_p95_ms": pct(shown, 0.95),
+        "pause_p50_ms": pct(pauses, 0.5), "pause_p95_ms": pct(pauses, 0.95),
         "all_requests_p50_ms": pct([ms for ms, _ in per_key], 0.5),
         "answered_rate": len(shown) / max(1, len(per_key)),
         "cache_hit_rate": served / max(1, served + delta["modelRuns"]),
@@ -249,6 +251,9 @@ async def _run(args: argparse.Namespace) -> dict:
           f"({figures['answered_rate']:.0%}), {delta['modelRuns']} model runs, {delta['superseded']} superseded")
     if shown:
         print(f"suggestion latency: p50 {figures['inline_p50_ms']:.1f} ms, p95 {figures['inline_p95_ms']:.1f} ms")
+    if pauses:
+        print(f"answer after the last key of a line: p50 {figures['pause_p50_ms']:.1f} ms, "
+              f"p95 {figures['pause_p95_ms']:.1f} ms")
     print(f"served without the model: {figures['cache_hit_rate']:.1%} "
           f"({delta['typedThrough']} typed-through, {delta['cacheHits']} repeated contexts)")
     if acks:

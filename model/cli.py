@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--device", default="cpu")
     c.add_argument("--n", type=int, default=30)
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: all free cores)")
+    from model.bench_lsp import add_args as add_lsp_bench_args
+
     c.add_argument("--ar-model", default=None, help="engine: also time this autoregressive network (e.g. runs/main/ar_model)")
+    add_lsp_bench_args(c)
     c.set_defaults(fn=_bench)
 
     a = p.parse_args(argv)

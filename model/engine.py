@@ -77,5 +77,13 @@ class Engine:
                seed: int | None = None) -> Result:
         return self.fill([prefix, suffix], opts, cancel, seed)
 
+    @property
+    def max_len(self) -> int | None:
+        """Most tokens one canvas (context + slots) may hold, when the model says."""
+        b = self.backend
+        if isinstance(b, HoneBackend):
+            return b.model.cfg.max_seq_len
+        return getattr(b.model.config, "max_position_embeddings", None)
+
     def count_tokens(self, text: str) -> int:
         return len(self.backend.encode(text))

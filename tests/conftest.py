@@ -101,7 +101,7 @@ def lsp_service_factory():
 
         statuses: list[dict] = []
         svc = Service(ModelManager(loader=loader), Target("", "cpu", False), notify_status=statuses.append)
-        svc.models._on_change = svc.publish_status
+        svc.models.on_change = svc.publish_status
         svc.configure(settings, initial=True)
         made.append(svc)
         return SimpleNamespace(service=svc, statuses=statuses)

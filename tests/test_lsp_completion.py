@@ -1,6 +1,5 @@
 """Engine requests from documents: options from settings, canvas fitting, holes, rewrites, complete_file."""
 
-from types import SimpleNamespace
 
 import pytest
 
@@ -29,10 +28,13 @@ def test_fit_canvas():
         fit_canvas(SampleOptions(), 100, holes=2, fixed=90)
 
 
-def test_engine_max_len():
-    hone = SimpleNamespace(backend=SimpleNamespace(model=SimpleNamespace(cfg=SimpleNamespace(max_seq_len=1024))))
-    hf = SimpleNamespace(backend=SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=4096))))
-    assert engine_max_len(hone) == 1024 and engine_max_len(hf) == 4096 and engine_max_len(object()) is None
+def test_engine_max_len(tmp_path):
+    from model.engine import Engine
+    from model.testing import make_tiny_model
+
+    engine = Engine.load(make_tiny_model(tmp_path / "m"), "cpu", threads=1)
+    assert engine_max_len(engine) == engine.backend.model.cfg.max_seq_len == 512
+    assert engine_max_len(object()) is None
 
 
 def test_plan_completion_windows_and_mode():

@@ -1,7 +1,6 @@
 """A real editor: headless Neovim runs tests/nvim/hone.lua (the config users copy) against the server."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -146,3 +146,26 @@ async def test_memory_stays_bounded_over_thousands_of_requests(lsp_service_facto
     assert svc.counters.requests == 3000
     assert len(svc.recent) <= svc.recent.maxsize and len(svc.typed._shown) <= 64
     assert len(svc.debouncer._seen) <= 256 and not svc._live
+
+
+def test_model_manager_newest_load_wins():
+    import threading
+
+    from lsp_server.models import ModelManager, Target
+
+    gates = {"old": threading.Event(), "new": threading.Event()}
+
+    def loader(target):
+        gates[target.model].wait(30)
+        return f"engine-{target.model}"
+
+    m = ModelManager(loader=loader)
+    assert m.request(Target("old", "cpu", False))
+    assert not m.request(Target("old", "cpu", False))  # already loading: no second load
+    old_future = m.future
+    assert m.request(Target("new", "cpu", False))
+    gates["new"].set()
+    assert m.future.result(30) == "engine-new" and m.state == "ready"
+    gates["old"].set()
+    old_future.result(30)  # the older load finishes later and is discarded
+    assert m.engine == "engine-new" and m.target.model == "new"

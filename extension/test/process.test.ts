@@ -1,7 +1,20 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import { preflight, spawnRunning, StartError } from '../src/process';
+
+/** A real python3 without site-packages (-S) or environment paths (-I): it cannot import Hone,
+ *  even when the tests run inside a virtual environment that has it installed. */
+function barepython(): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'hone-bare-')), 'python');
+  writeFileSync(path, '#!/bin/sh\nexec python3 -I -S "$@"\n');
+  chmodSync(path, 0o755);
+  return path;
+}
 
 // Real child processes, no VS Code: python3 is on every machine that runs these tests.
 describe('preflight', () => {
@@ -9,8 +22,8 @@ describe('preflight', () => {
     assert.deepEqual(await preflight('/nonexistent/python', undefined), { kind: 'not-found', detail: 'ENOENT' });
   });
   it('reports a Python without the server package', async () => {
-    // The system python3 has no lsp_server, and "/" (its working directory) does not hold one.
-    assert.deepEqual(await preflight('python3', '/'), { kind: 'not-installed' });
+    // "/" (its working directory) does not hold lsp_server either.
+    assert.deepEqual(await preflight(barepython(), '/'), { kind: 'not-installed' });
   });
   it('reports an interpreter that fails to run the check', async () => {
     const failure = await preflight('false', undefined);
