@@ -234,7 +234,7 @@ async function main() {
     }
 
     await phase(page, [GHOST, TAB], async () => {
-      const typed = 'return ';
+      const typed = 'return len('; // a context where even an early checkpoint has something to say
       const ghost = ghostString(await typeAndWaitForGhost(page, 12, 5, typed));
       check(GHOST, true, JSON.stringify(ghost));
       const shot = await screenshot(page, 'ghost-text.png');
