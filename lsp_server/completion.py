@@ -23,6 +23,7 @@ COMMAND_DEADLINE_S = 30.0  # rewrites and holes are asked for explicitly: a long
 
 
 def _defaults() -> Any:
+    """The engine's SampleOptions type, imported lazily: torch loads in the background, not at import."""
     from model.sampler import SampleOptions
 
     return SampleOptions
@@ -31,11 +32,10 @@ def _defaults() -> Any:
 def sample_options(settings: Settings, *, doc_end: bool = True, **over: Any) -> Any:
     """SampleOptions from the settings (budgets and other knobs keep the engine's defaults)."""
     SampleOptions = _defaults()
-    fields = SampleOptions.__struct_fields__
+
     kw: dict[str, Any] = dict(rule=settings.commit_rule, threshold=settings.threshold, max_tokens=settings.max_tokens,
                               deadline_s=settings.deadline_ms / 1000 if settings.deadline_ms else None, doc_end=doc_end)
-    kw.update(over)
-    return SampleOptions(**{k: v for k, v in kw.items() if k in fields})
+    return SampleOptions(**(kw | over))
 
 
 def engine_max_len(engine: Any) -> int | None:

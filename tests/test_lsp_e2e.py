@@ -134,19 +134,22 @@ async def test_bad_command_arguments(client):
         await client.workspace_execute_command_async(types.ExecuteCommandParams(command="hone.nope", arguments=[]))
 
 
-async def _long_request(client, uri, line, character, msg_id):
-    """A block completion that would take many seconds: 512 tokens, no deadline."""
-    return asyncio.ensure_future(client.protocol.send_request_async(
+async def _start_long_request(client, lsp_wait_status, text, line, character, msg_id):
+    """Open `text` and start a block completion that would take many seconds (512 tokens, no
+    deadline); returns once the server says busy -> (uri, stats before, the request's future)."""
+    configure(client, {"maxTokens": 512, "mode": "block"})
+    uri = open_doc(client, text)
+    before = await stats(client)
+    seen = len(client.statuses)
+    fut = asyncio.ensure_future(client.protocol.send_request_async(
         types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, line, character), msg_id=msg_id))
+    await lsp_wait_status(client, "busy", after=seen)
+    return uri, before, fut
 
 
 async def test_cancel_request_stops_the_model(client, lsp_wait_status):
-    configure(client, {"maxTokens": 512, "mode": "block"})
-    uri = open_doc(client, "class Store:\n    def load(self, path):\n        \n")
-    before = await stats(client)
-    seen = len(client.statuses)
-    fut = await _long_request(client, uri, 2, 8, msg_id="cancel-me")
-    await lsp_wait_status(client, "busy", after=seen)
+    uri, before, fut = await _start_long_request(
+        client, lsp_wait_status, "class Store:\n    def load(self, path):\n        \n", 2, 8, msg_id="cancel-me")
     t0 = time.perf_counter()
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
     with pytest.raises(JsonRpcRequestCancelled):
@@ -163,12 +166,7 @@ async def test_cancel_request_stops_the_model(client, lsp_wait_status):
 
 
 async def test_newer_request_supersedes_the_running_one(client, lsp_wait_status):
-    configure(client, {"maxTokens": 512, "mode": "block"})
-    uri = open_doc(client, "def main():\n    \n\nx = 1\n")
-    before = await stats(client)
-    seen = len(client.statuses)
-    first = await _long_request(client, uri, 1, 4, msg_id="first")
-    await lsp_wait_status(client, "busy", after=seen)
+    uri, before, first = await _start_long_request(client, lsp_wait_status, "def main():\n    \n\nx = 1\n", 1, 4, msg_id="first")
     configure(client, FAST | {"mode": "auto"})
     second = await inline(client, uri, 3, 5)
     assert (await first).items == ()  # answered (empty), not left running
