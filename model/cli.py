@@ -54,13 +54,19 @@ TRAIN_PRESETS = {
     "cpu": dict(model_preset="small", hours=2.5, batch=16, threads=2),
     "gpu": dict(model_preset="base", hours=8 / 60, batch=128, threads=8, eval_every_s=120.0),
     "smoke": dict(model_preset="tiny", hours=1 / 60, batch=4, eval_every_s=30.0, warmup_steps=5),
+    # continue a model (--init-from) on your own code: its network and tokenizer, diffusion only
+    "finetune": dict(route="diffusion", hours=0.5, batch=16, threads=2, lr=3e-4, warmup_steps=50),
 }
 
 
 def _train(a) -> int:
     from model.train import TrainConfig, Trainer
 
-    over = {k: v for k, v in dict(route=a.route, hours=a.hours, threads=a.threads, ar_fraction=a.ar_fraction).items() if v is not None}
+    over = {k: v for k, v in dict(route=a.route, hours=a.hours, tokens=a.tokens, threads=a.threads, ar_fraction=a.ar_fraction,
+                                  precision=a.precision, batch=a.batch, eval_every_s=a.eval_every).items() if v is not None}
+    if a.init_from and a.preset != "finetune":
+        print("--init-from: using the finetune preset's route (diffusion)", file=sys.stderr)
+        over["route"] = "diffusion"
     cfg = TrainConfig(**{**TRAIN_PRESETS[a.preset], **over})
     tr = Trainer(cfg, Path(a.corpus), Path(a.tokenizer), Path(a.run_dir), Path(a.init_from) if a.init_from else None)
     tr.run()
@@ -70,7 +76,16 @@ def _train(a) -> int:
 def _eval(a) -> int:
     from model.evaluate import main as eval_main
 
-    eval_main(a.model, Path(a.corpus), a.n_line, a.n_multi, a.write_card, a.device, a.threads)
+    eval_main(a.model, Path(a.corpus), a.n_line, a.n_multi, a.write_card, a.device, a.threads, a.quick)
+    return 0
+
+
+def _routes(a) -> int:
+    from model.routes import route_report
+
+    rep = route_report([Path(r) for r in a.runs], Path(a.corpus), Path(a.out), Path(a.card) if a.card else None,
+                       a.n_line, a.n_multi, a.threads)
+    print(json.dumps(rep))
     return 0
 
 
@@ -125,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--run-dir", default="runs/main")
     c.add_argument("--route", choices=["diffusion", "ar-diffusion"], default=None)
     c.add_argument("--ar-fraction", type=float, default=None)
-    c.add_argument("--hours", type=float, default=None)
+    c.add_argument("--hours", type=float, default=None, help="wall-clock budget the schedule follows")
+    c.add_argument("--tokens", type=int, default=None, help="token budget instead of hours (equal-compute comparisons)")
+    c.add_argument("--batch", type=int, default=None, help="sequences per step (per process under torchrun)")
+    c.add_argument("--eval-every", type=float, default=None, help="seconds of training between held-out evals + checkpoints")
+    c.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
+                   help="auto: bf16 autocast only where the hardware has native bf16")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--init-from", default=None, help="fine-tune from this model folder (e.g. on your own code)")
     c.set_defaults(fn=_train)
@@ -138,7 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--device", default="cpu")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--write-card", action="store_true", help="write the table into the model's MODEL_CARD.md")
+    c.add_argument("--quick", action="store_true", help="only the default decoding (not every commit rule and window)")
     c.set_defaults(fn=_eval)
+
+    c = sub.add_parser("routes", help="compare runs of both routes (same token budget): curves, eval, card section")
+    c.add_argument("runs", nargs="+", help="run folders, e.g. runs/route-diffusion runs/route-ar-diffusion")
+    c.add_argument("--corpus", default="data/corpus")
+    c.add_argument("--out", default="model/default/routes.png")
+    c.add_argument("--card", default=None, help="write the comparison into this MODEL_CARD.md")
+    c.add_argument("--n-line", type=int, default=60)
+    c.add_argument("--n-multi", type=int, default=20)
+    c.add_argument("--threads", type=int, default=None)
+    c.set_defaults(fn=_routes)
 
     c = sub.add_parser("ship", help="copy a run's model folder into the package as the default model")
     c.add_argument("run_model", help="e.g. runs/main/model")

@@ -15,6 +15,7 @@ from .tokenizer import HoneTokenizer
 
 MIDDLE_KINDS = ("rest_of_line", "lines", "line_and_more", "span", "empty")
 MIDDLE_WEIGHTS = (0.40, 0.25, 0.10, 0.15, 0.10)
+ENGINE_SLOTS = 8  # the sampler starts a hole at this many slots and grows it by as many
 
 
 @dataclass
@@ -73,6 +74,8 @@ def build_example(tok: HoneTokenizer, text: str, rng: random.Random, b: Budgets)
         targets = mid_t[:n]
     else:
         n = min(b.middle, max(1, L + rng.randint(0, max(4, L))))
+        if rng.random() < 0.5:  # the engine's canvases: 8 slots, grown by 8 while content fills them
+            n = min(b.middle, max(ENGINE_SLOTS, -(-L // ENGINE_SLOTS) * ENGINE_SLOTS))
         targets = mid_t + [tok.null_id] * (n - L)
     ids = [tok.bos_id] + pre_t
     start = len(ids)
@@ -103,13 +106,14 @@ def mask_canvas(ids, is_context, targets, mask_id: int, rng: torch.Generator):
     u = torch.rand((), generator=rng)
     t = ((u + torch.arange(B) / B) % 1.0).clamp(min=0.02)
     canvas = ~is_context
-    m = (torch.rand(ids.shape, generator=rng) < t[:, None]) & canvas
+    # drawn on the (CPU) generator, then moved: the same masks on every device
+    m = (torch.rand(ids.shape, generator=rng) < t[:, None]).to(ids.device) & canvas
     # at least one masked slot per row so every row carries signal
     first = canvas.float().argmax(1)
     none = ~m.any(1)
     m[none, first[none]] = True
     noisy = ids.masked_fill(m, mask_id)
-    return noisy, targets.masked_fill(~m, -100), t
+    return noisy, targets.masked_fill(~m, -100), t.to(ids.device)
 
 
 def ar_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, seq_len: int, batch: int):

@@ -32,8 +32,10 @@ class SampleOptions(msgspec.Struct, kw_only=True):
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0  # nucleus mass when temperature > 0
     max_tokens: int = 64  # most canvas slots one hole may grow to
-    initial_slots: int = 0  # slots per hole at the start; 0 = pick from mode and max_tokens
+    initial_slots: int = 0  # slots per hole at the start; 0 = 8 for a line, 32 otherwise (growth adds the rest)
     grow_by: int = 8  # slots added when a hole fills with content
+    window: int = 4  # commit only among the first `window` undecided slots of each hole (0 = anywhere): in any
+    # order the model fills the easy trailing nulls first and cuts multi-line middles short (ES 0.02 -> 0.16)
     mode: str = "free"  # free | line (stop at the end of the current line) | block (stop when the block dedents)
     block_indent: int = 0  # with mode=block: a completed line indented less than this ends the block
     cached: bool = True  # encode fixed context once and run only the canvas each step
@@ -51,8 +53,8 @@ class SampleOptions(msgspec.Struct, kw_only=True):
             raise ValueError("threshold must be in (0, 1]")
         if self.gamma < 0 or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("gamma and temperature must be ≥ 0 and top_p in (0, 1]")
-        if self.max_tokens < 1 or self.grow_by < 1 or self.initial_slots < 0:
-            raise ValueError("max_tokens and grow_by must be ≥ 1, initial_slots ≥ 0")
+        if self.max_tokens < 1 or self.grow_by < 1 or self.initial_slots < 0 or self.window < 0:
+            raise ValueError("max_tokens and grow_by must be ≥ 1, initial_slots and window ≥ 0")
 
 
 class Stats(msgspec.Struct):
@@ -184,7 +186,7 @@ def sample(
     toks[0] = toks[0][-opts.prefix_budget :] if opts.prefix_budget else []
     at_end = opts.doc_end and len(toks[-1]) <= opts.suffix_budget
     toks[-1] = toks[-1][: opts.suffix_budget]
-    start = opts.initial_slots or (min(opts.max_tokens, 16) if opts.mode == "line" else opts.max_tokens)
+    start = opts.initial_slots or (8 if opts.mode == "line" else 32)
     holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens)) for _ in range(len(pieces) - 1)]
     first_line_prefix = pieces[0].rsplit("\n", 1)[-1]
     stats = Stats()
@@ -225,12 +227,9 @@ def sample(
             check_cancel()
             canvas = torch.tensor([t for h in holes for t in h.slots])
             masked = canvas == backend.mask_id
-            # slots of finished holes are frozen: nothing there needs committing
-            offs = 0
-            for h in holes:
+            for h, sl in _spans(holes):  # slots of finished holes are frozen: nothing there needs committing
                 if h.done:
-                    masked[offs : offs + len(h.slots)] = False
-                offs += len(h.slots)
+                    masked[sl] = False
             if not bool(masked.any()):
                 break
             if deadline is not None and time.perf_counter() > deadline and last_logits is not None:
@@ -247,7 +246,8 @@ def sample(
             stats.steps += 1
             last_logits = logits
             tok, conf, ent = _pick(logits, opts, gen)
-            chosen = select_commits(conf, ent, masked, opts)
+            chosen = select_commits(conf, ent, _window(masked, holes, opts.window), opts)
+            chosen |= _null_tail(tok, masked, holes, null_ids)
             canvas = torch.where(chosen, tok, canvas)
             stats.slots += int(chosen.sum())
             _scatter(holes, canvas.tolist())
@@ -276,8 +276,39 @@ def sample(
     return Result(texts, stats)
 
 
-def _scatter(holes: list[_Hole], flat: list[int]) -> None:
+def _spans(holes: list[_Hole]):
+    """(hole, slice of its slots in the flat canvas) for each hole."""
     i = 0
     for h in holes:
-        h.slots = flat[i : i + len(h.slots)]
+        yield h, slice(i, i + len(h.slots))
         i += len(h.slots)
+
+
+def _scatter(holes: list[_Hole], flat: list[int]) -> None:
+    for h, sl in _spans(holes):
+        h.slots = flat[sl]
+
+
+def _window(masked: torch.Tensor, holes: list[_Hole], window: int) -> torch.Tensor:
+    """masked (n,) -> the slots a commit rule may pick: the first `window` undecided slots of each hole."""
+    if window <= 0:
+        return masked
+    allowed = torch.zeros_like(masked)
+    for _, sl in _spans(holes):
+        idx = masked[sl].nonzero().squeeze(-1)[:window] + sl.start
+        allowed[idx] = True
+    return allowed
+
+
+def _null_tail(tok: torch.Tensor, masked: torch.Tensor, holes: list[_Hole], null_ids: frozenset[int]) -> torch.Tensor:
+    """Close a hole in one step when the model predicts null for every undecided slot from its first one on."""
+    close = torch.zeros_like(masked)
+    for h, sl in _spans(holes):
+        m = masked[sl]
+        if h.done or not bool(m.any()):
+            continue
+        first = int(m.nonzero()[0])
+        tail_masked = m[first:]
+        if all(int(t) in null_ids for t in tok[sl][first:][tail_masked].tolist()) and bool(tail_masked.all()):
+            close[sl.start + first : sl.stop] = True
+    return close

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
 import time
@@ -24,6 +25,7 @@ from .network import Denoiser, infill_attention_mask
 from .tokenizer import HoneTokenizer
 
 ROUTES = ("diffusion", "ar-diffusion")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 class TrainConfig(msgspec.Struct, kw_only=True):
@@ -31,6 +33,7 @@ class TrainConfig(msgspec.Struct, kw_only=True):
     ar_fraction: float = 0.3  # share of the wall-clock budget spent in the AR phase
     model_preset: str = "small"
     hours: float = 2.5  # wall-clock budget; the LR schedule follows elapsed time
+    tokens: int = 0  # > 0: a token budget instead (the schedule follows tokens seen): equal-compute comparisons
     batch: int = 16
     lr: float = 1.5e-3
     min_lr_ratio: float = 0.1
@@ -43,7 +46,24 @@ class TrainConfig(msgspec.Struct, kw_only=True):
     eval_every_s: float = 300.0  # also checkpoints then
     threads: int = 1
     seed: int = 0
-    bf16: bool = True  # autocast (CPU and CUDA)
+    precision: str = "auto"  # auto: bf16 autocast where the hardware computes bf16 natively, else fp32
+
+
+def native_bf16(device: torch.device) -> bool:
+    """CUDA with bf16 support, or a CPU with AMX / AVX512-BF16 (emulated bf16 was 2.6x slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -70,34 +90,97 @@ def ar_loss(model: Denoiser, ids, pad_id: int):
     return F.cross_entropy(model.head(h[sel]).float(), tgt[sel])
 
 
+class LossModule(torch.nn.Module):
+    """Both objectives behind one forward, so DistributedDataParallel sees (and syncs) every step."""
+
+    def __init__(self, model: Denoiser, pad_id: int, mask_id: int):
+        super().__init__()
+        self.model, self.pad_id, self.mask_id = model, pad_id, mask_id
+
+    def forward(self, ids, is_context=None, targets=None, gen: torch.Generator | None = None):
+        if is_context is None:
+            return ar_loss(self.model, ids, self.pad_id)
+        return diffusion_loss(self.model, ids, is_context, targets, self.mask_id, gen)
+
+
+class Dist:
+    """torchrun's process group (NCCL on GPUs, gloo on CPUs), or a single process."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local = int(os.environ.get("LOCAL_RANK", "0"))
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if torch.cuda.is_available():
+                torch.cuda.set_device(self.local)
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def device(self) -> torch.device:
+        return torch.device(f"cuda:{self.local}" if torch.cuda.is_available() else "cpu")
+
+    def agree(self, dt: float, stop: bool) -> tuple[float, bool]:
+        """Every rank takes the slowest step time and stops when any rank stops (no rank left waiting)."""
+        if self.world == 1:
+            return dt, stop
+        import torch.distributed as dist
+
+        dev = self.device()
+        x = torch.tensor([dt, float(stop)], dtype=torch.float64, device=dev)
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        return float(x[0]), bool(x[1])
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, corpus: Path, tokenizer: Path, run_dir: Path, init_from: Path | None = None):
         if cfg.route not in ROUTES:
             raise ValueError(f"unknown route {cfg.route!r}; choose one of {list(ROUTES)}")
+        if init_from is not None and cfg.route != "diffusion":
+            raise ValueError("fine-tuning (--init-from) continues masked diffusion: use route 'diffusion'")
         self.cfg, self.run_dir = cfg, run_dir
+        self.dist = Dist()
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(cfg.threads)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.tok = HoneTokenizer.from_file(tokenizer)
+        self.device = self.dist.device()
+        self.bf16 = use_bf16(cfg.precision, self.device)
         self.budgets = Budgets(cfg.prefix_tokens, cfg.middle_tokens, cfg.suffix_tokens)
         self.texts, self.skipped = self._load(corpus / "train.jsonl")
         self.held = load_texts(corpus / "heldout.jsonl")
-        t = self.tok
-        mcfg = preset(cfg.model_preset, vocab_size=t.vocab_size, pad_id=t.pad_id, bos_id=t.bos_id, eos_id=t.eos_id,
-                      mask_id=t.mask_id, null_id=t.null_id, shifted=cfg.route == "ar-diffusion",
-                      max_seq_len=max(1024, self.budgets.seq_len))
         torch.manual_seed(cfg.seed)
-        self.model = Denoiser(mcfg).to(self.device)
-        if init_from is not None:  # fine-tune: start from an existing model folder's weights
+        if init_from is not None:  # fine-tune: that model's network, weights and tokenizer
             from .checkpoint import load_model
-            src, _ = load_model(init_from, self.device)
-            self.model.load_state_dict(src.state_dict())
+
+            self.model, self.tok = load_model(init_from, self.device)
+            self.model.float()
+        else:
+            self.tok = t = HoneTokenizer.from_file(tokenizer)
+            mcfg = preset(cfg.model_preset, vocab_size=t.vocab_size, pad_id=t.pad_id, bos_id=t.bos_id, eos_id=t.eos_id,
+                          mask_id=t.mask_id, null_id=t.null_id, shifted=cfg.route == "ar-diffusion",
+                          max_seq_len=max(1024, self.budgets.seq_len))
+            self.model = Denoiser(mcfg).to(self.device)
+        self.loss_fn: torch.nn.Module = LossModule(self.model, self.tok.pad_id, self.tok.mask_id)
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.loss_fn = DistributedDataParallel(self.loss_fn, device_ids=[self.dist.local] if self.device.type == "cuda" else None)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
         other = [p for n, p in self.model.named_parameters() if p.dim() < 2]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                       {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
         self.step, self.elapsed, self.tokens_seen, self.phase_switch_step = 0, 0.0, 0, None
-        self.rng, self.gen = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+        seed = cfg.seed + 1000 * self.dist.rank  # each rank draws its own examples
+        self.rng, self.gen = random.Random(seed), torch.Generator().manual_seed(seed)
         self.log_path = run_dir / "log.jsonl"
         self._resume()
         self._held_batches = self._make_held()
@@ -126,6 +209,8 @@ class Trainer:
 
     @property
     def progress(self) -> float:
+        if self.cfg.tokens > 0:
+            return self.tokens_seen / self.cfg.tokens
         return self.elapsed / (self.cfg.hours * 3600)
 
     def in_ar_phase(self) -> bool:
@@ -145,7 +230,7 @@ class Trainer:
         return sum(losses) / len(losses)
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _resume(self):
         state_path = self.run_dir / "state.pt"
@@ -156,12 +241,18 @@ class Trainer:
         self.opt.load_state_dict(st["opt"])
         self.step, self.elapsed, self.tokens_seen = st["step"], st["elapsed"], st["tokens_seen"]
         self.phase_switch_step = st.get("phase_switch_step")
-        self.rng.setstate(st["py_rng"])
-        self.gen.set_state(st["torch_rng"])
+        if self.dist.main:  # other ranks keep their own streams
+            self.rng.setstate(st["py_rng"])
+            self.gen.set_state(st["torch_rng"])
         print(f"resumed {state_path} at step {self.step}, {self.elapsed / 60:.1f} min, {self.tokens_seen / 1e6:.2f}M tokens")
 
     def save(self, export: bool = True):
-        st = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step, "elapsed": self.elapsed,
+        if not self.dist.main:
+            return
+        opt = self.opt.state_dict()  # bf16 moments halve the file (loading casts them back to fp32); copies, not the live state
+        opt["state"] = {i: {k: v.to(torch.bfloat16) if k.startswith("exp_avg") else v for k, v in slot.items()}
+                        for i, slot in opt["state"].items()}
+        st = {"model": self.model.state_dict(), "opt": opt, "step": self.step, "elapsed": self.elapsed,
               "tokens_seen": self.tokens_seen, "phase_switch_step": self.phase_switch_step,
               "py_rng": self.rng.getstate(), "torch_rng": self.gen.get_state(), "train_config": msgspec.to_builtins(self.cfg)}
         tmp = self.run_dir / "state.pt.tmp"
@@ -176,6 +267,8 @@ class Trainer:
             plot_losses(self.log_path, self.run_dir / "model" / "loss.png")
 
     def log(self, rec: dict):
+        if not self.dist.main:
+            return
         with open(self.log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
@@ -188,13 +281,18 @@ class Trainer:
 
         old = [signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)]
         n_params = self.model.num_parameters()
-        print(f"model {n_params / 1e6:.2f}M params, route {cfg.route}, {len(self.texts)} files ({self.skipped} skipped), seq {b.seq_len}")
-        bar = tqdm(total=int(cfg.hours * 3600), initial=int(self.elapsed), unit="s", desc="train")
+        if self.dist.main:
+            print(f"model {n_params / 1e6:.2f}M params, route {cfg.route}, {len(self.texts)} files ({self.skipped} skipped), "
+                  f"seq {b.seq_len}, {'bf16 autocast' if self.bf16 else 'fp32'} on {self.device}, {self.dist.world} process(es)")
+        by_tokens = cfg.tokens > 0
+        done = (lambda: self.tokens_seen) if by_tokens else (lambda: int(self.elapsed))
+        bar = tqdm(total=cfg.tokens if by_tokens else int(cfg.hours * 3600), initial=done(),
+                   unit="tok" if by_tokens else "s", unit_scale=by_tokens, desc="train", disable=not self.dist.main)
         last_eval = self.elapsed
         ema = None
         self.model.train()
         try:
-            while self.progress < 1.0 and not stop["flag"]:
+            while self.progress < 1.0:
                 t0 = time.perf_counter()
                 lr = lr_at(cfg, self.step, self.progress)
                 for g in self.opt.param_groups:
@@ -208,56 +306,64 @@ class Trainer:
                 with self._autocast():
                     if ar:
                         ids = ar_batch(self.tok, self.texts, self.rng, b.seq_len, cfg.batch).to(self.device)
-                        loss = ar_loss(self.model, ids, self.tok.pad_id)
+                        loss = self.loss_fn(ids)
                     else:
                         ids, ctx, tgt = infill_batch(self.tok, self.texts, self.rng, b, cfg.batch)
-                        loss = diffusion_loss(self.model, ids.to(self.device), ctx.to(self.device), tgt.to(self.device),
-                                              self.tok.mask_id, self.gen)
+                        loss = self.loss_fn(ids.to(self.device), ctx.to(self.device), tgt.to(self.device), self.gen)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
                 self.opt.step()
                 self.step += 1
-                self.tokens_seen += cfg.batch * b.seq_len
-                dt = time.perf_counter() - t0
-                self.elapsed += dt
+                self.tokens_seen += cfg.batch * b.seq_len * self.dist.world
                 lv = loss.item()
+                dt, stopping = self.dist.agree(time.perf_counter() - t0, stop["flag"])
+                self.elapsed += dt
                 ema = lv if ema is None else 0.95 * ema + 0.05 * lv
-                bar.update(int(self.elapsed) - bar.n)
+                bar.update(done() - bar.n)
                 bar.set_postfix(step=self.step, loss=f"{ema:.3f}", phase="ar" if ar else "diff", lr=f"{lr:.1e}")
                 if self.step % 20 == 0:
                     self.log({"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen,
                               "phase": "ar" if ar else "diffusion", "loss": lv, "lr": lr})
+                if stopping:
+                    break
                 if self.elapsed - last_eval >= cfg.eval_every_s:
                     last_eval = self.elapsed
-                    held = self.evaluate()
-                    self.log({"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen, "heldout_masked_ce": held})
-                    tqdm.write(f"step {self.step} {self.elapsed / 60:.1f} min held-out masked CE {held:.3f}")
-                    self.save()
+                    self._checkpoint()
         finally:
             bar.close()
             for s, h in zip((signal.SIGINT, signal.SIGTERM), old):
                 signal.signal(s, h)
+        held = self._checkpoint()
+        if self.dist.main:
+            print(f"done: step {self.step}, {self.tokens_seen / 1e6:.2f}M tokens, held-out masked CE {held:.3f}")
+        self.dist.close()
+        return held
+
+    def _checkpoint(self) -> float | None:
+        """Held-out loss into the log, then state + model folder (the main process only)."""
+        if not self.dist.main:
+            return None
         held = self.evaluate()
         self.log({"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen, "heldout_masked_ce": held})
+        tqdm.write(f"step {self.step} {self.elapsed / 60:.1f} min {self.tokens_seen / 1e6:.2f}M tokens held-out masked CE {held:.3f}")
         self.save()
-        print(f"done: step {self.step}, {self.tokens_seen / 1e6:.2f}M tokens, held-out masked CE {held:.3f}")
         return held
 
 
-def plot_losses(log_path: Path, out: Path, others: dict[str, Path] | None = None) -> None:
-    """loss.png: training loss (per phase) and held-out masked CE against tokens seen."""
+def plot_losses(logs: Path | dict[str, Path], out: Path, train_curves: bool = True) -> None:
+    """A picture of the loss log(s): training loss per phase and held-out masked CE against tokens seen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, path in {"this run": log_path, **(others or {})}.items():
+    for label, path in ({"this run": logs} if isinstance(logs, Path) else logs).items():
         if not path.exists():
             continue
         recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        for phase, style in (("ar", ":"), ("diffusion", "-")):
+        for phase, style in (("ar", ":"), ("diffusion", "-")) if train_curves else ():
             pts = [(r["tokens"] / 1e6, r["loss"]) for r in recs if r.get("phase") == phase]
             if pts:
                 ax.plot(*zip(*pts), style, alpha=0.5, label=f"{label}: train loss ({phase})")

@@ -102,6 +102,51 @@ def test_context_untouched_and_progress_every_step(engine, rule):
     assert len(res.texts) == 1 and engine.backend.mask_id not in engine.backend.encode(res.texts[0])
 
 
+@pytest.mark.parametrize("window", [1, 4])
+def test_window_commits_only_the_leftmost_undecided_slots(engine, window):
+    mask = engine.backend.mask_id
+    opts = SampleOptions(rule="threshold", threshold=1e-9, window=window, max_tokens=24, initial_slots=16)
+    _, rec = run(engine, [PREFIX, SUFFIX], opts)  # τ≈0 would commit every slot at once without the window
+    assert len(rec.canvases) > 1
+    for before, after in zip(rec.canvases, rec.canvases[1:]):
+        if len(after) != len(before):
+            continue
+        first = before.index(mask)
+        changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+        assert changed and all(first <= i < first + window for i in changed) or after.count(mask) == 0
+
+
+class AlwaysNull:
+    """The real backend with the null token forced to win every slot."""
+
+    def __init__(self, inner: HoneBackend):
+        self.inner = inner
+        self.forwards = 0
+        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "encode", "decode"):
+            setattr(self, name, getattr(inner, name))
+
+    def session(self, ids, slot_pos, cached):
+        real, outer = self.inner.session(ids, slot_pos, cached), self
+        null = min(self.null_ids)
+
+        class S:
+            def predict(self, canvas):
+                outer.forwards += 1
+                logits = real.predict(canvas)
+                logits[:, null] = logits.max() + 10
+                return logits
+
+        return S()
+
+
+def test_null_tail_closes_a_hole_in_one_step(engine):
+    from model.sampler import sample
+
+    backend = AlwaysNull(engine.backend)
+    res = sample(backend, [PREFIX, SUFFIX], SampleOptions(rule="one", window=1, initial_slots=32, max_tokens=32))
+    assert res.texts == [""] and backend.forwards == 1 and res.stats.slots == 32
+
+
 def test_select_commits_rules():
     conf = torch.tensor([0.95, 0.2, 0.91, 0.5])
     ent = torch.tensor([0.1, 3.0, 0.3, 1.0])

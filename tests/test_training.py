@@ -115,3 +115,86 @@ def test_tiny_training_run_resumes(tmp_path, tok, route):
     assert tr2.step > first_step
     logs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("heldout_masked_ce" in r for r in logs)
+
+
+def _tiny_corpus(tmp_path, tok):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir(exist_ok=True)
+    texts = sample_texts()
+    with open(corpus / "train.jsonl", "w") as f:
+        for t in texts[:2]:
+            f.write(json.dumps({"path": "x.py", "text": t}) + "\n")
+    (corpus / "heldout.jsonl").write_text(json.dumps({"path": "y.py", "text": texts[2]}) + "\n")
+    tok.save(tmp_path / "tok.json")
+    return corpus
+
+
+TINY = dict(model_preset="tiny", batch=2, warmup_steps=2, eval_every_s=1.0, prefix_tokens=32, middle_tokens=16, suffix_tokens=16)
+
+
+def test_token_budget_ends_the_run_and_the_route_report_compares(tmp_path, tok):
+    """Both routes for the same token budget, then the comparison: curves, quick eval, card section."""
+    from model.routes import ROUTES_START, route_report
+    from model.train import TrainConfig, Trainer
+
+    corpus = _tiny_corpus(tmp_path, tok)
+    runs = []
+    for route in ("diffusion", "ar-diffusion"):
+        cfg = TrainConfig(route=route, tokens=3000, hours=10.0, ar_fraction=0.5, **TINY)
+        tr = Trainer(cfg, corpus, tmp_path / "tok.json", tmp_path / route)
+        tr.run()
+        per_step = cfg.batch * tr.budgets.seq_len
+        assert 3000 <= tr.tokens_seen < 3000 + per_step  # stopped by tokens, not by the 10 h clock
+        runs.append(tmp_path / route)
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# card\n")
+    rep = route_report(runs, corpus, tmp_path / "routes.png", card, n_line=2, n_multi=1, threads=1)
+    assert {r["route"] for r in rep["runs"]} == {"diffusion", "ar-diffusion"}
+    assert rep["winner"] in ("diffusion", "ar-diffusion")
+    assert (tmp_path / "routes.png").stat().st_size > 1000
+    assert ROUTES_START in card.read_text() and "ar-diffusion" in card.read_text()
+
+
+def test_precision_choice():
+    from model.train import use_bf16
+
+    cpu = torch.device("cpu")
+    assert use_bf16("bf16", cpu) and not use_bf16("fp32", cpu)
+    with pytest.raises(ValueError, match="precision"):
+        use_bf16("fp8", cpu)
+
+
+def test_finetune_starts_from_a_model_folder(tmp_path, tok):
+    from model.testing import make_tiny_model
+    from model.train import TrainConfig, Trainer
+
+    corpus = _tiny_corpus(tmp_path, tok)
+    src = make_tiny_model(tmp_path / "src", shifted=True)
+    with pytest.raises(ValueError, match="diffusion"):
+        Trainer(TrainConfig(route="ar-diffusion", **TINY), corpus, tmp_path / "tok.json", tmp_path / "bad", init_from=src)
+    tr = Trainer(TrainConfig(route="diffusion", tokens=500, **TINY), corpus, tmp_path / "tok.json", tmp_path / "ft", init_from=src)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    assert tr.model.cfg.shifted and tr.tok.vocab_size != tok.vocab_size  # the source's network and tokenizer
+    tr.run()
+    after = tr.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_torchrun_ddp_two_processes(tmp_path, tok):
+    """Two gloo processes under torchrun train one model in step (DistributedDataParallel)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    corpus = _tiny_corpus(tmp_path, tok)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "model.cli", "train", "--preset", "smoke",
+           "--route", "diffusion", "--tokens", "2000", "--threads", "1", "--corpus", str(corpus),
+           "--tokenizer", str(tmp_path / "tok.json"), "--run-dir", str(tmp_path / "ddp")]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 process(es)" in out.stdout
+    state = json.loads((tmp_path / "ddp" / "model" / "train_state.json").read_text())
+    assert state["tokens_seen"] >= 2000 and state["step"] > 0
