@@ -9,24 +9,46 @@ from pathlib import Path
 
 from . import DEFAULT_MODEL_DIR
 from .checkpoint import load_config
+from .data import Budgets
 from .evaluate import TABLE_END, TABLE_START
 
 
-def write_card(folder: Path, corpus_record: dict | None, notes: str = "") -> Path:
+def _block(text: str, start: str, end: str) -> str | None:
+    return text[text.index(start): text.index(end) + len(end)] if start in text and end in text else None
+
+
+def _segments(st: dict, tc: dict) -> str:
+    segs = st.get("segments") or [{"machine": platform.machine() + " CPU", "threads": tc.get("threads"),
+                                   "precision": "bf16 autocast" if tc.get("bf16") else tc.get("precision", "?"),
+                                   "processes": 1, "from_step": 0, "to_step": st.get("step"), "minutes": st.get("hours", 0) * 60}]
+    return "\n".join(f"  - steps {g['from_step']}–{g['to_step']} ({g['minutes']:.0f} min): {g['machine']}, {g['precision']}, "
+                     f"{g['threads']} thread(s) × {g['processes']} process(es)" for g in segs)
+
+
+def write_card(folder: Path, corpus_record: dict | None) -> Path:
+    """(Re)write MODEL_CARD.md from config, train_state.json and the corpus record, keeping the eval table,
+    the route comparison and any '## Notes' section already in the card."""
+    from .network import Denoiser
+    from .routes import ROUTES_END, ROUTES_START
+
     cfg = load_config(folder)
     st = json.loads((folder / "train_state.json").read_text()) if (folder / "train_state.json").exists() else {}
     tc = st.get("train_config", {})
     card = folder / "MODEL_CARD.md"
     old = card.read_text() if card.exists() else ""
-    table = old[old.index(TABLE_START): old.index(TABLE_END) + len(TABLE_END)] if TABLE_START in old else f"{TABLE_START}\n(not evaluated yet: `hone eval --model {folder} --write-card`)\n{TABLE_END}"
-    from .network import Denoiser
-
+    table = _block(old, TABLE_START, TABLE_END) or f"{TABLE_START}\n(not evaluated yet: `hone eval --model {folder} --write-card`)\n{TABLE_END}"
+    routes = _block(old, ROUTES_START, ROUTES_END) or f"{ROUTES_START}\n(not compared yet: `scripts/compare_routes.sh`)\n{ROUTES_END}"
+    notes = old[old.index("## Notes"):].rstrip() if "## Notes" in old else ""
     n_params = Denoiser(cfg).num_parameters()
-    corpus = ""
+    corpus = "(corpus record not available)"
     if corpus_record:
-        corpus = (f"Python sources from {', '.join(corpus_record['roots'])}: {corpus_record['train']['files']} training files "
-                  f"({corpus_record['train']['bytes'] / 1e6:.0f} MB), {corpus_record['heldout']['files']} held-out files "
-                  f"(split by file hash); rejected: {json.dumps(corpus_record['rejected'])}.")
+        tr, he = corpus_record["train"], corpus_record["heldout"]
+        tokens = f", {tr['tokens'] / 1e6:.1f}M tokens" if "tokens" in tr else ""
+        held_tokens = f", {he['tokens'] / 1e6:.2f}M tokens" if "tokens" in he else ""
+        corpus = (f"Python sources from {', '.join(corpus_record['roots'])}: {tr['files']} training files "
+                  f"({tr['bytes'] / 1e6:.0f} MB{tokens}), {he['files']} held-out files ({he['bytes'] / 1e6:.1f} MB{held_tokens}; "
+                  f"split by file hash); rejected: {json.dumps(corpus_record['rejected'])}.")
+    seq = Budgets(tc.get("prefix_tokens", 0), tc.get("middle_tokens", 0), tc.get("suffix_tokens", 0)).seq_len
     text = f"""# Hone default model
 
 A {n_params / 1e6:.1f}M-parameter bidirectional transformer denoiser (masked diffusion) for Python
@@ -34,36 +56,50 @@ fill-in-the-middle. d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} 
 vocabulary {cfg.vocab_size} (byte-level BPE), tied head, logits {"shifted (the output at j-1 predicts slot j)" if cfg.shifted else "unshifted"}.
 
 ## Data
-{corpus or "(corpus record not available)"}
+{corpus}
 
 ## Training
-- route: {tc.get("route", "?")} (AR share of wall time: {tc.get("ar_fraction", "-")}; switch to diffusion at step {st.get("phase_switch_step")})
-- steps {st.get("step", "?")}, tokens seen {st.get("tokens_seen", 0) / 1e6:.1f}M, wall time {st.get("hours", 0):.2f} h of a {tc.get("hours", "?")} h schedule
-- batch {tc.get("batch")} × {2 + tc.get("prefix_tokens", 0) + tc.get("middle_tokens", 0) + tc.get("suffix_tokens", 0)} tokens (prefix ≤ {tc.get("prefix_tokens")}, canvas ≤ {tc.get("middle_tokens")}, suffix ≤ {tc.get("suffix_tokens")}), AdamW lr {tc.get("lr")}, warmup + cosine, clip {tc.get("clip")}, bf16 autocast
-- hardware: {platform.machine()} CPU, {tc.get("threads")} thread(s)
+- route: {tc.get("route", "?")} (AR share of the schedule: {tc.get("ar_fraction", "-")}; switch to diffusion at step {st.get("phase_switch_step")})
+- steps {st.get("step", "?")}, tokens seen {st.get("tokens_seen", 0) / 1e6:.1f}M, training time {st.get("hours", 0):.2f} h of a {tc.get("hours", "?")} h schedule
+- batch {tc.get("batch")} × {seq} tokens (prefix ≤ {tc.get("prefix_tokens")}, canvas ≤ {tc.get("middle_tokens")}, suffix ≤ {tc.get("suffix_tokens")}), AdamW lr {tc.get("lr")}, warmup + cosine, clip {tc.get("clip")}
+- hardware:
+{_segments(st, tc)}
 - examples: rest-of-line, whole lines/blocks, line+more, random spans and empty middles; unused canvas
-  slots hold the null token; 8% of examples have a canvas shorter than the middle (teaches growth)
+  slots hold the null token; half the canvases are sized like the engine's (multiples of 8); 8% are
+  shorter than their middle (teaches growth)
 
 ![loss curve](loss.png)
 
 ## Evaluation (held-out split)
 {table}
 
+## Route comparison (equal token budget)
+{routes}
+
 {notes}
 """
-    card.write_text(text)
+    card.write_text(text.rstrip() + "\n")
     return card
 
 
 def ship(run_model_dir: Path, corpus_dir: Path | None, dest: Path = DEFAULT_MODEL_DIR) -> Path:
-    """Copy a run's model folder into the package and (re)write its card."""
+    """Copy a run's model folder into the package and rewrite its card: the eval table comes from the run's
+    card (or is marked missing), the route comparison and the notes stay from the shipped card."""
+    from .routes import ROUTES_END, ROUTES_START
+
     dest.mkdir(parents=True, exist_ok=True)
-    for old in dest.glob("model*.safetensors"):
-        old.unlink()
-    files = [run_model_dir / f for f in ("config.json", "tokenizer.json", "loss.png", "train_state.json", "MODEL_CARD.md")]
+    old = (dest / "MODEL_CARD.md").read_text() if (dest / "MODEL_CARD.md").exists() else ""
+    run_card = run_model_dir / "MODEL_CARD.md"
+    table = _block(run_card.read_text(), TABLE_START, TABLE_END) if run_card.exists() else None
+    for f in dest.glob("model*.safetensors"):
+        f.unlink()
+    files = [run_model_dir / f for f in ("config.json", "tokenizer.json", "loss.png", "train_state.json")]
     for f in files + sorted(run_model_dir.glob("model*.safetensors")):
         if f.exists():
             shutil.copy2(f, dest / f.name)
+    kept = [b for b in (table, _block(old, ROUTES_START, ROUTES_END)) if b]
+    notes = old[old.index("## Notes"):] if "## Notes" in old else ""
+    (dest / "MODEL_CARD.md").write_text("\n\n".join(kept + [notes]))
     rec = None
     if corpus_dir and (corpus_dir / "corpus.json").exists():
         rec = json.loads((corpus_dir / "corpus.json").read_text())

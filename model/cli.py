@@ -20,10 +20,15 @@ def _complete(a) -> int:
 
 
 def _corpus(a) -> int:
-    from model.corpus import build_corpus, default_roots
+    from model import DEFAULT_MODEL_DIR
+    from model.corpus import build_corpus, count_tokens, default_roots
 
     roots = [Path(r) for r in a.roots] or default_roots()
     rec = build_corpus(roots, Path(a.out))
+    tok = Path(a.tokenizer) if a.tokenizer else DEFAULT_MODEL_DIR / "tokenizer.json"
+    if tok.is_file():  # `hone tokenizer` recounts with the BPE it trains
+        count_tokens(Path(a.out), tok)
+        rec = json.loads((Path(a.out) / "corpus.json").read_text())
     print(json.dumps(rec, indent=2))
     return 0
 
@@ -31,7 +36,7 @@ def _corpus(a) -> int:
 def _tokenizer(a) -> int:
     import random
 
-    from model.corpus import load_texts
+    from model.corpus import count_tokens, load_texts
     from model.tokenizer import train_tokenizer
 
     texts = load_texts(Path(a.corpus) / "train.jsonl")
@@ -44,9 +49,9 @@ def _tokenizer(a) -> int:
             break
     tok = train_tokenizer(sub, a.vocab_size)
     tok.save(a.out)
-    held = load_texts(Path(a.corpus) / "heldout.jsonl")
-    chars = sum(map(len, held))
-    print(f"vocab {tok.vocab_size}; held-out {chars / max(1, sum(len(tok.encode(h)) for h in held)):.2f} chars/token")
+    counts = count_tokens(Path(a.corpus), Path(a.out))
+    chars = sum(map(len, load_texts(Path(a.corpus) / "heldout.jsonl")))
+    print(f"vocab {tok.vocab_size}; tokens: {counts}; held-out {chars / max(1, counts['heldout']):.2f} chars/token")
     return 0
 
 
@@ -124,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("corpus", help="gather and deduplicate Python sources")
     c.add_argument("roots", nargs="*", help="folders (default: this interpreter's stdlib and site-packages)")
     c.add_argument("--out", default="data/corpus")
+    c.add_argument("--tokenizer", default=None, help="count tokens with this tokenizer.json (default: the shipped one)")
     c.set_defaults(fn=_corpus)
 
     c = sub.add_parser("tokenizer", help="train the byte-level BPE on a corpus")

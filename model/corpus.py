@@ -90,6 +90,26 @@ def build_corpus(roots: list[Path], out: Path, heldout_percent: int = HELDOUT_PE
     return record
 
 
+def count_tokens(corpus: Path, tokenizer_path: Path, chunk: int = 256) -> dict:
+    """Count each split's tokens with a tokenizer and record them in corpus.json -> {split: tokens}."""
+    from .tokenizer import HoneTokenizer
+
+    tok = HoneTokenizer.from_file(tokenizer_path)
+    rec_path = corpus / "corpus.json"
+    rec = json.loads(rec_path.read_text())
+    counts = {}
+    for split in ("train", "heldout"):
+        texts = load_texts(corpus / f"{split}.jsonl")
+        n = 0
+        for i in tqdm(range(0, len(texts), chunk), desc=f"tokens ({split})", unit="chunk"):
+            n += sum(map(len, tok.encode_batch(texts[i : i + chunk])))
+        counts[split] = n
+        rec[split]["tokens"] = n
+    rec["tokenizer"] = str(tokenizer_path)
+    rec_path.write_text(json.dumps(rec, indent=2))
+    return counts
+
+
 def load_texts(path: Path, limit: int | None = None) -> list[str]:
     texts = []
     with open(path) as f:

@@ -60,6 +60,20 @@ def native_bf16(device: torch.device) -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
@@ -179,6 +193,7 @@ class Trainer:
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                       {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
         self.step, self.elapsed, self.tokens_seen, self.phase_switch_step = 0, 0.0, 0, None
+        self.segments: list[dict] = []  # one per run() of this schedule: where it ran, how, which steps
         seed = cfg.seed + 1000 * self.dist.rank  # each rank draws its own examples
         self.rng, self.gen = random.Random(seed), torch.Generator().manual_seed(seed)
         self.log_path = run_dir / "log.jsonl"
@@ -241,6 +256,7 @@ class Trainer:
         self.opt.load_state_dict(st["opt"])
         self.step, self.elapsed, self.tokens_seen = st["step"], st["elapsed"], st["tokens_seen"]
         self.phase_switch_step = st.get("phase_switch_step")
+        self.segments = st.get("segments", [])
         if self.dist.main:  # other ranks keep their own streams
             self.rng.setstate(st["py_rng"])
             self.gen.set_state(st["torch_rng"])
@@ -254,7 +270,7 @@ class Trainer:
                         for i, slot in opt["state"].items()}
         st = {"model": self.model.state_dict(), "opt": opt, "step": self.step, "elapsed": self.elapsed,
               "tokens_seen": self.tokens_seen, "phase_switch_step": self.phase_switch_step,
-              "py_rng": self.rng.getstate(), "torch_rng": self.gen.get_state(), "train_config": msgspec.to_builtins(self.cfg)}
+              "segments": self.segments, "py_rng": self.rng.getstate(), "torch_rng": self.gen.get_state(), "train_config": msgspec.to_builtins(self.cfg)}
         tmp = self.run_dir / "state.pt.tmp"
         torch.save(st, tmp)
         tmp.replace(self.run_dir / "state.pt")  # atomic: a kill mid-save keeps the previous checkpoint
@@ -263,6 +279,7 @@ class Trainer:
             (self.run_dir / "model" / "train_state.json").write_text(json.dumps(
                 {"step": self.step, "hours": self.elapsed / 3600, "tokens_seen": self.tokens_seen,
                  "phase_switch_step": self.phase_switch_step, "train_config": msgspec.to_builtins(self.cfg),
+                 "segments": self.segments,
                  "corpus_files": len(self.texts), "skipped_records": self.skipped}, indent=2))
             plot_losses(self.log_path, self.run_dir / "model" / "loss.png")
 
@@ -284,6 +301,11 @@ class Trainer:
         if self.dist.main:
             print(f"model {n_params / 1e6:.2f}M params, route {cfg.route}, {len(self.texts)} files ({self.skipped} skipped), "
                   f"seq {b.seq_len}, {'bf16 autocast' if self.bf16 else 'fp32'} on {self.device}, {self.dist.world} process(es)")
+        seg = {"machine": machine_name(self.device), "precision": "bf16 autocast" if self.bf16 else "fp32",
+               "threads": cfg.threads, "processes": self.dist.world, "from_step": self.step, "to_step": self.step,
+               "minutes": 0.0}
+        self.segments.append(seg)
+        seg_start = self.elapsed
         by_tokens = cfg.tokens > 0
         done = (lambda: self.tokens_seen) if by_tokens else (lambda: int(self.elapsed))
         bar = tqdm(total=cfg.tokens if by_tokens else int(cfg.hours * 3600), initial=done(),
@@ -319,6 +341,7 @@ class Trainer:
                 lv = loss.item()
                 dt, stopping = self.dist.agree(time.perf_counter() - t0, stop["flag"])
                 self.elapsed += dt
+                seg["to_step"], seg["minutes"] = self.step, (self.elapsed - seg_start) / 60
                 ema = lv if ema is None else 0.95 * ema + 0.05 * lv
                 bar.update(done() - bar.n)
                 bar.set_postfix(step=self.step, loss=f"{ema:.3f}", phase="ar" if ar else "diff", lr=f"{lr:.1e}")

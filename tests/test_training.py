@@ -198,3 +198,36 @@ def test_torchrun_ddp_two_processes(tmp_path, tok):
     assert "2 process(es)" in out.stdout
     state = json.loads((tmp_path / "ddp" / "model" / "train_state.json").read_text())
     assert state["tokens_seen"] >= 2000 and state["step"] > 0
+
+
+def test_corpus_token_counts_and_ship_card(tmp_path, tok):
+    """Token counts land in corpus.json; shipping a run writes a card that keeps the route comparison and notes."""
+    from model.card import ship
+    from model.corpus import count_tokens
+    from model.evaluate import TABLE_START, write_card_table
+    from model.routes import ROUTES_START, write_routes_section
+    from model.train import TrainConfig, Trainer
+
+    corpus = _tiny_corpus(tmp_path, tok)
+    (corpus / "corpus.json").write_text(json.dumps({"roots": ["x"], "candidates": 3, "rejected": {},
+                                                    "train": {"files": 2, "bytes": 9}, "heldout": {"files": 1, "bytes": 9}}))
+    counts = count_tokens(corpus, tmp_path / "tok.json")
+    texts = sample_texts()
+    assert counts["heldout"] == len(tok.encode(texts[2])) and counts["train"] > counts["heldout"]
+    tr = Trainer(TrainConfig(route="diffusion", tokens=300, **TINY), corpus, tmp_path / "tok.json", tmp_path / "run")
+    tr.run()
+    res = {"masked_ce": 5.0, "decodings": {"d": {k: dict(exact_match=0.1, edit_similarity=0.5, tokens_per_forward=1.0,
+                                                         ms_per_completion=9.0) for k in ("single", "multi")}}}
+    write_card_table(tmp_path / "run" / "model" / "MODEL_CARD.md", res)
+    dest = tmp_path / "shipped"
+    dest.mkdir()
+    report = {"runs": [{"route": "diffusion", "tokens": 1e6, "minutes": 1.0, "heldout_masked_ce": 4.0,
+                        "infill": res["decodings"]["d"]}], "winner": "diffusion"}
+    write_routes_section(dest / "MODEL_CARD.md", report, "routes.png")
+    with open(dest / "MODEL_CARD.md", "a") as f:
+        f.write("\n## Notes\nhand-written caveats\n")
+    ship(tmp_path / "run" / "model", corpus, dest)
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert TABLE_START in card and ROUTES_START in card and "hand-written caveats" in card
+    assert "fp32" in card and f"{counts['train'] / 1e6:.1f}M tokens" in card
+    assert (dest / "config.json").exists() and list(dest.glob("model*.safetensors"))
