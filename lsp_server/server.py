@@ -177,13 +177,17 @@ def _register(server: HoneServer) -> None:
     async def inline_completion(ls: HoneServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
         ls.require_initialized()
         explicit = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        info = params.context.selected_completion_info
+        selected = None if info is None else ((info.range.start.line, info.range.start.character),
+                                              (info.range.end.line, info.range.end.character), info.text)
         c = await ls.service.complete(params.text_document.uri, params.position.line, params.position.character,
-                                      explicit=explicit)
+                                      explicit=explicit, selected=selected)
         if c is None:
             return types.InlineCompletionList(items=[])
         here = _position(c.position)
+        end = here if c.replace_end is None else _position(c.replace_end)
         return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=c.text,
-                                                                            range=types.Range(here, here))])
+                                                                            range=types.Range(here, end))])
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", "["]))
     async def completion(ls: HoneServer, params: types.CompletionParams) -> types.CompletionList:

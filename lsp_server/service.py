@@ -49,6 +49,7 @@ class Completion:
     text: str
     position: Position  # where it goes (the request's position, clamped into the document)
     source: str  # model | typed | cache
+    replace_end: Position | None = None  # set when `text` replaces position..replace_end (a selected suggestion + more)
 
 
 @dataclass
@@ -202,21 +203,38 @@ class Service:
 
     # ---- completions ----------------------------------------------------------------------------
 
-    async def complete(self, uri: str, line: int, character: int, *, explicit: bool = False) -> Completion | None:
-        """The completion at a position, or None. Typed-through and repeated contexts skip the model."""
+    async def complete(self, uri: str, line: int, character: int, *, explicit: bool = False,
+                       selected: tuple[Position, Position, str] | None = None) -> Completion | None:
+        """The completion at a position, or None. Typed-through and repeated contexts skip the model.
+
+        selected: the suggestion the client's completion list has selected (its range and text): the
+        answer then continues that suggestion and replaces its range, as LSP's selectedCompletionInfo asks."""
+        doc = self.documents.get(uri)
+        if selected is None or doc is None:
+            return await self._complete(uri, line, character, explicit)
+        start, end, chosen = selected
+        a, b = sorted((doc.offset_at(*start), doc.offset_at(*end)))
+        text = doc.text[:a] + chosen + doc.text[b:]  # the document as it will be once the suggestion is accepted
+        c = await self._complete(uri, 0, 0, explicit, virtual=(text, a + len(chosen)))
+        if c is None and not chosen:
+            return None
+        return Completion(chosen + (c.text if c else ""), doc.position_at(a), c.source if c else "selected",
+                          replace_end=doc.position_at(b))
+
+    async def _complete(self, uri: str, line: int, character: int, explicit: bool,
+                        virtual: tuple[str, int] | None = None) -> Completion | None:
         c = self.counters
         c.requests += 1
         doc = self.documents.get(uri)
         if not self.settings.enabled or doc is None:
             c.empty += 1
             return None
-        text = doc.text
-        offset = doc.offset_at(line, character)
-        pos = doc.position_at(offset)
+        text, offset = virtual or (doc.text, doc.offset_at(line, character))
+        pos = doc.position_at(min(offset, len(doc.text)))
         delay = 0.0 if explicit else self.debouncer.delay(uri, self.settings.debounce_ms / 1000, self._clock())
         cancel = self._start(uri)
         try:
-            rest = self.typed.lookup(uri, text, offset)
+            rest = None if virtual else self.typed.lookup(uri, text, offset)
             if rest is not None:
                 c.typed_through += 1
                 return Completion(rest, pos, "typed")
@@ -231,7 +249,8 @@ class Service:
                 return None
             if (hit := self.recent.get(key)) is not None:
                 c.cache_hits += 1
-                self.typed.remember(uri, text, offset, hit)
+                if not virtual:
+                    self.typed.remember(uri, text, offset, hit)
                 return Completion(hit, pos, "cache") if hit else None
             if delay:
                 await asyncio.sleep(delay)
@@ -255,7 +274,8 @@ class Service:
             if cancel.is_set():  # finished, but a newer request for this document came meanwhile
                 c.superseded += 1
                 return None
-            self.typed.remember(uri, text, offset, completion)
+            if not virtual:
+                self.typed.remember(uri, text, offset, completion)
             if not completion:
                 c.empty += 1
                 return None

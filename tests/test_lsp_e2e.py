@@ -88,6 +88,19 @@ async def test_inline_completion(client, lsp_wait_status):
     assert st["lastLatencyMs"] > 0 and st["tokensPerForward"] >= 1
 
 
+async def test_inline_completion_extends_the_selected_suggestion(client):
+    """With selectedCompletionInfo the ghost text starts with the list's selected item and replaces its range."""
+    uri = open_doc(client, "import os\n\ndef size(path):\n    return os.pa\n")
+    sel_range = types.Range(types.Position(3, 14), types.Position(3, 16))  # "pa"
+    params = inline_params(uri, 3, 16)
+    params.context.selected_completion_info = types.SelectedCompletionInfo(range=sel_range, text="path")
+    res = await client.text_document_inline_completion_async(params)
+    assert len(res.items) == 1
+    item = res.items[0]
+    assert item.range == sel_range and item.insert_text.startswith("path")
+    assert "\n" not in item.insert_text  # still mid-statement in the document as it would read
+
+
 async def test_completion_item(client):
     uri = open_doc(client, "def f(x):\n    y = \n")
     res = await client.text_document_completion_async(types.CompletionParams(
