@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 from pathlib import Path
 
 from . import DEFAULT_MODEL_DIR
 from .checkpoint import load_config
 from .data import Budgets
-from .evaluate import TABLE_END, TABLE_START
+
+TABLE_START, TABLE_END = "<!-- eval:start -->", "<!-- eval:end -->"  # the eval table `hone eval --write-card` keeps fresh
+ROUTES_START, ROUTES_END = "<!-- routes:start -->", "<!-- routes:end -->"  # the route comparison of `hone routes`
 
 
 def _block(text: str, start: str, end: str) -> str | None:
     return text[text.index(start): text.index(end) + len(end)] if start in text and end in text else None
+
+
+def put_block(card: Path, start: str, end: str, body: str, heading: str) -> None:
+    """Replace the marked block of a MODEL_CARD.md, or append it under `heading`."""
+    block = f"{start}\n{body}\n{end}"
+    text = card.read_text() if card.exists() else "# Model card\n"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text += f"\n## {heading}\n\n{block}\n"
+    card.write_text(text)
 
 
 def _segments(st: dict, tc: dict) -> str:
@@ -29,7 +43,6 @@ def write_card(folder: Path, corpus_record: dict | None) -> Path:
     """(Re)write MODEL_CARD.md from config, train_state.json and the corpus record, keeping the eval table,
     the route comparison and any '## Notes' section already in the card."""
     from .network import Denoiser
-    from .routes import ROUTES_END, ROUTES_START
 
     cfg = load_config(folder)
     st = json.loads((folder / "train_state.json").read_text()) if (folder / "train_state.json").exists() else {}
@@ -85,7 +98,6 @@ vocabulary {cfg.vocab_size} (byte-level BPE), tied head, logits {"shifted (the o
 def ship(run_model_dir: Path, corpus_dir: Path | None, dest: Path = DEFAULT_MODEL_DIR) -> Path:
     """Copy a run's model folder into the package and rewrite its card: the eval table comes from the run's
     card (or is marked missing), the route comparison and the notes stay from the shipped card."""
-    from .routes import ROUTES_END, ROUTES_START
 
     dest.mkdir(parents=True, exist_ok=True)
     old = (dest / "MODEL_CARD.md").read_text() if (dest / "MODEL_CARD.md").exists() else ""

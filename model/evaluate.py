@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from .card import TABLE_END, TABLE_START, put_block
 from .corpus import load_texts
 from .data import Budgets, choose_middle, infill_batch
 from .engine import Engine
 from .sampler import SampleOptions
 
-TABLE_START, TABLE_END = "<!-- eval:start -->", "<!-- eval:end -->"
 DEFAULT_DECODING = "threshold τ=0.9, window 4 (default)"
 # each commit rule with the default window, then the window's effect: the same rules in any order, and strict left to right
 DECODINGS: dict[str, dict] = {
@@ -114,14 +113,7 @@ def table_markdown(res: dict) -> str:
 
 
 def write_card_table(card: Path, res: dict) -> None:
-    """Replace the eval block of MODEL_CARD.md (or append one)."""
-    block = f"{TABLE_START}\n{table_markdown(res)}\n{TABLE_END}"
-    text = card.read_text() if card.exists() else "# Model card\n"
-    if TABLE_START in text:
-        text = re.sub(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), lambda _: block, text, flags=re.S)
-    else:
-        text += "\n## Evaluation\n\n" + block + "\n"
-    card.write_text(text)
+    put_block(card, TABLE_START, TABLE_END, table_markdown(res), "Evaluation (held-out split)")
 
 
 def main(model_dir: str | None, corpus: Path, n_line: int, n_multi: int, write_card: bool, device: str = "cpu",

@@ -4,10 +4,10 @@ by masked diffusion, trained on the same data for the same token budget, compare
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-ROUTES_START, ROUTES_END = "<!-- routes:start -->", "<!-- routes:end -->"
+from .card import ROUTES_END, ROUTES_START, put_block
+
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -59,10 +59,4 @@ def routes_markdown(report: dict, png: str) -> str:
 
 
 def write_routes_section(card: Path, report: dict, png: str) -> None:
-    block = f"{ROUTES_START}\n{routes_markdown(report, png)}\n{ROUTES_END}"
-    text = card.read_text() if card.exists() else "# Model card\n"
-    if ROUTES_START in text:
-        text = re.sub(re.escape(ROUTES_START) + ".*?" + re.escape(ROUTES_END), lambda _: block, text, flags=re.S)
-    else:
-        text += "\n## Route comparison (equal token budget)\n\n" + block + "\n"
-    card.write_text(text)
+    put_block(card, ROUTES_START, ROUTES_END, routes_markdown(report, png), "Route comparison (equal token budget)")

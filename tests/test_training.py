@@ -134,7 +134,8 @@ TINY = dict(model_preset="tiny", batch=2, warmup_steps=2, eval_every_s=1.0, pref
 
 def test_token_budget_ends_the_run_and_the_route_report_compares(tmp_path, tok):
     """Both routes for the same token budget, then the comparison: curves, quick eval, card section."""
-    from model.routes import ROUTES_START, route_report
+    from model.card import ROUTES_START
+    from model.routes import route_report
     from model.train import TrainConfig, Trainer
 
     corpus = _tiny_corpus(tmp_path, tok)
@@ -204,8 +205,9 @@ def test_corpus_token_counts_and_ship_card(tmp_path, tok):
     """Token counts land in corpus.json; shipping a run writes a card that keeps the route comparison and notes."""
     from model.card import ship
     from model.corpus import count_tokens
-    from model.evaluate import TABLE_START, write_card_table
-    from model.routes import ROUTES_START, write_routes_section
+    from model.card import ROUTES_START, TABLE_START
+    from model.evaluate import write_card_table
+    from model.routes import write_routes_section
     from model.train import TrainConfig, Trainer
 
     corpus = _tiny_corpus(tmp_path, tok)
