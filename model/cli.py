@@ -68,7 +68,8 @@ def _train(a) -> int:
     from model.train import TrainConfig, Trainer
 
     over = {k: v for k, v in dict(route=a.route, hours=a.hours, tokens=a.tokens, threads=a.threads, ar_fraction=a.ar_fraction,
-                                  precision=a.precision, batch=a.batch, eval_every_s=a.eval_every).items() if v is not None}
+                                  precision=a.precision, batch=a.batch, eval_every_s=a.eval_every,
+                                  warmup_steps=a.warmup_steps).items() if v is not None}
     if a.init_from and a.preset != "finetune":
         print("--init-from: using the finetune preset's route (diffusion)", file=sys.stderr)
         over["route"] = "diffusion"
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--hours", type=float, default=None, help="wall-clock budget the schedule follows")
     c.add_argument("--tokens", type=int, default=None, help="token budget instead of hours (equal-compute comparisons)")
     c.add_argument("--batch", type=int, default=None, help="sequences per step (per process under torchrun)")
+    c.add_argument("--warmup-steps", type=int, default=None, help="linear warmup (short budgets want fewer)")
     c.add_argument("--eval-every", type=float, default=None, help="seconds of training between held-out evals + checkpoints")
     c.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
                    help="auto: bf16 autocast only where the hardware has native bf16")

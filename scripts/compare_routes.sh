@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 mkdir -p runs
-TOKENS=${1:-1000000}
+TOKENS=${1:-1000000}  # ~190 steps of 16 x 322 tokens per million
 for route in diffusion ar-diffusion; do
   rm -rf "runs/route-$route"  # a fresh start: an old folder would resume instead
-  hone train --preset cpu --route "$route" --tokens "$TOKENS" --threads 1 --eval-every 90 \
+  hone train --preset cpu --route "$route" --tokens "$TOKENS" --threads 1 --eval-every 90 --warmup-steps 20 \
     --tokenizer model/default/tokenizer.json --run-dir "runs/route-$route" > "runs/route-$route.log" 2>&1 &
 done
 wait
