@@ -36,6 +36,8 @@ class SampleOptions(msgspec.Struct, kw_only=True):
     grow_by: int = 8  # slots added when a hole fills with content
     window: int = 4  # commit only among the first `window` undecided slots of each hole (0 = anywhere): in any
     # order the model fills the easy trailing nulls first and cuts multi-line middles short (ES 0.02 -> 0.16)
+    empty_threshold: float = 0.5  # a hole may stay empty only when p(null) at its first slot reaches this; below
+    # it the first slot takes the best content token (null is often the argmax at ~10% while content spreads thin)
     mode: str = "free"  # free | line (stop at the end of the current line) | block (stop when the block dedents)
     block_indent: int = 0  # with mode=block: a completed line indented less than this ends the block
     cached: bool = True  # encode fixed context once and run only the canvas each step
@@ -51,6 +53,8 @@ class SampleOptions(msgspec.Struct, kw_only=True):
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {list(MODES)}")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError("threshold must be in (0, 1]")
+        if not 0.0 <= self.empty_threshold <= 1.0:
+            raise ValueError("empty_threshold must be in [0, 1]")
         if self.gamma < 0 or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("gamma and temperature must be ≥ 0 and top_p in (0, 1]")
         if self.max_tokens < 1 or self.grow_by < 1 or self.initial_slots < 0 or self.window < 0:
@@ -246,6 +250,7 @@ def sample(
             stats.steps += 1
             last_logits = logits
             tok, conf, ent = _pick(logits, opts, gen)
+            _no_unsure_empty(logits, tok, conf, masked, holes, null_ids, opts.empty_threshold)
             chosen = select_commits(conf, ent, _window(masked, holes, opts.window), opts)
             chosen |= _null_tail(tok, masked, holes, null_ids)
             canvas = torch.where(chosen, tok, canvas)
@@ -298,6 +303,18 @@ def _window(masked: torch.Tensor, holes: list[_Hole], window: int) -> torch.Tens
         idx = masked[sl].nonzero().squeeze(-1)[:window] + sl.start
         allowed[idx] = True
     return allowed
+
+
+def _no_unsure_empty(logits, tok, conf, masked, holes: list[_Hole], null_ids: frozenset[int], threshold: float) -> None:
+    """In place: an undecided first slot whose pick is null below `threshold` takes its best content token."""
+    nulls = list(null_ids)
+    for h, sl in _spans(holes):
+        i = sl.start
+        if h.done or not len(h.slots) or not bool(masked[i]) or int(tok[i]) not in null_ids or float(conf[i]) >= threshold:
+            continue
+        probs = torch.softmax(logits[i].float(), dim=-1)
+        probs[nulls] = 0.0
+        conf[i], tok[i] = probs.max(-1)
 
 
 def _null_tail(tok: torch.Tensor, masked: torch.Tensor, holes: list[_Hole], null_ids: frozenset[int]) -> torch.Tensor:

@@ -147,6 +147,27 @@ def test_null_tail_closes_a_hole_in_one_step(engine):
     assert res.texts == [""] and backend.forwards == 1 and res.stats.slots == 32
 
 
+def test_an_unsure_null_first_slot_takes_content():
+    from model.sampler import _Hole, _no_unsure_empty
+
+    null, mask = 4, 3
+    holes = [_Hole([mask] * 3), _Hole([7, mask])]
+    logits = torch.zeros(5, 10)
+    logits[0, null], logits[0, 8] = 1.0, 0.9  # hole 1, first slot: null wins but is unsure
+    logits[3, null] = 1.0  # hole 2: content already committed, a null here ends the text
+    masked = torch.tensor([True, True, True, False, True])
+    probs = logits.softmax(-1)
+    conf, tok = probs.max(-1)
+    _no_unsure_empty(logits, tok, conf, masked, holes, frozenset({null}), 0.5)
+    assert int(tok[0]) == 8 and float(conf[0]) < 0.5
+    assert int(tok[4]) == int(logits[4].argmax())  # not a first slot: untouched
+    sure = torch.zeros(5, 10)
+    sure[0, null] = 10.0
+    conf, tok = sure.softmax(-1).max(-1)
+    _no_unsure_empty(sure, tok, conf, masked, holes, frozenset({null}), 0.5)
+    assert int(tok[0]) == null  # a confident "nothing here" stays empty
+
+
 def test_select_commits_rules():
     conf = torch.tensor([0.95, 0.2, 0.91, 0.5])
     ent = torch.tensor([0.1, 3.0, 0.3, 1.0])
