@@ -31,6 +31,10 @@ def put_block(card: Path, start: str, end: str, body: str, heading: str) -> None
     card.write_text(text)
 
 
+def _unevaluated(folder: Path) -> str:
+    return f"{TABLE_START}\n(not evaluated yet: `hone eval --model {folder} --write-card`)\n{TABLE_END}"
+
+
 def _segments(st: dict, tc: dict) -> str:
     segs = st.get("segments") or [{"machine": platform.machine() + " CPU", "threads": tc.get("threads"),
                                    "precision": "bf16 autocast" if tc.get("bf16") else tc.get("precision", "?"),
@@ -39,9 +43,9 @@ def _segments(st: dict, tc: dict) -> str:
                      f"{g['threads']} thread(s) × {g['processes']} process(es)" for g in segs)
 
 
-def write_card(folder: Path, corpus_record: dict | None) -> Path:
-    """(Re)write MODEL_CARD.md from config, train_state.json and the corpus record, keeping the eval table,
-    the route comparison and any '## Notes' section already in the card."""
+def write_card(folder: Path, corpus_record: dict | None, eval_table: str | None = None) -> Path:
+    """(Re)write MODEL_CARD.md from config, train_state.json and the corpus record, keeping the route
+    comparison and any '## Notes' section already in the card, and its eval table unless one is given."""
     from .network import Denoiser
 
     cfg = load_config(folder)
@@ -49,7 +53,7 @@ def write_card(folder: Path, corpus_record: dict | None) -> Path:
     tc = st.get("train_config", {})
     card = folder / "MODEL_CARD.md"
     old = card.read_text() if card.exists() else ""
-    table = _block(old, TABLE_START, TABLE_END) or f"{TABLE_START}\n(not evaluated yet: `hone eval --model {folder} --write-card`)\n{TABLE_END}"
+    table = eval_table or _block(old, TABLE_START, TABLE_END) or _unevaluated(folder)
     routes = _block(old, ROUTES_START, ROUTES_END) or f"{ROUTES_START}\n(not compared yet: `scripts/compare_routes.sh`)\n{ROUTES_END}"
     notes = old[old.index("## Notes"):].rstrip() if "## Notes" in old else ""
     n_params = Denoiser(cfg).num_parameters()
@@ -100,20 +104,16 @@ def ship(run_model_dir: Path, corpus_dir: Path | None, dest: Path = DEFAULT_MODE
     card (or is marked missing), the route comparison and the notes stay from the shipped card."""
 
     dest.mkdir(parents=True, exist_ok=True)
-    old = (dest / "MODEL_CARD.md").read_text() if (dest / "MODEL_CARD.md").exists() else ""
     run_card = run_model_dir / "MODEL_CARD.md"
-    table = _block(run_card.read_text(), TABLE_START, TABLE_END) if run_card.exists() else None
+    table = (_block(run_card.read_text(), TABLE_START, TABLE_END) if run_card.exists() else None) or _unevaluated(dest)
     for f in dest.glob("model*.safetensors"):
         f.unlink()
     files = [run_model_dir / f for f in ("config.json", "tokenizer.json", "loss.png", "train_state.json")]
     for f in files + sorted(run_model_dir.glob("model*.safetensors")):
         if f.exists():
             shutil.copy2(f, dest / f.name)
-    kept = [b for b in (table, _block(old, ROUTES_START, ROUTES_END)) if b]
-    notes = old[old.index("## Notes"):] if "## Notes" in old else ""
-    (dest / "MODEL_CARD.md").write_text("\n\n".join(kept + [notes]))
     rec = None
     if corpus_dir and (corpus_dir / "corpus.json").exists():
         rec = json.loads((corpus_dir / "corpus.json").read_text())
-    write_card(dest, rec)
+    write_card(dest, rec, eval_table=table)
     return dest

@@ -8,17 +8,12 @@ from pathlib import Path
 
 from .card import ROUTES_END, ROUTES_START, put_block
 
-
-
-def read_log(run_dir: Path) -> list[dict]:
-    path = run_dir / "log.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-
-
 def summarize(run_dir: Path) -> dict:
     """Route, tokens, minutes and final held-out masked CE of one run folder."""
+    from .train import read_log
+
     state = json.loads((run_dir / "model" / "train_state.json").read_text())
-    held = [r for r in read_log(run_dir) if "heldout_masked_ce" in r]
+    held = [r for r in read_log(run_dir / "log.jsonl") if "heldout_masked_ce" in r]
     if not held:
         raise ValueError(f"{run_dir}: no held-out evaluation in log.jsonl")
     return {"route": state["train_config"]["route"], "tokens": held[-1]["tokens"], "minutes": held[-1]["elapsed"] / 60,

@@ -49,26 +49,27 @@ class TrainConfig(msgspec.Struct, kw_only=True):
     precision: str = "auto"  # auto: bf16 autocast where the hardware computes bf16 natively, else fp32
 
 
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return ""
+
+
 def native_bf16(device: torch.device) -> bool:
     """CUDA with bf16 support, or a CPU with AMX / AVX512-BF16 (emulated bf16 was 2.6x slower than fp32)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = _cpuinfo()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def machine_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     import platform
 
     return platform.processor() or platform.machine()
@@ -198,7 +199,7 @@ class Trainer:
         self.rng, self.gen = random.Random(seed), torch.Generator().manual_seed(seed)
         self.log_path = run_dir / "log.jsonl"
         self._resume()
-        self._held_batches = self._make_held()
+        self._held_batches = self._make_held() if self.dist.main else []  # only the main process evaluates
 
     def _load(self, path: Path):
         texts, skipped = [], 0
@@ -374,6 +375,11 @@ class Trainer:
         return held
 
 
+def read_log(path: Path) -> list[dict]:
+    """The records of a run's log.jsonl (none if it does not exist)."""
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
 def plot_losses(logs: Path | dict[str, Path], out: Path, train_curves: bool = True) -> None:
     """A picture of the loss log(s): training loss per phase and held-out masked CE against tokens seen."""
     import matplotlib
@@ -383,9 +389,7 @@ def plot_losses(logs: Path | dict[str, Path], out: Path, train_curves: bool = Tr
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label, path in ({"this run": logs} if isinstance(logs, Path) else logs).items():
-        if not path.exists():
-            continue
-        recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        recs = read_log(path)
         for phase, style in (("ar", ":"), ("diffusion", "-")) if train_curves else ():
             pts = [(r["tokens"] / 1e6, r["loss"]) for r in recs if r.get("phase") == phase]
             if pts:

@@ -85,20 +85,26 @@ def test_edit_similarity():
     assert edit_similarity("", "ab") == 0.0
 
 
+def _tiny_corpus(tmp_path, tok):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir(exist_ok=True)
+    texts = sample_texts()
+    with open(corpus / "train.jsonl", "w") as f:
+        for t in texts[:2]:
+            f.write(json.dumps({"path": "x.py", "text": t}) + "\n")
+    (corpus / "heldout.jsonl").write_text(json.dumps({"path": "y.py", "text": texts[2]}) + "\n")
+    tok.save(tmp_path / "tok.json")
+    return corpus
+
+
 @pytest.mark.parametrize("route", ["diffusion", "ar-diffusion"])
 def test_tiny_training_run_resumes(tmp_path, tok, route):
     from model.checkpoint import load_model
     from model.train import TrainConfig, Trainer
 
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    texts = sample_texts()
-    with open(corpus / "train.jsonl", "w") as f:
-        for t in texts[:2]:
-            f.write(json.dumps({"path": "x.py", "text": t}) + "\n")
+    corpus = _tiny_corpus(tmp_path, tok)
+    with open(corpus / "train.jsonl", "a") as f:
         f.write("{not json\n")  # a corrupt record is skipped and counted, never crashes the run
-    (corpus / "heldout.jsonl").write_text(json.dumps({"path": "y.py", "text": texts[2]}) + "\n")
-    tok.save(tmp_path / "tok.json")
     cfg = TrainConfig(route=route, model_preset="tiny", hours=3 / 3600, batch=2, warmup_steps=2, eval_every_s=1.0,
                       prefix_tokens=32, middle_tokens=16, suffix_tokens=16, ar_fraction=0.5)
     tr = Trainer(cfg, corpus, tmp_path / "tok.json", tmp_path / "run")
@@ -115,18 +121,6 @@ def test_tiny_training_run_resumes(tmp_path, tok, route):
     assert tr2.step > first_step
     logs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("heldout_masked_ce" in r for r in logs)
-
-
-def _tiny_corpus(tmp_path, tok):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir(exist_ok=True)
-    texts = sample_texts()
-    with open(corpus / "train.jsonl", "w") as f:
-        for t in texts[:2]:
-            f.write(json.dumps({"path": "x.py", "text": t}) + "\n")
-    (corpus / "heldout.jsonl").write_text(json.dumps({"path": "y.py", "text": texts[2]}) + "\n")
-    tok.save(tmp_path / "tok.json")
-    return corpus
 
 
 TINY = dict(model_preset="tiny", batch=2, warmup_steps=2, eval_every_s=1.0, prefix_tokens=32, middle_tokens=16, suffix_tokens=16)
