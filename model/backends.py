@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, read_json
-from .network import Denoiser, infill_attention_mask
+from .network import Denoiser, KVCache, append_attention_mask, infill_attention_mask, spm_attention_mask
 from .tokenizer import HoneTokenizer
 
 LLADA_MASK_ID = 126336  # LLaDA's reserved [MASK] id when its tokenizer does not name a mask token
@@ -24,7 +24,7 @@ def _shift_sources(n_total: int, slot_pos: list[int], shifted: bool) -> list[int
     return [p - 1 for p in slot_pos]
 
 
-class _HoneSession:
+class _InfillSession:
     def __init__(self, model: Denoiser, ids: list[int], slot_pos: list[int], cached: bool, device):
         self.model, self.device, self.cached = model, device, cached
         n = len(ids)
@@ -42,7 +42,9 @@ class _HoneSession:
             self.gather = where[src].to(device)
             with torch.no_grad():
                 self.ctx_h, self.cache = model.encode_context(self.ids[ctx_pos.to(device)][None], ctx_pos.to(device))
+            self.encoded = len(ctx_pos)
         else:
+            self.encoded = 0  # the context runs again in every step
             self.gather = src.to(device)
             self.mask = infill_attention_mask((~is_slot)[None]).to(device)  # (1, 1, T, T)
 
@@ -59,6 +61,78 @@ class _HoneSession:
         return self.model.head(h[0, self.gather]).float().cpu()  # (n, V)
 
 
+class ContextStream:
+    """The spm layout's causal context stream ([BOS] suffix [EOS?] [BOS] prefix) kept across requests: a new
+    stream reuses the keys/values of the longest run of tokens it shares with the last one from the start, so
+    typing at the end of the prefix encodes only the new tokens (an exact cache: causal tokens never see later ones)."""
+
+    def __init__(self, model: Denoiser, device: torch.device):
+        self.model, self.device = model, device
+        self.ids: list[int] = []
+        self.kv: KVCache = []  # per layer (1, H, T, Dh)
+        self.h: torch.Tensor | None = None  # final hidden states (1, T, D)
+        self.last_encoded = 0  # tokens the last update() had to run through the network
+
+    @torch.no_grad()
+    def update(self, ids: list[int]) -> None:
+        keep = 0
+        for a, b in zip(self.ids, ids):
+            if a != b:
+                break
+            keep += 1
+        if keep == len(ids) and keep == len(self.ids):
+            self.last_encoded = 0
+            return
+        keep = min(keep, len(ids) - 1)  # re-run at least the last token: its hidden state is read
+        new = torch.tensor([ids[keep:]], device=self.device)
+        pos = torch.arange(keep, len(ids), device=self.device)
+        if keep == 0:
+            h, kv = self.model.hidden(new, pos, causal=True, keep_kv=True)
+        else:
+            past = [(k[:, :, :keep], v[:, :, :keep]) for k, v in self.kv]
+            h, kv = self.model.hidden(new, pos, attn_mask=append_attention_mask(keep, len(ids) - keep, self.device),
+                                      past=past, keep_kv=True)
+            kv = [(torch.cat((pk, k), 2), torch.cat((pv, v), 2)) for (pk, pv), (k, v) in zip(past, kv)]
+            h = torch.cat((self.h[:, :keep], h), 1)
+        self.ids, self.kv, self.h, self.last_encoded = list(ids), kv, h, len(ids) - keep
+
+
+class _SpmSession:
+    """One hole in the spm layout: the sampler's [BOS] prefix [slots] suffix [EOS?] becomes the causal stream
+    [BOS] suffix [EOS?] [BOS] prefix and the canvas after it. Slot 0 is read off the stream's last token,
+    slot j off canvas position j-1 (shifted logits)."""
+
+    def __init__(self, backend: HoneBackend, ids: list[int], slot_pos: list[int], cached: bool):
+        s, e = slot_pos[0], slot_pos[-1] + 1
+        if slot_pos != list(range(s, e)):
+            raise ValueError("the spm layout takes one hole per canvas")
+        b = backend
+        self.model, self.device, self.cached, self.n = b.model, b.device, cached, e - s
+        self.stream = b.spm_stream(ids[1:s], ids[e:])  # ids[0] is the sampler's BOS; ids[e:] ends with EOS at the end
+        if cached:
+            b.context.update(self.stream)
+            self.cache, self.last = b.context.kv, b.context.h[0, -1:]  # (1, D)
+            self.encoded = b.context.last_encoded
+        else:
+            self.encoded = len(self.stream)
+
+    @torch.no_grad()
+    def predict(self, canvas: torch.Tensor) -> torch.Tensor:
+        canvas = canvas.to(self.device)
+        L, n = len(self.stream), len(canvas)
+        pos = torch.arange(L, L + n, device=self.device)
+        if self.cached:
+            h = self.model.forward_canvas(canvas[None], pos, self.cache)[0]  # (n, D)
+            h = torch.cat((self.last, h[:-1]))
+        else:
+            ids = torch.cat((torch.tensor(self.stream, device=self.device), canvas))[None]
+            is_canvas = torch.zeros_like(ids, dtype=torch.bool)
+            is_canvas[:, L:] = True
+            h, _ = self.model.hidden(ids, attn_mask=spm_attention_mask(is_canvas, torch.ones_like(is_canvas)))
+            h = h[0, L - 1 : L + n - 1]
+        return self.model.head(h).float().cpu()  # (n, V)
+
+
 class HoneBackend:
     """Hone's own denoiser and tokenizer."""
 
@@ -66,6 +140,9 @@ class HoneBackend:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.mask_id, self.bos_id, self.eos_id = tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id
         self.null_ids = frozenset({tokenizer.null_id, tokenizer.pad_id})
+        self.spm = model.cfg.layout == "spm"
+        self.max_holes = 1 if self.spm else None  # None: any number of holes in one canvas
+        self.context = ContextStream(model, device)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -73,13 +150,30 @@ class HoneBackend:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
 
-    def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> _HoneSession:
-        if len(ids) > self.model.cfg.max_seq_len:
+    def spm_stream(self, prefix: list[int], suffix_and_eos: list[int]) -> list[int]:
+        """The spm context stream: [BOS] suffix [EOS?] [BOS] prefix."""
+        return [self.bos_id] + suffix_and_eos + [self.bos_id] + prefix
+
+    def next_logits(self, stream: list[int]) -> tuple[torch.Tensor, int]:
+        """Autoregressive decoding through the causal stream: logits (V,) for the token after `stream`, and
+        how many tokens had to be encoded (1 per step when the stream only grew)."""
+        if not self.spm:
+            raise ValueError("autoregressive decoding (rule 'ar') needs a model with the spm layout")
+        self.context.update(stream)
+        with torch.no_grad():
+            return self.model.head(self.context.h[0, -1]).float().cpu(), self.context.last_encoded
+
+    def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> _InfillSession | _SpmSession:
+        if len(ids) + self.spm > self.model.cfg.max_seq_len:
             raise ValueError(f"canvas of {len(ids)} tokens exceeds the model's {self.model.cfg.max_seq_len}")
-        return _HoneSession(self.model, ids, slot_pos, cached, self.device)
+        if self.spm:
+            return _SpmSession(self, ids, slot_pos, cached)
+        return _InfillSession(self.model, ids, slot_pos, cached, self.device)
 
 
 class _HFSession:
+    encoded = 0  # no context cache: the whole sequence runs in every step
+
     def __init__(self, backend: HFBackend, ids: list[int], slot_pos: list[int]):
         self.b = backend
         self.ids = torch.tensor(ids, device=backend.device)
@@ -97,6 +191,8 @@ class _HFSession:
 
 class HFBackend:
     """A third-party diffusion LM from a local folder (no full-attention cache: every step runs all)."""
+
+    max_holes = None  # any number of holes in one canvas
 
     def __init__(self, folder: str | Path, device: torch.device, trust_remote_code: bool = False, style: str = "auto"):
         if style not in STYLES:

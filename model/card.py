@@ -13,7 +13,7 @@ from .checkpoint import load_config
 from .data import Budgets
 
 TABLE_START, TABLE_END = "<!-- eval:start -->", "<!-- eval:end -->"  # the eval table `hone eval --write-card` keeps fresh
-ROUTES_START, ROUTES_END = "<!-- routes:start -->", "<!-- routes:end -->"  # the route comparison of `hone routes`
+ROUTES_START, ROUTES_END = "<!-- routes:start -->", "<!-- routes:end -->"  # the recipe comparison of `hone routes`
 
 
 def _block(text: str, start: str, end: str) -> str | None:
@@ -40,7 +40,40 @@ def _segments(st: dict, tc: dict) -> str:
                                    "precision": "bf16 autocast" if tc.get("bf16") else tc.get("precision", "?"),
                                    "processes": 1, "from_step": 0, "to_step": st.get("step"), "minutes": st.get("hours", 0) * 60}]
     return "\n".join(f"  - steps {g['from_step']}–{g['to_step']} ({g['minutes']:.0f} min): {g['machine']}, {g['precision']}, "
-                     f"{g['threads']} thread(s) × {g['processes']} process(es)" for g in segs)
+                     f"{g['threads']} thread(s) × {g['processes']} process(es)" + _speed(g) for g in segs)
+
+
+def _speed(seg: dict) -> str:
+    return f", {seg['tokens'] / (seg['minutes'] * 60):.0f} tokens/s" if seg.get("tokens") and seg.get("minutes") else ""
+
+
+LAYOUT_TEXT = {
+    "infill": "Context tokens (prefix, suffix) attend to each other; canvas slots attend to everything.",
+    "spm": "The context is one causal stream, suffix then prefix ([BOS] suffix [EOS?] [BOS] prefix), trained with "
+           "next-token loss at every position; the canvas is a bidirectional block after it (masked-diffusion loss), "
+           "whose first slot is read off the last context token. The same network decodes autoregressively "
+           "through its context stream (rule `ar`): it is its own AR twin.",
+}
+
+
+def _route(st: dict, tc: dict) -> str:
+    route = tc.get("route", "?")
+    if route == "ar-diffusion":
+        return f"ar-diffusion (AR share of the schedule: {tc.get('ar_fraction')}; switch to diffusion at step {st.get('phase_switch_step')})"
+    return route
+
+
+def _optimizer(tc: dict) -> str:
+    return "Muon (block matrices) + AdamW (embeddings, norms)" if tc.get("optimizer") == "muon" else "AdamW"
+
+
+def _supervised(st: dict) -> str:
+    sup, tok = st.get("supervised"), st.get("tokens_seen")
+    return f" ({sup / 1e6:.1f}M positions carried a loss, {sup / max(1, tok):.0%})" if sup and tok else ""
+
+
+def _schedule(tc: dict) -> str:
+    return f" (a {tc['tokens'] / 1e6:.1f}M-token schedule)" if tc.get("tokens") else f" of a {tc.get('hours', '?')} h schedule"
 
 
 def write_card(folder: Path, corpus_record: dict | None, eval_table: str | None = None) -> Path:
@@ -54,7 +87,7 @@ def write_card(folder: Path, corpus_record: dict | None, eval_table: str | None 
     card = folder / "MODEL_CARD.md"
     old = card.read_text() if card.exists() else ""
     table = eval_table or _block(old, TABLE_START, TABLE_END) or _unevaluated(folder)
-    routes = _block(old, ROUTES_START, ROUTES_END) or f"{ROUTES_START}\n(not compared yet: `scripts/compare_routes.sh`)\n{ROUTES_END}"
+    routes = _block(old, ROUTES_START, ROUTES_END) or f"{ROUTES_START}\n(not compared yet: `scripts/compare_recipes.sh`)\n{ROUTES_END}"
     notes = old[old.index("## Notes"):].rstrip() if "## Notes" in old else ""
     n_params = Denoiser(cfg).num_parameters()
     corpus = "(corpus record not available)"
@@ -68,17 +101,17 @@ def write_card(folder: Path, corpus_record: dict | None, eval_table: str | None 
     seq = Budgets(tc.get("prefix_tokens", 0), tc.get("middle_tokens", 0), tc.get("suffix_tokens", 0)).seq_len
     text = f"""# Hone default model
 
-A {n_params / 1e6:.1f}M-parameter bidirectional transformer denoiser (masked diffusion) for Python
-fill-in-the-middle. d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads, SwiGLU {cfg.d_ff},
-vocabulary {cfg.vocab_size} (byte-level BPE), tied head, logits {"shifted (the output at j-1 predicts slot j)" if cfg.shifted else "unshifted"}.
+A {n_params / 1e6:.1f}M-parameter transformer denoiser (masked diffusion) for Python fill-in-the-middle.
+d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads, SwiGLU {cfg.d_ff}, vocabulary {cfg.vocab_size} (byte-level BPE),
+tied head, logits {"shifted (the output at j-1 predicts slot j)" if cfg.shifted else "unshifted"}. {LAYOUT_TEXT.get(cfg.layout, "")}
 
 ## Data
 {corpus}
 
 ## Training
-- route: {tc.get("route", "?")} (AR share of the schedule: {tc.get("ar_fraction", "-")}; switch to diffusion at step {st.get("phase_switch_step")})
-- steps {st.get("step", "?")}, tokens seen {st.get("tokens_seen", 0) / 1e6:.1f}M, training time {st.get("hours", 0):.2f} h of a {tc.get("hours", "?")} h schedule
-- batch {tc.get("batch")} × {seq} tokens (prefix ≤ {tc.get("prefix_tokens")}, canvas ≤ {tc.get("middle_tokens")}, suffix ≤ {tc.get("suffix_tokens")}), AdamW lr {tc.get("lr")}, warmup + cosine, clip {tc.get("clip")}
+- route: {_route(st, tc)}
+- steps {st.get("step", "?")}, tokens seen {st.get("tokens_seen", 0) / 1e6:.1f}M{_supervised(st)}, training time {st.get("hours", 0):.2f} h{_schedule(tc)}
+- batch {tc.get("batch")} × {seq} tokens (prefix ≤ {tc.get("prefix_tokens")}, canvas ≤ {tc.get("middle_tokens")}, suffix ≤ {tc.get("suffix_tokens")}), {_optimizer(tc)} lr {tc.get("lr")}, warmup + cosine, clip {tc.get("clip")}; canvas masks {tc.get("mask_schedule", "uniform")}{" (complementary pairs)" if tc.get("complementary") else ""}
 - hardware:
 {_segments(st, tc)}
 - examples: rest-of-line, whole lines/blocks, line+more, random spans and empty middles; unused canvas

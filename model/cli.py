@@ -68,10 +68,11 @@ def _train(a) -> int:
     from model.train import TrainConfig, Trainer
 
     over = {k: v for k, v in dict(route=a.route, hours=a.hours, tokens=a.tokens, threads=a.threads, ar_fraction=a.ar_fraction,
-                                  precision=a.precision, batch=a.batch, eval_every_s=a.eval_every,
-                                  warmup_steps=a.warmup_steps).items() if v is not None}
-    if a.init_from and a.preset != "finetune":
-        print("--init-from: using the finetune preset's route (diffusion)", file=sys.stderr)
+                                  precision=a.precision, batch=a.batch, eval_every_s=a.eval_every, lr=a.lr,
+                                  warmup_steps=a.warmup_steps, optimizer=a.optimizer, mask_schedule=a.mask_schedule,
+                                  complementary=a.complementary or None).items() if v is not None}
+    if a.init_from and a.preset != "finetune" and over.get("route") not in ("diffusion", "spm"):
+        print("--init-from: using the finetune preset's route (diffusion: the model's own layout)", file=sys.stderr)
         over["route"] = "diffusion"
     cfg = TrainConfig(**{**TRAIN_PRESETS[a.preset], **over})
     tr = Trainer(cfg, Path(a.corpus), Path(a.tokenizer), Path(a.run_dir), Path(a.init_from) if a.init_from else None)
@@ -145,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--corpus", default="data/corpus")
     c.add_argument("--tokenizer", default="data/tokenizer.json")
     c.add_argument("--run-dir", default="runs/main")
-    c.add_argument("--route", choices=["diffusion", "ar-diffusion"], default=None)
+    c.add_argument("--route", choices=["spm", "ar-diffusion", "diffusion"], default=None,
+                   help="spm (default): causal suffix-prefix context with next-token loss + a bidirectional canvas")
+    c.add_argument("--optimizer", choices=["adamw", "muon"], default=None)
+    c.add_argument("--mask-schedule", choices=["uniform", "clipped"], default=None)
+    c.add_argument("--complementary", action="store_true", help="pairs of rows with complementary canvas masks")
+    c.add_argument("--lr", type=float, default=None)
     c.add_argument("--ar-fraction", type=float, default=None)
     c.add_argument("--hours", type=float, default=None, help="wall-clock budget the schedule follows")
     c.add_argument("--tokens", type=int, default=None, help="token budget instead of hours (equal-compute comparisons)")
@@ -169,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--quick", action="store_true", help="only the default decoding (not every commit rule and window)")
     c.set_defaults(fn=_eval)
 
-    c = sub.add_parser("routes", help="compare runs of both routes (same token budget): curves, eval, card section")
-    c.add_argument("runs", nargs="+", help="run folders, e.g. runs/route-diffusion runs/route-ar-diffusion")
+    c = sub.add_parser("routes", help="compare runs of several recipes (same token budget): curves, eval, card section")
+    c.add_argument("runs", nargs="+", help="run folders, e.g. runs/recipe-spm runs/recipe-ar-then-diffusion")
     c.add_argument("--corpus", default="data/corpus")
-    c.add_argument("--out", default="model/default/routes.png")
+    c.add_argument("--out", default="model/default/recipes.png")
     c.add_argument("--card", default=None, help="write the comparison into this MODEL_CARD.md")
     c.add_argument("--n-line", type=int, default=60)
     c.add_argument("--n-multi", type=int, default=20)

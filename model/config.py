@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+LAYOUTS = ("infill", "spm")
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=False, kw_only=True):
     model_type: str = "hone-diffusion"  # marks the folder as ours (third-party folders say llada, Dream, ...)
@@ -17,6 +18,14 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=False, kw_only=True):
     norm_eps: float = 1e-5  # RMSNorm epsilon
     tie_embeddings: bool = True  # share the input embedding with the output head
     shifted: bool = False  # True: the prediction for position j is read at j-1 (AR-initialised, Dream-style)
+    # how a request is laid out and who attends to whom (folders written before this field are "infill"):
+    #   infill: [BOS] prefix [canvas] suffix [EOS?]; context attends to context (both ways), canvas to all
+    #   spm:    [BOS] suffix [EOS?] [BOS] prefix [canvas]; the context is one causal stream (suffix, then
+    #           prefix) trained with next-token loss at every position, the canvas a bidirectional block after it
+    layout: str = "infill"
+    prefix_tokens: int = 192  # the token budgets it was trained with, which the engine serves it with:
+    suffix_tokens: int = 64  # prefix tokens kept (from the cursor back), suffix tokens kept (from the cursor on),
+    middle_tokens: int = 64  # and canvas slots per training example
     pad_id: int = 0  # special token ids, copied from the tokenizer and checked against it on load
     bos_id: int = 1
     eos_id: int = 2
@@ -32,6 +41,10 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=False, kw_only=True):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; choose one of {list(LAYOUTS)}")
+        if self.layout == "spm" and not self.shifted:
+            raise ValueError("layout 'spm' reads the first canvas slot off the last context token: it needs shifted logits")
         for name in ("pad_id", "bos_id", "eos_id", "mask_id", "null_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise ValueError(f"{name} {getattr(self, name)} is outside the vocabulary")

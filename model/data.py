@@ -1,4 +1,4 @@
-"""Editor-shaped training examples: [BOS] prefix [canvas: middle + null slots] suffix [EOS?].
+"""Editor-shaped training examples: prefix, canvas (middle + null slots), suffix, laid out per model layout.
 
 Prefix, middle and suffix are tokenized separately, exactly as the engine does at request time,
 so a cursor in the middle of a word looks the same in training and in use.
@@ -11,11 +11,15 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import LAYOUTS
 from .tokenizer import HoneTokenizer
 
 MIDDLE_KINDS = ("rest_of_line", "lines", "line_and_more", "span", "empty")
 MIDDLE_WEIGHTS = (0.40, 0.25, 0.10, 0.15, 0.10)
 ENGINE_SLOTS = 8  # the sampler starts a hole at this many slots and grows it by as many
+# masking-rate ranges: uniform over (0.02, 1] (MDLM, today's), or clipped away from the extremes,
+# where a row carries almost no signal (t≈0) or almost no context (t≈1)
+MASK_SCHEDULES = {"uniform": (0.02, 1.0), "clipped": (0.2, 0.8)}
 
 
 @dataclass
@@ -26,7 +30,7 @@ class Budgets:
 
     @property
     def seq_len(self) -> int:
-        return 2 + self.prefix + self.middle + self.suffix  # + BOS + EOS
+        return 3 + self.prefix + self.middle + self.suffix  # + two BOS (spm) or BOS + EOS (infill)
 
 
 def _line_bounds(text: str, pos: int) -> tuple[int, int]:
@@ -60,60 +64,113 @@ def choose_middle(text: str, rng: random.Random, kind: str | None = None) -> tup
     return pos, pos  # empty middle: the canvas must fill with nulls
 
 
-def build_example(tok: HoneTokenizer, text: str, rng: random.Random, b: Budgets) -> tuple[list[int], int, int, list[int]]:
-    """One infill example -> (ids of length seq_len, canvas start, canvas length, canvas targets)."""
+@dataclass
+class Example:
+    """One editor-shaped request, layout-free: token lists as the engine would build them."""
+
+    prefix: list[int]  # up to Budgets.prefix tokens before the cursor
+    canvas: list[int]  # canvas targets: the middle's tokens, then null slots (or a cut middle: content only)
+    suffix: list[int]  # up to Budgets.suffix tokens after the middle
+    doc_end: bool  # the suffix reaches the end of the document (EOS follows it)
+
+
+def build_example(tok: HoneTokenizer, text: str, rng: random.Random, b: Budgets) -> Example:
     c, e = choose_middle(text, rng)
     pre_t, mid_t, suf_t = tok.encode_batch([text[max(0, c - 6 * b.prefix) : c], text[c:e], text[e : e + 6 * b.suffix]])
-    pre_t = pre_t[-b.prefix :]
     ends = e + 6 * b.suffix >= len(text) and len(suf_t) <= b.suffix
-    suf_t = suf_t[: b.suffix]
     L = len(mid_t)
     if L > b.middle or (L > 2 and rng.random() < 0.08):
         # canvas shorter than the middle: the model must fill every slot with content (the engine then grows it)
-        n = rng.randint(1, min(L - 1, b.middle))
-        targets = mid_t[:n]
+        canvas = mid_t[: rng.randint(1, min(L - 1, b.middle))]
     else:
         n = min(b.middle, max(1, L + rng.randint(0, max(4, L))))
         if rng.random() < 0.5:  # the engine's canvases: 8 slots, grown by 8 while content fills them
             n = min(b.middle, max(ENGINE_SLOTS, -(-L // ENGINE_SLOTS) * ENGINE_SLOTS))
-        targets = mid_t + [tok.null_id] * (n - L)
-    ids = [tok.bos_id] + pre_t
-    start = len(ids)
-    ids += [tok.mask_id] * n + suf_t + ([tok.eos_id] if ends else [])
-    ids += [tok.pad_id] * (b.seq_len - len(ids))
-    return ids, start, n, targets
+        canvas = mid_t + [tok.null_id] * (n - L)
+    return Example(pre_t[-b.prefix :] if b.prefix else [], canvas, suf_t[: b.suffix], ends)
 
 
-def infill_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, b: Budgets, batch: int):
-    """-> ids (B, T) with canvas = targets, is_context (B, T), targets (B, T) with -100 off-canvas."""
+def layout_ids(tok: HoneTokenizer, ex: Example, layout: str) -> tuple[list[int], int]:
+    """-> (ids with the canvas holding its targets, canvas start).
+
+    infill: [BOS] prefix [canvas] suffix [EOS?]; spm: [BOS] suffix [EOS?] [BOS] prefix [canvas]."""
+    end = [tok.eos_id] if ex.doc_end else []
+    if layout == "infill":
+        ids = [tok.bos_id] + ex.prefix
+        return ids + ex.canvas + ex.suffix + end, len(ids)
+    if layout == "spm":
+        ids = [tok.bos_id] + ex.suffix + end + [tok.bos_id] + ex.prefix
+        return ids + ex.canvas, len(ids)
+    raise ValueError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
+
+
+@dataclass
+class InfillBatch:
+    ids: torch.Tensor  # (B, T) clean ids: the canvas holds its targets, pad_id after the end
+    canvas: torch.Tensor  # (B, T) bool: canvas slots
+    valid: torch.Tensor  # (B, T) bool: not padding
+    start: torch.Tensor  # (B,) first canvas position
+    width: int  # canvas slots per row at most (mask draws are made over this width, whatever the layout)
+
+    @property
+    def is_context(self) -> torch.Tensor:
+        return self.valid & ~self.canvas
+
+    def to(self, device) -> InfillBatch:
+        return InfillBatch(self.ids.to(device), self.canvas.to(device), self.valid.to(device), self.start.to(device), self.width)
+
+
+def infill_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, b: Budgets, batch: int,
+                 layout: str = "infill", pairs: bool = False) -> InfillBatch:
+    """`batch` editor-shaped rows; pairs=True draws batch/2 examples, each twice (for complementary masks)."""
+    examples = [build_example(tok, rng.choice(texts), rng, b) for _ in range(batch // 2 if pairs else batch)]
+    if pairs:
+        examples = [ex for ex in examples for _ in (0, 1)]
     ids = torch.full((batch, b.seq_len), tok.pad_id, dtype=torch.long)
-    targets = torch.full((batch, b.seq_len), -100, dtype=torch.long)
-    is_context = torch.ones((batch, b.seq_len), dtype=torch.bool)
-    for i in range(batch):
-        row, s, n, tgt = build_example(tok, rng.choice(texts), rng, b)
-        ids[i] = torch.tensor(row)
-        ids[i, s : s + n] = torch.tensor(tgt)
-        targets[i, s : s + n] = torch.tensor(tgt)
-        is_context[i, s : s + n] = False
-    return ids, is_context, targets
+    canvas = torch.zeros((batch, b.seq_len), dtype=torch.bool)
+    valid = torch.zeros((batch, b.seq_len), dtype=torch.bool)
+    start = torch.zeros(batch, dtype=torch.long)
+    for i, ex in enumerate(examples):
+        row, s = layout_ids(tok, ex, layout)
+        ids[i, : len(row)] = torch.tensor(row)
+        valid[i, : len(row)] = True
+        canvas[i, s : s + len(ex.canvas)] = True
+        start[i] = s
+    return InfillBatch(ids, canvas, valid, start, b.middle)
 
 
-def mask_canvas(ids, is_context, targets, mask_id: int, rng: torch.Generator):
-    """MDLM corruption of canvas slots: t_i = (u + i/B) mod 1 (low discrepancy), mask each slot w.p. t_i.
+def mask_times(batch: int, u: torch.Tensor, schedule: str, complementary: bool) -> torch.Tensor:
+    """Masking rates t (batch,): low-discrepancy t_i = (u + i/B) mod 1 over the schedule's range.
 
-    -> noisy ids (B, T), loss targets (B, T) (-100 where not masked), t (B,)."""
-    B = ids.shape[0]
-    u = torch.rand((), generator=rng)
-    t = ((u + torch.arange(B) / B) % 1.0).clamp(min=0.02)
-    canvas = ~is_context
-    # drawn on the (CPU) generator, then moved: the same masks on every device
-    m = (torch.rand(ids.shape, generator=rng) < t[:, None]).to(ids.device) & canvas
+    complementary: odd rows take 1 - t of the row before (their masks are its complement)."""
+    if schedule not in MASK_SCHEDULES:
+        raise ValueError(f"unknown mask schedule {schedule!r}; choose one of {list(MASK_SCHEDULES)}")
+    lo, hi = MASK_SCHEDULES[schedule]
+    n = (batch + 1) // 2 if complementary else batch
+    t = lo + (hi - lo) * ((u + torch.arange(n) / n) % 1.0)
+    if complementary:
+        t = torch.stack((t, 1 - t), 1).flatten()[:batch]
+    return t
+
+
+def mask_canvas(batch: InfillBatch, mask_id: int, rng: torch.Generator, schedule: str = "uniform",
+                complementary: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """MDLM corruption of canvas slots: mask each slot of row i with probability t_i.
+
+    The draws are made per canvas slot (B, width) on the CPU generator, so a given generator state
+    masks the same slots whatever the layout and device. -> noisy ids (B, T), masked (B, T) bool."""
+    B, T = batch.ids.shape
+    t = mask_times(B, torch.rand((), generator=rng), schedule, complementary)
+    r = torch.rand((B, batch.width), generator=rng)
+    if complementary:  # the odd row of each pair masks exactly what the even row keeps
+        r[1::2] = 1 - r[0::2][: B // 2]
+    rel = (torch.arange(T) - batch.start.cpu()[:, None]).clamp(0, batch.width - 1)  # (B, T) slot index
+    m = (r.gather(1, rel) < t[:, None]).to(batch.ids.device) & batch.canvas
     # at least one masked slot per row so every row carries signal
-    first = canvas.float().argmax(1)
+    first = batch.canvas.float().argmax(1)
     none = ~m.any(1)
     m[none, first[none]] = True
-    noisy = ids.masked_fill(m, mask_id)
-    return noisy, targets.masked_fill(~m, -100), t.to(ids.device)
+    return batch.ids.masked_fill(m, mask_id), m
 
 
 def ar_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, seq_len: int, batch: int):

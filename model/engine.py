@@ -82,7 +82,7 @@ class Engine:
         """Most tokens one canvas (context + slots) may hold, when the model says."""
         b = self.backend
         if isinstance(b, HoneBackend):
-            return b.model.cfg.max_seq_len
+            return b.model.cfg.max_seq_len - b.spm  # the spm stream carries a second BOS
         return getattr(b.model.config, "max_position_embeddings", None)
 
     def count_tokens(self, text: str) -> int:

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from .card import TABLE_END, TABLE_START, put_block
 from .corpus import load_texts
-from .data import Budgets, choose_middle, infill_batch
+from .data import Budgets, choose_middle
 from .engine import Engine
 from .sampler import SampleOptions
 
@@ -24,6 +24,7 @@ DECODINGS: dict[str, dict] = {
     "threshold τ=0.9, any order": dict(window=0),
     "one per step, any order": dict(rule="one", window=0),
     "left to right (one, window 1)": dict(rule="one", window=1),
+    "autoregressive (spm stream)": dict(rule="ar"),  # spm models only: the network as its own AR twin
 }
 
 
@@ -53,30 +54,29 @@ def infill_cases(texts: list[str], n: int, kind: str, seed: int) -> list[tuple[s
     return cases
 
 
-def masked_ce(engine: Engine, texts: list[str], batches: int = 8) -> float | None:
-    """Held-out masked CE with the training budgets (Hone models only)."""
+def heldout_ce(engine: Engine, texts: list[str], batches: int = 8) -> dict:
+    """Held-out masked-canvas CE (and next-token CE for spm models) with the model's training budgets (Hone models only)."""
     from .backends import HoneBackend
-    from .train import diffusion_loss
+    from .train import evaluate_heldout, heldout_batches
 
     b = engine.backend
     if not isinstance(b, HoneBackend):
-        return None
-    rng, gen = random.Random(1234), torch.Generator().manual_seed(1234)
-    losses = []
-    with torch.no_grad():
-        for _ in range(batches):
-            ids, ctx, tgt = infill_batch(b.tokenizer, texts, rng, Budgets(), 16)
-            losses.append(float(diffusion_loss(b.model, ids.to(b.device), ctx.to(b.device), tgt.to(b.device), b.mask_id, gen)))
-    return sum(losses) / len(losses)
+        return {}
+    c = b.model.cfg
+    held = heldout_batches(b.tokenizer, texts, Budgets(c.prefix_tokens, c.middle_tokens, c.suffix_tokens), c.layout, batches)
+    return evaluate_heldout(b.model, held, b.mask_id, b.device)
 
 
 def run_eval(engine: Engine, texts: list[str], n_line: int = 100, n_multi: int = 40,
              decodings: dict[str, dict] | None = None) -> dict:
     """Masked CE, then per decoding: single-line (line mode) and multi-line (free mode) infill quality and speed."""
-    out = {"masked_ce": masked_ce(engine, texts), "decodings": {}}
+    held = heldout_ce(engine, texts)
+    out = {"masked_ce": held.get("heldout_masked_ce"), "next_ce": held.get("heldout_next_ce"), "decodings": {}}
     single = infill_cases(texts, n_line, "rest_of_line", 1)
     multi = infill_cases(texts, n_multi, "lines", 2)
     for label, over in (decodings or DECODINGS).items():
+        if over.get("rule") == "ar" and not getattr(engine.backend, "spm", False):
+            continue
         rec = {}
         for name, cases, mode, max_tokens in (("single", single, "line", 32), ("multi", multi, "free", 96)):
             em = es = fw = tk = ms = 0.0
@@ -103,6 +103,7 @@ def run_eval(engine: Engine, texts: list[str], n_line: int = 100, n_multi: int =
 
 def table_markdown(res: dict) -> str:
     lines = [f"Held-out masked-token CE: {res['masked_ce']:.3f} nats" if res["masked_ce"] is not None else "",
+             f"Held-out next-token CE (context stream): {res['next_ce']:.3f} nats" if res.get("next_ce") is not None else "",
              "", "| decoding | 1-line EM | 1-line ES | 1-line tok/fwd | 1-line ms | multi-line ES | multi tok/fwd | multi ms |",
              "|---|---|---|---|---|---|---|---|"]
     for label, r in res["decodings"].items():

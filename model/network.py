@@ -1,9 +1,10 @@
-"""Bidirectional transformer denoiser: pre-norm RMSNorm, rotary positions, SDPA attention, no time input.
+"""Transformer denoiser: pre-norm RMSNorm, rotary positions, SDPA attention, no time input.
 
-Attention layout used for infilling (exact context caching): context tokens (prefix, suffix, the
-fixed text between holes) attend only to context tokens; canvas tokens attend to everything. The
-context therefore never depends on the canvas, so its keys/values are computed once per request
-and each denoising step runs only the canvas.
+In both attention layouts (config.layout) the context never attends to the canvas, so its keys and
+values are computed once per request and each denoising step runs only the canvas (an exact cache):
+- infill: context tokens (prefix, suffix, the text between holes) attend to all context tokens;
+- spm: the context is one causal stream, suffix then prefix, so a keystroke that extends the prefix
+  only encodes the new tokens. Canvas tokens attend to everything in both.
 """
 
 from __future__ import annotations
@@ -145,6 +146,22 @@ class Denoiser(nn.Module):
         """Canvas tokens attending to the cached context and to each other: ids (B, Tn) -> hidden (B, Tn, D)."""
         h, _ = self.hidden(ids, positions, past=cache)
         return h
+
+
+def spm_attention_mask(canvas: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """canvas/valid bool (B, T) -> attention mask (B, 1, T, T) of the spm layout: non-canvas rows attend
+    causally to non-canvas columns (padding, after the canvas, is never attended to by real rows); canvas
+    rows attend to every real position."""
+    T = canvas.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=canvas.device).tril()
+    ctx_rows = ~canvas.unsqueeze(2) & ~canvas.unsqueeze(1) & causal  # (B, T, T)
+    canvas_rows = canvas.unsqueeze(2) & valid.unsqueeze(1)
+    return (ctx_rows | canvas_rows).unsqueeze(1)
+
+
+def append_attention_mask(n_past: int, n_new: int, device=None) -> torch.Tensor:
+    """(n_new, n_past + n_new) bool: new stream tokens see the whole past and each other causally."""
+    return torch.ones(n_new, n_past + n_new, dtype=torch.bool, device=device).tril(n_past)
 
 
 def infill_attention_mask(is_context: torch.Tensor) -> torch.Tensor:

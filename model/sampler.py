@@ -17,7 +17,7 @@ from typing import Protocol
 import msgspec
 import torch
 
-RULES = ("threshold", "entropy", "one")
+RULES = ("threshold", "entropy", "one", "ar")
 MODES = ("free", "line", "block")
 
 
@@ -26,7 +26,8 @@ class Cancelled(Exception):
 
 
 class SampleOptions(msgspec.Struct, kw_only=True):
-    rule: str = "threshold"  # threshold | entropy | one (one-per-step lowest entropy: the quality reference)
+    rule: str = "threshold"  # threshold | entropy | one (one-per-step lowest entropy: the quality reference) |
+    # ar (spm models: left to right through the causal context stream, one token per forward, KV-cached)
     threshold: float = 0.9  # τ for rule=threshold: commit every slot whose top probability ≥ τ
     gamma: float = 0.5  # γ for rule=entropy: commit in confidence order while summed entropy (nats) ≤ γ
     temperature: float = 0.0  # 0 = greedy
@@ -64,6 +65,7 @@ class SampleOptions(msgspec.Struct, kw_only=True):
 class Stats(msgspec.Struct):
     forwards: int = 0  # denoiser calls over the canvas
     context_encodes: int = 0  # context (prefix/suffix) passes: once per request, again when a hole grows
+    context_tokens: int = 0  # context tokens those passes ran (spm: only what changed since the last request)
     steps: int = 0
     tokens: int = 0  # content tokens in the returned text(s)
     slots: int = 0  # canvas slots resolved (content + null)
@@ -83,6 +85,7 @@ class Backend(Protocol):
     bos_id: int | None
     eos_id: int | None
     null_ids: frozenset[int]  # ids that mean "unused slot"
+    max_holes: int | None  # holes one canvas may hold (None: any); more are filled one after another
 
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: list[int]) -> str: ...
@@ -183,6 +186,8 @@ def sample(
     opts.validate()
     if len(pieces) < 2:
         raise ValueError("need at least two pieces (prefix and suffix) around one hole")
+    if backend.max_holes is not None and len(pieces) - 1 > backend.max_holes:
+        return _sample_in_turn(backend, pieces, opts, cancel, seed)
     t0 = time.perf_counter()
     deadline = None if opts.deadline_s is None else t0 + opts.deadline_s
     gen = None if seed is None else torch.Generator().manual_seed(seed)
@@ -218,11 +223,17 @@ def sample(
         hole.text, hole.cut = kept, cut
         hole.done = closed or cut
 
-    while True:
+    if opts.rule == "ar":
+        if not getattr(backend, "spm", False):
+            raise ValueError("commit rule 'ar' (autoregressive decoding) needs a Hone model with the spm layout")
+        holes[0].text = _sample_ar(backend, toks, at_end, opts, check_cancel, deadline, gen, stats, first_line_prefix)
+        holes[0].done = True
+    while opts.rule != "ar":
         check_cancel()
         ids, slot_pos = _layout(backend, toks, holes, at_end)
         session = backend.session(ids, slot_pos, opts.cached)
         stats.context_encodes += 1
+        stats.context_tokens += session.encoded
         last_logits = None
         while True:
             open_holes = [h for h in holes if not h.done]
@@ -279,6 +290,60 @@ def sample(
     stats.tokens_per_forward = stats.tokens / max(1, stats.forwards)
     stats.wall_ms = (time.perf_counter() - t0) * 1000
     return Result(texts, stats)
+
+
+def _sample_in_turn(backend: Backend, pieces: list[str], opts: SampleOptions, cancel, seed) -> Result:
+    """Holes one after another, left to right, for backends that take fewer per canvas: each hole sees the
+    text before it (earlier holes filled) and the text up to the next hole."""
+    t0 = time.perf_counter()
+    texts, total = [], Stats()
+    before = pieces[0]
+    for i, after in enumerate(pieces[1:], 1):
+        left = None if opts.deadline_s is None else max(0.0, opts.deadline_s - (time.perf_counter() - t0))
+        sub = msgspec.structs.replace(opts, doc_end=opts.doc_end and i == len(pieces) - 1, deadline_s=left)
+        r = sample(backend, [before, after], sub, cancel, seed)
+        texts.append(r.texts[0])
+        before += r.texts[0] + after
+        for f in ("forwards", "context_encodes", "context_tokens", "steps", "slots", "grew"):
+            setattr(total, f, getattr(total, f) + getattr(r.stats, f))
+        total.deadline_hit |= r.stats.deadline_hit
+    total.tokens = sum(len(backend.encode(t)) for t in texts)
+    total.tokens_per_forward = total.tokens / max(1, total.forwards)
+    total.wall_ms = (time.perf_counter() - t0) * 1000
+    return Result(texts, total)
+
+
+def _sample_ar(backend, toks: list[list[int]], at_end: bool, opts: SampleOptions, check_cancel, deadline, gen,
+               stats: Stats, first_line_prefix: str) -> str:
+    """Left-to-right decoding through the causal context stream of an spm model: each token joins the
+    stream (one token encoded per forward) until the model predicts null, or the mode's end rule cuts."""
+    stream = backend.spm_stream(toks[0], toks[1] + ([backend.eos_id] if at_end else []))
+    out: list[int] = []
+    text = ""
+    stats.context_encodes += 1
+    while len(out) < opts.max_tokens:
+        check_cancel()
+        if deadline is not None and time.perf_counter() > deadline and out:
+            stats.deadline_hit = True
+            break
+        logits, encoded = backend.next_logits(stream + out)
+        stats.context_tokens += encoded
+        stats.forwards += 1
+        stats.steps += 1
+        logits[backend.mask_id] = -math.inf
+        logits = logits[None]  # (1, V)
+        tok, conf, _ = _pick(logits, opts, gen)
+        if not out:  # the empty-hole rule of the diffusion path: stay empty only when null is likely enough
+            _no_unsure_empty(logits, tok, conf, torch.ones(1, dtype=torch.bool), [_Hole([backend.mask_id])],
+                             backend.null_ids, opts.empty_threshold)
+        stats.slots += 1
+        if int(tok) in backend.null_ids:
+            break
+        out.append(int(tok))
+        text, cut = cut_text(backend.decode(out), opts.mode, opts.block_indent, first_line_prefix)
+        if cut:
+            break
+    return text
 
 
 def _spans(holes: list[_Hole]):

@@ -1,6 +1,10 @@
-"""`hone train`: masked-diffusion training on editor-shaped infill examples, optionally after an
-autoregressive phase (route ar-diffusion: causal next-token first, then adaptation to masked
-diffusion with shifted logits, the Dream/DiffuCoder recipe). Time-based schedule, resumable."""
+"""`hone train`: masked-diffusion training on editor-shaped infill examples. Routes:
+- spm: every position supervised in one forward: the context as a causal suffix-then-prefix stream
+  with next-token loss, the canvas as a bidirectional block after it with the masked-diffusion loss;
+- ar-diffusion: a causal next-token phase, then canvas-only masked diffusion with shifted logits
+  (the Dream/DiffuCoder recipe);
+- diffusion: canvas-only masked diffusion from scratch (or, with --init-from, in the model's own layout).
+Time- or token-based schedule, resumable."""
 
 from __future__ import annotations
 
@@ -20,22 +24,26 @@ from tqdm import tqdm
 from .checkpoint import save_model
 from .config import preset
 from .corpus import load_texts
-from .data import Budgets, ar_batch, infill_batch, mask_canvas
-from .network import Denoiser, infill_attention_mask
+from .data import MASK_SCHEDULES, Budgets, InfillBatch, ar_batch, infill_batch, mask_canvas
+from .network import Denoiser, infill_attention_mask, spm_attention_mask
 from .tokenizer import HoneTokenizer
 
-ROUTES = ("diffusion", "ar-diffusion")
+ROUTES = ("diffusion", "ar-diffusion", "spm")
 PRECISIONS = ("auto", "bf16", "fp32")
+OPTIMIZERS = ("adamw", "muon")
 
 
 class TrainConfig(msgspec.Struct, kw_only=True):
-    route: str = "ar-diffusion"  # diffusion (from scratch) | ar-diffusion (AR phase, then masked diffusion)
+    route: str = "spm"  # spm | ar-diffusion (AR phase, then canvas-only masked diffusion) | diffusion
     ar_fraction: float = 0.3  # share of the wall-clock budget spent in the AR phase
     model_preset: str = "small"
     hours: float = 2.5  # wall-clock budget; the LR schedule follows elapsed time
     tokens: int = 0  # > 0: a token budget instead (the schedule follows tokens seen): equal-compute comparisons
     batch: int = 16
     lr: float = 1.5e-3
+    optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' weight matrices, AdamW for embeddings and norms)
+    mask_schedule: str = "uniform"  # masking rates: uniform (0.02, 1] | clipped [0.2, 0.8]
+    complementary: bool = False  # rows in pairs: one example twice, the second masked where the first is not
     min_lr_ratio: float = 0.1
     warmup_steps: int = 200
     weight_decay: float = 0.1
@@ -87,15 +95,28 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
 
 
-def diffusion_loss(model: Denoiser, ids, is_context, targets, mask_id: int, gen: torch.Generator):
-    """Masked-token cross-entropy (mean over masked canvas slots) -> scalar."""
-    noisy, tgt, _t = mask_canvas(ids, is_context, targets, mask_id, gen)
-    h, _ = model.hidden(noisy, attn_mask=infill_attention_mask(is_context))  # (B, T, D)
+def infill_losses(model: Denoiser, batch: InfillBatch, mask_id: int, gen: torch.Generator, schedule: str = "uniform",
+                  complementary: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+    """One forward in the model's layout -> (loss, masked-canvas CE, next-token CE over the context or None,
+    supervised positions). The masked-canvas CE is the mean over masked slots (comparable across layouts);
+    the spm layout adds next-token CE at every context position (the last one predicts the first slot)."""
+    noisy, masked = mask_canvas(batch, mask_id, gen, schedule, complementary)
+    spm = model.cfg.layout == "spm"
+    mask = spm_attention_mask(batch.canvas, batch.valid) if spm else infill_attention_mask(~batch.canvas)
+    h, _ = model.hidden(noisy, attn_mask=mask)  # (B, T, D)
+    tgt, on_canvas = batch.ids, masked
     if model.cfg.shifted:  # the output at j-1 predicts slot j
-        h, tgt = h[:, :-1], tgt[:, 1:]
-    sel = tgt != -100
-    logits = model.head(h[sel])  # only the predicted positions go through the head: (N, V)
-    return F.cross_entropy(logits.float(), tgt[sel])
+        h, tgt, on_canvas = h[:, :-1], tgt[:, 1:], masked[:, 1:]
+    on_context = (batch.is_context[:, :-1] & batch.valid[:, 1:]) if spm else torch.zeros_like(on_canvas)
+    sel = on_canvas | on_context
+    logits = model.head(h[sel])  # (N, V): the head only where there is a target
+    # training takes the CE in the autocast dtype: the fp32 copy of (N, V) logits was a quarter of an spm step
+    ce = F.cross_entropy(logits if model.training else logits.float(), tgt[sel], reduction="none")
+    canvas_ce = ce[on_canvas[sel]].mean()
+    if not spm:
+        return canvas_ce, canvas_ce, None, int(sel.sum())
+    context_ce = ce[on_context[sel]].mean()
+    return canvas_ce + context_ce, canvas_ce, context_ce, int(sel.sum())
 
 
 def ar_loss(model: Denoiser, ids, pad_id: int):
@@ -106,16 +127,19 @@ def ar_loss(model: Denoiser, ids, pad_id: int):
 
 
 class LossModule(torch.nn.Module):
-    """Both objectives behind one forward, so DistributedDataParallel sees (and syncs) every step."""
+    """Every objective behind one forward, so DistributedDataParallel sees (and syncs) every step.
+    -> (loss, masked-canvas CE or None, next-token CE or None, supervised positions)."""
 
-    def __init__(self, model: Denoiser, pad_id: int, mask_id: int):
+    def __init__(self, model: Denoiser, pad_id: int, mask_id: int, schedule: str = "uniform", complementary: bool = False):
         super().__init__()
         self.model, self.pad_id, self.mask_id = model, pad_id, mask_id
+        self.schedule, self.complementary = schedule, complementary
 
-    def forward(self, ids, is_context=None, targets=None, gen: torch.Generator | None = None):
-        if is_context is None:
-            return ar_loss(self.model, ids, self.pad_id)
-        return diffusion_loss(self.model, ids, is_context, targets, self.mask_id, gen)
+    def forward(self, ids=None, batch: InfillBatch | None = None, gen: torch.Generator | None = None):
+        if batch is None:
+            loss = ar_loss(self.model, ids, self.pad_id)
+            return loss, None, loss, int((ids[:, 1:] != self.pad_id).sum())
+        return infill_losses(self.model, batch, self.mask_id, gen, self.schedule, self.complementary)
 
 
 class Dist:
@@ -161,8 +185,13 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, corpus: Path, tokenizer: Path, run_dir: Path, init_from: Path | None = None):
         if cfg.route not in ROUTES:
             raise ValueError(f"unknown route {cfg.route!r}; choose one of {list(ROUTES)}")
-        if init_from is not None and cfg.route != "diffusion":
-            raise ValueError("fine-tuning (--init-from) continues masked diffusion: use route 'diffusion'")
+        if cfg.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        if cfg.mask_schedule not in MASK_SCHEDULES:
+            raise ValueError(f"unknown mask schedule {cfg.mask_schedule!r}; choose one of {list(MASK_SCHEDULES)}")
+        if init_from is not None and cfg.route == "ar-diffusion":
+            raise ValueError("fine-tuning (--init-from) has no AR phase: use route 'diffusion' (the model's own "
+                             "layout) or 'spm' (convert a shifted model to the spm layout)")
         self.cfg, self.run_dir = cfg, run_dir
         self.dist = Dist()
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -178,22 +207,26 @@ class Trainer:
 
             self.model, self.tok = load_model(init_from, self.device)
             self.model.float()
+            if cfg.route == "spm":
+                self.model.cfg.layout = "spm"
+                self.model.cfg.validate()  # an unshifted model cannot be read the spm way
         else:
             self.tok = t = HoneTokenizer.from_file(tokenizer)
             mcfg = preset(cfg.model_preset, vocab_size=t.vocab_size, pad_id=t.pad_id, bos_id=t.bos_id, eos_id=t.eos_id,
-                          mask_id=t.mask_id, null_id=t.null_id, shifted=cfg.route == "ar-diffusion",
-                          max_seq_len=max(1024, self.budgets.seq_len))
+                          mask_id=t.mask_id, null_id=t.null_id, shifted=cfg.route != "diffusion",
+                          layout="spm" if cfg.route == "spm" else "infill", max_seq_len=max(1024, self.budgets.seq_len))
             self.model = Denoiser(mcfg).to(self.device)
-        self.loss_fn: torch.nn.Module = LossModule(self.model, self.tok.pad_id, self.tok.mask_id)
+        mc = self.model.cfg  # what it is trained with travels with it
+        mc.prefix_tokens, mc.middle_tokens, mc.suffix_tokens = cfg.prefix_tokens, cfg.middle_tokens, cfg.suffix_tokens
+        self.loss_fn: torch.nn.Module = LossModule(self.model, self.tok.pad_id, self.tok.mask_id, cfg.mask_schedule,
+                                                   cfg.complementary)
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             self.loss_fn = DistributedDataParallel(self.loss_fn, device_ids=[self.dist.local] if self.device.type == "cuda" else None)
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
-        other = [p for n, p in self.model.named_parameters() if p.dim() < 2]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                      {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+        self.opts = make_optimizers(self.model, cfg)
         self.step, self.elapsed, self.tokens_seen, self.phase_switch_step = 0, 0.0, 0, None
+        self.supervised = 0  # positions that carried a loss, all steps
         self.segments: list[dict] = []  # one per run() of this schedule: where it ran, how, which steps
         seed = cfg.seed + 1000 * self.dist.rank  # each rank draws its own examples
         self.rng, self.gen = random.Random(seed), torch.Generator().manual_seed(seed)
@@ -215,13 +248,7 @@ class Trainer:
         return texts, skipped
 
     def _make_held(self):
-        rng, gen = random.Random(1234), torch.Generator().manual_seed(1234)
-        out = []
-        for _ in range(8):
-            ids, ctx, tgt = infill_batch(self.tok, self.held, rng, self.budgets, 16)
-            out.append((ids, ctx, tgt, gen.get_state()))
-            torch.rand((16, self.budgets.seq_len), generator=gen)  # advance so each batch draws new masks
-        return out
+        return heldout_batches(self.tok, self.held, self.budgets, self.model.cfg.layout)
 
     @property
     def progress(self) -> float:
@@ -232,18 +259,9 @@ class Trainer:
     def in_ar_phase(self) -> bool:
         return self.cfg.route == "ar-diffusion" and self.progress < self.cfg.ar_fraction
 
-    @torch.no_grad()
-    def evaluate(self) -> float:
-        """Held-out masked-token CE on fixed infill batches (same masks every time)."""
-        self.model.eval()
-        losses = []
-        for ids, ctx, tgt, state in self._held_batches:
-            gen = torch.Generator().set_state(state)
-            with self._autocast():
-                losses.append(float(diffusion_loss(self.model, ids.to(self.device), ctx.to(self.device),
-                                                   tgt.to(self.device), self.tok.mask_id, gen)))
-        self.model.train()
-        return sum(losses) / len(losses)
+    def evaluate(self) -> dict:
+        with self._autocast():
+            return evaluate_heldout(self.model, self._held_batches, self.tok.mask_id, self.device)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -254,8 +272,11 @@ class Trainer:
             return
         st = torch.load(state_path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["opt"])
+        opt_states = st["opt"] if isinstance(st["opt"], list) else [st["opt"]]  # states before Muon: one AdamW
+        for opt, sd in zip(self.opts, opt_states, strict=True):
+            opt.load_state_dict(sd)
         self.step, self.elapsed, self.tokens_seen = st["step"], st["elapsed"], st["tokens_seen"]
+        self.supervised = st.get("supervised", 0)
         self.phase_switch_step = st.get("phase_switch_step")
         self.segments = st.get("segments", [])
         if self.dist.main:  # other ranks keep their own streams
@@ -266,11 +287,12 @@ class Trainer:
     def save(self, export: bool = True):
         if not self.dist.main:
             return
-        opt = self.opt.state_dict()  # bf16 moments halve the file (loading casts them back to fp32); copies, not the live state
-        opt["state"] = {i: {k: v.to(torch.bfloat16) if k.startswith("exp_avg") else v for k, v in slot.items()}
-                        for i, slot in opt["state"].items()}
-        st = {"model": self.model.state_dict(), "opt": opt, "step": self.step, "elapsed": self.elapsed,
-              "tokens_seen": self.tokens_seen, "phase_switch_step": self.phase_switch_step,
+        opts = [o.state_dict() for o in self.opts]
+        for opt in opts:  # bf16 moments halve the file (loading casts them back to fp32); copies, not the live state
+            opt["state"] = {i: {k: v.to(torch.bfloat16) if k in MOMENTS else v for k, v in slot.items()}
+                            for i, slot in opt["state"].items()}
+        st = {"model": self.model.state_dict(), "opt": opts, "step": self.step, "elapsed": self.elapsed,
+              "tokens_seen": self.tokens_seen, "supervised": self.supervised, "phase_switch_step": self.phase_switch_step,
               "segments": self.segments, "py_rng": self.rng.getstate(), "torch_rng": self.gen.get_state(), "train_config": msgspec.to_builtins(self.cfg)}
         tmp = self.run_dir / "state.pt.tmp"
         torch.save(st, tmp)
@@ -278,7 +300,7 @@ class Trainer:
         if export:
             save_model(self.run_dir / "model", self.model, self.tok, dtype=torch.bfloat16)
             (self.run_dir / "model" / "train_state.json").write_text(json.dumps(
-                {"step": self.step, "hours": self.elapsed / 3600, "tokens_seen": self.tokens_seen,
+                {"step": self.step, "hours": self.elapsed / 3600, "tokens_seen": self.tokens_seen, "supervised": self.supervised,
                  "phase_switch_step": self.phase_switch_step, "train_config": msgspec.to_builtins(self.cfg),
                  "segments": self.segments,
                  "corpus_files": len(self.texts), "skipped_records": self.skipped}, indent=2))
@@ -290,8 +312,10 @@ class Trainer:
         with open(self.log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
-    def run(self):
+    def run(self, steps: int | None = None):
+        """Train to the end of the schedule (or `steps` more steps), checkpointing on the way and at the end."""
         cfg, b = self.cfg, self.budgets
+        stop_at = None if steps is None else self.step + steps
         stop = {"flag": False}
 
         def on_signal(signum, frame):
@@ -300,13 +324,15 @@ class Trainer:
         old = [signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)]
         n_params = self.model.num_parameters()
         if self.dist.main:
-            print(f"model {n_params / 1e6:.2f}M params, route {cfg.route}, {len(self.texts)} files ({self.skipped} skipped), "
-                  f"seq {b.seq_len}, {'bf16 autocast' if self.bf16 else 'fp32'} on {self.device}, {self.dist.world} process(es)")
+            print(f"model {n_params / 1e6:.2f}M params, route {cfg.route} (layout {self.model.cfg.layout}), {cfg.optimizer}, "
+                  f"masks {cfg.mask_schedule}{' complementary' if cfg.complementary else ''}, {len(self.texts)} files "
+                  f"({self.skipped} skipped), seq {b.seq_len}, {'bf16 autocast' if self.bf16 else 'fp32'} on {self.device}, "
+                  f"{cfg.threads} thread(s) x {self.dist.world} process(es)")
         seg = {"machine": machine_name(self.device), "precision": "bf16 autocast" if self.bf16 else "fp32",
                "threads": cfg.threads, "processes": self.dist.world, "from_step": self.step, "to_step": self.step,
                "minutes": 0.0}
         self.segments.append(seg)
-        seg_start = self.elapsed
+        seg_start, seg_tokens = self.elapsed, self.tokens_seen
         by_tokens = cfg.tokens > 0
         done = (lambda: self.tokens_seen) if by_tokens else (lambda: int(self.elapsed))
         bar = tqdm(total=cfg.tokens if by_tokens else int(cfg.hours * 3600), initial=done(),
@@ -318,8 +344,9 @@ class Trainer:
             while self.progress < 1.0:
                 t0 = time.perf_counter()
                 lr = lr_at(cfg, self.step, self.progress)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr
+                for opt in self.opts:
+                    for g in opt.param_groups:
+                        g["lr"] = lr
                 ar = self.in_ar_phase()
                 if not ar and cfg.route == "ar-diffusion" and self.phase_switch_step is None:
                     self.phase_switch_step = self.step
@@ -329,26 +356,35 @@ class Trainer:
                 with self._autocast():
                     if ar:
                         ids = ar_batch(self.tok, self.texts, self.rng, b.seq_len, cfg.batch).to(self.device)
-                        loss = self.loss_fn(ids)
+                        loss, canvas_ce, next_ce, n_sup = self.loss_fn(ids)
                     else:
-                        ids, ctx, tgt = infill_batch(self.tok, self.texts, self.rng, b, cfg.batch)
-                        loss = self.loss_fn(ids.to(self.device), ctx.to(self.device), tgt.to(self.device), self.gen)
-                self.opt.zero_grad(set_to_none=True)
+                        batch = infill_batch(self.tok, self.texts, self.rng, b, cfg.batch, self.model.cfg.layout,
+                                             pairs=cfg.complementary)
+                        loss, canvas_ce, next_ce, n_sup = self.loss_fn(batch=batch.to(self.device), gen=self.gen)
+                for opt in self.opts:
+                    opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
-                self.opt.step()
+                for opt in self.opts:
+                    opt.step()
                 self.step += 1
                 self.tokens_seen += cfg.batch * b.seq_len * self.dist.world
+                self.supervised += n_sup * self.dist.world
                 lv = loss.item()
-                dt, stopping = self.dist.agree(time.perf_counter() - t0, stop["flag"])
+                dt, stopping = self.dist.agree(time.perf_counter() - t0, stop["flag"] or self.step == stop_at)
                 self.elapsed += dt
                 seg["to_step"], seg["minutes"] = self.step, (self.elapsed - seg_start) / 60
+                seg["tokens"] = self.tokens_seen - seg_tokens
                 ema = lv if ema is None else 0.95 * ema + 0.05 * lv
                 bar.update(done() - bar.n)
                 bar.set_postfix(step=self.step, loss=f"{ema:.3f}", phase="ar" if ar else "diff", lr=f"{lr:.1e}")
                 if self.step % 20 == 0:
-                    self.log({"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen,
-                              "phase": "ar" if ar else "diffusion", "loss": lv, "lr": lr})
+                    rec = {"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen, "supervised": self.supervised,
+                           "phase": "ar" if ar else "diffusion", "loss": lv, "lr": lr}
+                    for k, v in (("canvas_ce", canvas_ce), ("next_ce", next_ce)):
+                        if v is not None:
+                            rec[k] = float(v.detach())
+                    self.log(rec)
                 if stopping:
                     break
                 if self.elapsed - last_eval >= cfg.eval_every_s:
@@ -360,19 +396,72 @@ class Trainer:
                 signal.signal(s, h)
         held = self._checkpoint()
         if self.dist.main:
-            print(f"done: step {self.step}, {self.tokens_seen / 1e6:.2f}M tokens, held-out masked CE {held:.3f}")
+            print(f"done: step {self.step}, {self.tokens_seen / 1e6:.2f}M tokens, held-out {_fmt(held)}")
         self.dist.close()
         return held
 
-    def _checkpoint(self) -> float | None:
-        """Held-out loss into the log, then state + model folder (the main process only)."""
+    def _checkpoint(self) -> dict | None:
+        """Held-out losses into the log, then state + model folder (the main process only)."""
         if not self.dist.main:
             return None
         held = self.evaluate()
-        self.log({"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen, "heldout_masked_ce": held})
-        tqdm.write(f"step {self.step} {self.elapsed / 60:.1f} min {self.tokens_seen / 1e6:.2f}M tokens held-out masked CE {held:.3f}")
+        self.log({"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen, "supervised": self.supervised, **held})
+        tqdm.write(f"step {self.step} {self.elapsed / 60:.1f} min {self.tokens_seen / 1e6:.2f}M tokens "
+                   f"({self.tokens_seen / max(1e-9, self.elapsed):.0f} tok/s) held-out {_fmt(held)}")
         self.save()
         return held
+
+
+def _fmt(held: dict | None) -> str:
+    return ", ".join(f"{k.removeprefix('heldout_')} {v:.3f}" for k, v in (held or {}).items())
+
+
+MOMENTS = ("exp_avg", "exp_avg_sq", "momentum_buffer")  # optimizer state kept in bf16 on disk
+
+
+def make_optimizers(model: Denoiser, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """AdamW for everything, or Muon for the blocks' weight matrices and AdamW for embeddings and norms."""
+    named = list(model.named_parameters())
+    matrices = [p for n, p in named if p.dim() == 2 and n.startswith("blocks.")] if cfg.optimizer == "muon" else []
+    rest = [(n, p) for n, p in named if not any(p is m for m in matrices)]
+    adamw = torch.optim.AdamW([{"params": [p for _, p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+                               {"params": [p for _, p in rest if p.dim() < 2], "weight_decay": 0.0}],
+                              lr=cfg.lr, betas=(0.9, 0.95))
+    if not matrices:
+        return [adamw]
+    # match_rms_adamw scales each matrix's orthogonalised update to AdamW's RMS, so AdamW's lr and decay carry over
+    return [adamw, torch.optim.Muon(matrices, lr=cfg.lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw")]
+
+
+HELDOUT_SEED = 1234
+
+
+def heldout_batches(tok: HoneTokenizer, texts: list[str], budgets: Budgets, layout: str, n: int = 8) -> list:
+    """Fixed held-out batches with their mask-generator states: the same examples and masked slots in any layout."""
+    rng, gen = random.Random(HELDOUT_SEED), torch.Generator().manual_seed(HELDOUT_SEED)
+    out = []
+    for _ in range(n):
+        out.append((infill_batch(tok, texts, rng, budgets, 16, layout), gen.get_state()))
+        torch.rand(16 * budgets.middle, generator=gen)  # advance so each batch draws new masks
+    return out
+
+
+@torch.no_grad()
+def evaluate_heldout(model: Denoiser, batches: list, mask_id: int, device) -> dict:
+    """Held-out masked-canvas CE (and next-token CE over the context for spm models), uniform masks."""
+    was_training = model.training
+    model.eval()
+    canvas, nxt = [], []
+    for batch, state in batches:
+        _, c, x, _ = infill_losses(model, batch.to(device), mask_id, torch.Generator().set_state(state))
+        canvas.append(float(c))
+        if x is not None:
+            nxt.append(float(x))
+    model.train(was_training)
+    out = {"heldout_masked_ce": sum(canvas) / len(canvas)}
+    if nxt:
+        out["heldout_next_ce"] = sum(nxt) / len(nxt)
+    return out
 
 
 def read_log(path: Path) -> list[dict]:

@@ -37,7 +37,7 @@ class Recorder:
         self.inner, self.on_predict = inner, on_predict
         self.sessions: list[tuple[list[int], list[int]]] = []
         self.canvases: list[list[int]] = []
-        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "encode", "decode"):
+        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "max_holes", "encode", "decode"):
             setattr(self, name, getattr(inner, name))
 
     def session(self, ids, slot_pos, cached):
@@ -46,6 +46,7 @@ class Recorder:
         rec = self
 
         class S:
+            encoded = real.encoded
             def predict(self, canvas):
                 rec.canvases.append(canvas.tolist())
                 if rec.on_predict:
@@ -122,7 +123,7 @@ class AlwaysNull:
     def __init__(self, inner: HoneBackend):
         self.inner = inner
         self.forwards = 0
-        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "encode", "decode"):
+        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "max_holes", "encode", "decode"):
             setattr(self, name, getattr(inner, name))
 
     def session(self, ids, slot_pos, cached):
@@ -130,6 +131,7 @@ class AlwaysNull:
         null = min(self.null_ids)
 
         class S:
+            encoded = real.encoded
             def predict(self, canvas):
                 outer.forwards += 1
                 logits = real.predict(canvas)
@@ -313,3 +315,67 @@ def test_sharded_weights_round_trip(tmp_path, tiny_dir, monkeypatch):
     shards[-1].unlink()
     with pytest.raises(CheckpointError, match="shards"):
         load_model(tmp_path / "sharded")
+
+
+@pytest.fixture(scope="module")
+def spm_engine(tmp_path_factory):
+    return Engine.load(make_tiny_model(tmp_path_factory.mktemp("spm"), layout="spm", shifted=True), "cpu", threads=1)
+
+
+def _spm_logits(be, prefix: str, suffix: str, canvas: torch.Tensor, cached: bool):
+    pre, suf = be.encode(prefix), be.encode(suffix)
+    ids = [be.bos_id] + pre + [be.mask_id] * len(canvas) + suf + [be.eos_id]
+    sess = be.session(ids, list(range(1 + len(pre), 1 + len(pre) + len(canvas))), cached)
+    return sess.predict(canvas), sess.encoded
+
+
+def test_spm_cached_context_equals_recompute_after_every_kind_of_edit(spm_engine):
+    be = spm_engine.backend
+    canvas = torch.tensor([be.mask_id, 5, be.mask_id, 7, be.mask_id, be.mask_id])
+    edits = [  # (prefix, suffix) as the user edits: each request reuses what it shares with the one before
+        (PREFIX, SUFFIX),
+        (PREFIX + "a", SUFFIX),  # typing
+        (PREFIX + "a + b", SUFFIX),
+        (PREFIX + "a +", SUFFIX),  # deleting
+        ("import os\n" + PREFIX + "a +", SUFFIX),  # pasting far before the cursor
+        ("import os\n" + PREFIX + "a +", SUFFIX.replace("1, 2", "3, 4")),  # editing the suffix
+        (PREFIX[20:] + "a +", SUFFIX),  # the window slid
+    ]
+    encoded = []
+    for prefix, suffix in edits:
+        cached, n = _spm_logits(be, prefix, suffix, canvas, cached=True)
+        full, _ = _spm_logits(be, prefix, suffix, canvas, cached=False)
+        assert torch.allclose(cached, full, atol=1e-4), (prefix, suffix)
+        encoded.append(n)
+    stream_len = len(be.encode(SUFFIX)) + len(be.encode(PREFIX)) + 3
+    assert encoded[0] == stream_len and 0 < encoded[1] <= 3  # a keystroke encodes only the last few tokens
+    # the suffix opens the stream: an edit there re-encodes everything after it, the whole prefix included
+    assert encoded[5] > len(be.encode("import os\n" + PREFIX + "a +"))
+
+
+def test_spm_canvas_never_changes_the_context(spm_engine):
+    be = spm_engine.backend
+    a, _ = _spm_logits(be, PREFIX, SUFFIX, torch.tensor([be.mask_id] * 4), cached=False)
+    b, _ = _spm_logits(be, PREFIX, SUFFIX, torch.tensor([be.mask_id, 9, 10, 11]), cached=False)
+    assert torch.allclose(a[0], b[0], atol=1e-5)  # slot 0 is read off the causal context alone
+    assert not torch.allclose(a[1:], b[1:], atol=1e-3)  # later slots see the canvas
+
+
+def test_spm_autoregressive_rule_decodes_through_the_stream(spm_engine, engine):
+    r = spm_engine.infill(PREFIX, SUFFIX, SampleOptions(rule="ar", max_tokens=10, mode="line"))
+    assert "\n" not in r.texts[0] and 1 <= r.stats.forwards <= 10 and r.stats.context_encodes == 1
+    # after the first forward every step encodes one new token only
+    assert r.stats.context_tokens <= len(spm_engine.backend.encode(PREFIX + SUFFIX)) + 3 + r.stats.forwards
+    with pytest.raises(ValueError, match="spm"):
+        engine.infill(PREFIX, SUFFIX, SampleOptions(rule="ar"))  # the infill layout has no causal stream
+
+
+def test_spm_fills_several_holes_one_after_another(spm_engine):
+    pieces = ["x = ", "\ny = ", "\nz = ", "\n"]
+    res, rec = run(spm_engine, pieces, SampleOptions(max_tokens=6, initial_slots=6))
+    assert len(res.texts) == 3 and all(len(slot_pos) <= 6 for _, slot_pos in rec.sessions)
+    be = spm_engine.backend
+    # the second hole sees the first one filled in its prefix
+    second = next(ids for ids, slot_pos in rec.sessions if be.encode("y = ")[0] in ids[: slot_pos[0]])
+    assert be.decode(second[1:]).startswith("x = " + res.texts[0])
+    assert res.stats.forwards == len(rec.canvases)
