@@ -54,6 +54,8 @@ def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | N
     cases = {"single_line": (infill_cases(texts, n, "rest_of_line", 7), "line", 32),
              "block64": (infill_cases(texts, n, "lines", 8), "free", 64)}
     for rule in RULES:
+        if rule == "ar" and not getattr(engine.backend, "spm", False):
+            continue  # only an spm network decodes through a causal stream
         for name, (cs, mode, max_tokens) in cases.items():
             lat, fw, tok, fwd_ms = [], 0, 0, []
             for pre, _mid, suf in cs:
@@ -113,3 +115,65 @@ def run_ar_baseline(ar_dir: str, n: int = 30, device: str = "cpu", threads: int 
     print(f"AR baseline single_line     p50 {fig['p50_ms']:7.1f} ms  p95 {fig['p95_ms']:7.1f} ms  forwards {fig['forwards']:5.1f}  "
           f"tok/fwd {fig['tokens_per_forward']:.2f}  EM {fig['exact_match']:.2f}")
     return fig
+
+
+SPEED_DECODINGS = {  # label -> SampleOptions overrides; "ar" is the AR twin (the spm network through its causal stream)
+    "diffusion τ=0.9": {},
+    "diffusion one-per-step": dict(rule="one"),
+    "ar": dict(rule="ar"),
+}
+
+
+def _speed_cases(n: int) -> dict[str, tuple[list, str, int]]:
+    texts = real_python_texts()
+    return {"line": (infill_cases(texts, n, "rest_of_line", 11), "line", 32),
+            "block": (infill_cases(texts, n, "lines", 12), "free", 64)}
+
+
+def run_speed(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | None = None,
+              threads: int | None = None) -> dict:
+    """The diffusion decodings and the AR twin on the same held-out-style cases: EM, forwards, tokens per forward,
+    p50/p95 ms, and the ratios. The AR twin is the same network's rule 'ar' for spm models, else `ar_dir`."""
+    from .evaluate import edit_similarity
+
+    engine = Engine.load(model_dir, device, threads=threads)
+    ar_engine = engine if getattr(engine.backend, "spm", False) else (Engine.load(ar_dir, device, threads=threads) if ar_dir else None)
+    if ar_engine is None:
+        raise ValueError("this model has no causal stream to decode autoregressively: pass --ar-model DIR")
+    print(f"model {engine.name} on {engine.device}, {torch.get_num_threads()} threads; AR twin: "
+          f"{'the same network (rule ar)' if ar_engine is engine else ar_dir}")
+    figures: dict = {"model": engine.name, "threads": torch.get_num_threads()}
+    for kind, (cases, mode, max_tokens) in _speed_cases(n).items():
+        for label, over in SPEED_DECODINGS.items():
+            eng = ar_engine if over.get("rule") == "ar" else engine
+            if eng is not engine and over.get("rule") == "ar":  # a separate AR network decodes causally with its prefix
+                lat, fw, tok, em, es = [], 0, 0, 0, 0.0
+                for pre, mid, _suf in cases:
+                    text, f, ms = ar_complete_line(eng, pre, max_tokens)
+                    lat.append(ms)
+                    fw, tok = fw + f, tok + len(eng.backend.encode(text))
+                    em += text.rstrip() == mid.rstrip()
+                    es += edit_similarity(text.rstrip(), mid.rstrip())
+            else:
+                lat, fw, tok, em, es = [], 0, 0, 0, 0.0
+                for pre, mid, suf in cases:
+                    r = eng.infill(pre, suf, SampleOptions(mode=mode, max_tokens=max_tokens, **over))
+                    got = r.texts[0]
+                    lat.append(r.stats.wall_ms)
+                    fw, tok = fw + r.stats.forwards, tok + r.stats.tokens
+                    em += got.rstrip() == mid.rstrip()
+                    es += edit_similarity(got.rstrip(), mid.rstrip())
+            f = {"exact_match": em / len(cases), "edit_similarity": es / len(cases), "forwards": fw / len(cases),
+                 "tokens_per_forward": tok / max(1, fw), "p50_ms": pct(lat, 0.5), "p95_ms": pct(lat, 0.95),
+                 "mean_ms": statistics.mean(lat)}
+            figures[f"{kind}.{label}"] = f
+            print(f"{kind:5s} {label:24s} EM {f['exact_match']:.3f}  ES {f['edit_similarity']:.3f}  forwards {f['forwards']:5.1f}  "
+                  f"tok/fwd {f['tokens_per_forward']:.2f}  p50 {f['p50_ms']:7.1f} ms  p95 {f['p95_ms']:7.1f} ms")
+    for kind in ("line", "block"):
+        d, a = figures[f"{kind}.diffusion τ=0.9"], figures[f"{kind}.ar"]
+        figures[f"speedup_vs_ar_{kind}"] = a["mean_ms"] / max(1e-9, d["mean_ms"])
+        figures[f"em_diff_{kind}"] = d["exact_match"] - a["exact_match"]
+        print(f"{kind}: diffusion τ=0.9 is {figures[f'speedup_vs_ar_{kind}']:.2f}x the AR twin's speed (mean ms), "
+              f"EM {figures[f'em_diff_{kind}']:+.3f}")
+    print(json.dumps(figures))
+    return figures

@@ -70,12 +70,15 @@ def _train(a) -> int:
     over = {k: v for k, v in dict(route=a.route, hours=a.hours, tokens=a.tokens, threads=a.threads, ar_fraction=a.ar_fraction,
                                   precision=a.precision, batch=a.batch, eval_every_s=a.eval_every, lr=a.lr,
                                   warmup_steps=a.warmup_steps, optimizer=a.optimizer, mask_schedule=a.mask_schedule,
-                                  complementary=a.complementary or None).items() if v is not None}
+                                  complementary=a.complementary or None, schedule=a.schedule,
+                                  decay_share=a.decay_share).items() if v is not None}
     if a.init_from and a.preset != "finetune" and over.get("route") not in ("diffusion", "spm"):
         print("--init-from: using the finetune preset's route (diffusion: the model's own layout)", file=sys.stderr)
         over["route"] = "diffusion"
     cfg = TrainConfig(**{**TRAIN_PRESETS[a.preset], **over})
     tr = Trainer(cfg, Path(a.corpus), Path(a.tokenizer), Path(a.run_dir), Path(a.init_from) if a.init_from else None)
+    if a.cooldown:
+        tr.cool_down(a.cooldown)
     tr.run()
     return 0
 
@@ -108,6 +111,10 @@ def _bench(a) -> int:
         from model.bench import run
 
         run(a.model, a.n, a.device, a.ar_model, a.threads)
+    elif a.what == "speed":
+        from model.bench import run_speed
+
+        run_speed(a.model, a.n, a.device, a.ar_model, a.threads)
     else:
         from model.bench_lsp import run
 
@@ -152,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--mask-schedule", choices=["uniform", "clipped"], default=None)
     c.add_argument("--complementary", action="store_true", help="pairs of rows with complementary canvas masks")
     c.add_argument("--lr", type=float, default=None)
+    c.add_argument("--schedule", choices=["cosine", "wsd"], default=None,
+                   help="wsd: warmup, constant, linear decay over the last --decay-share (for runs spanning sessions)")
+    c.add_argument("--decay-share", type=float, default=None)
+    c.add_argument("--cooldown", type=float, default=None,
+                   help="hours: end the schedule that far from where the run stands, decaying the learning rate "
+                        "(run it on a copy of the run folder to ship cooled-down weights)")
     c.add_argument("--ar-fraction", type=float, default=None)
     c.add_argument("--hours", type=float, default=None, help="wall-clock budget the schedule follows")
     c.add_argument("--tokens", type=int, default=None, help="token budget instead of hours (equal-compute comparisons)")
@@ -190,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--corpus", default="data/corpus")
     c.set_defaults(fn=_ship)
 
-    c = sub.add_parser("bench", help="benchmarks: engine or lsp")
-    c.add_argument("what", choices=["engine", "lsp"])
+    c = sub.add_parser("bench", help="benchmarks: engine, speed (diffusion vs its AR twin) or lsp")
+    c.add_argument("what", choices=["engine", "speed", "lsp"])
     c.add_argument("--model", default=None)
     c.add_argument("--device", default="cpu")
     c.add_argument("--n", type=int, default=30)

@@ -29,6 +29,7 @@ from .network import Denoiser, infill_attention_mask, spm_attention_mask
 from .tokenizer import HoneTokenizer
 
 ROUTES = ("diffusion", "ar-diffusion", "spm")
+SCHEDULES = ("cosine", "wsd")
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("adamw", "muon")
 
@@ -45,6 +46,9 @@ class TrainConfig(msgspec.Struct, kw_only=True):
     mask_schedule: str = "uniform"  # masking rates: uniform (0.02, 1] | clipped [0.2, 0.8]
     complementary: bool = False  # rows in pairs: one example twice, the second masked where the first is not
     min_lr_ratio: float = 0.1
+    schedule: str = "cosine"  # cosine | wsd: warmup, constant, then a linear decay over the last decay_share of the
+    # budget. A run spanning sessions stays at its peak; a copy of it cools down to ship (Trainer.cool_down)
+    decay_share: float = 0.2
     warmup_steps: int = 200
     weight_decay: float = 0.1
     clip: float = 1.0
@@ -91,8 +95,12 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     warm = min(1.0, (step + 1) / cfg.warmup_steps)
-    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
+    if cfg.schedule == "wsd":
+        decay = max(1e-9, cfg.decay_share)
+        frac = min(1.0, max(0.0, (1.0 - progress) / decay))  # 1 until the decay starts, then linearly to 0
+    else:
+        frac = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * frac)
 
 
 def infill_losses(model: Denoiser, batch: InfillBatch, mask_id: int, gen: torch.Generator, schedule: str = "uniform",
@@ -187,6 +195,8 @@ class Trainer:
             raise ValueError(f"unknown route {cfg.route!r}; choose one of {list(ROUTES)}")
         if cfg.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        if cfg.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of {list(SCHEDULES)}")
         if cfg.mask_schedule not in MASK_SCHEDULES:
             raise ValueError(f"unknown mask schedule {cfg.mask_schedule!r}; choose one of {list(MASK_SCHEDULES)}")
         if init_from is not None and cfg.route == "ar-diffusion":
@@ -249,6 +259,13 @@ class Trainer:
 
     def _make_held(self):
         return heldout_batches(self.tok, self.held, self.budgets, self.model.cfg.layout)
+
+    def cool_down(self, hours: float) -> None:
+        """End the schedule `hours` from where the run stands, the learning rate decaying linearly over them
+        (run this on a copy of a wsd run folder to get weights worth shipping; the original run goes on)."""
+        self.cfg.schedule, self.cfg.tokens = "wsd", 0
+        self.cfg.hours = self.elapsed / 3600 + hours
+        self.cfg.decay_share = hours / self.cfg.hours
 
     @property
     def progress(self) -> float:

@@ -318,8 +318,13 @@ def test_sharded_weights_round_trip(tmp_path, tiny_dir, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def spm_engine(tmp_path_factory):
-    return Engine.load(make_tiny_model(tmp_path_factory.mktemp("spm"), layout="spm", shifted=True), "cpu", threads=1)
+def spm_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("spm"), layout="spm", shifted=True)
+
+
+@pytest.fixture(scope="module")
+def spm_engine(spm_dir):
+    return Engine.load(spm_dir, "cpu", threads=1)
 
 
 def _spm_logits(be, prefix: str, suffix: str, canvas: torch.Tensor, cached: bool):
@@ -379,3 +384,13 @@ def test_spm_fills_several_holes_one_after_another(spm_engine):
     second = next(ids for ids, slot_pos in rec.sessions if be.encode("y = ")[0] in ids[: slot_pos[0]])
     assert be.decode(second[1:]).startswith("x = " + res.texts[0])
     assert res.stats.forwards == len(rec.canvases)
+
+
+def test_speed_bench_compares_diffusion_with_its_ar_twin(spm_dir, capsys):
+    from model.bench import run_speed
+
+    figs = run_speed(str(spm_dir), n=2, threads=1)
+    for key in ("speedup_vs_ar_block", "speedup_vs_ar_line", "em_diff_block", "em_diff_line"):
+        assert isinstance(figs[key], float)
+    assert figs["line.ar"]["forwards"] >= 1 and figs["block.diffusion τ=0.9"]["tokens_per_forward"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == figs["model"]

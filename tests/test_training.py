@@ -296,3 +296,18 @@ def test_resumed_run_equals_uninterrupted(tmp_path, tok, optimizer):
         # moments are stored in bf16 on disk, so the resumed run may differ by their rounding only
         assert torch.allclose(a, b, atol=2e-3, rtol=0), name
 
+
+
+def test_wsd_schedule_holds_the_peak_and_a_cooldown_ends_where_asked(tmp_path, tok):
+    from model.train import TrainConfig, Trainer, lr_at
+
+    cfg = TrainConfig(schedule="wsd", decay_share=0.25, lr=1e-3, min_lr_ratio=0.1, warmup_steps=1)
+    assert lr_at(cfg, 10, 0.5) == lr_at(cfg, 10, 0.75) == pytest.approx(1e-3)
+    assert lr_at(cfg, 10, 0.875) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at(cfg, 10, 1.0) == pytest.approx(1e-4)
+    corpus = _tiny_corpus(tmp_path, tok)
+    tr = Trainer(TrainConfig(route="spm", schedule="wsd", hours=8.0, **TINY), corpus, tmp_path / "tok.json", tmp_path / "run")
+    tr.elapsed = 3600.0  # one hour into an 8-hour run
+    tr.cool_down(0.5)
+    assert tr.cfg.hours == pytest.approx(1.5) and tr.progress == pytest.approx(2 / 3)
+    assert lr_at(tr.cfg, 100, tr.progress) == pytest.approx(tr.cfg.lr)  # the decay starts now
