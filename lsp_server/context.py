@@ -28,9 +28,13 @@ def window_chars(token_budget: int) -> int:
     return min(MAX_WINDOW_CHARS, max(256, token_budget * CHARS_PER_TOKEN_MAX))
 
 
+WINDOW_GRID = 1024  # a cut prefix window starts on this grid, so typing does not move it (cached model contexts)
+
+
 def cut_before(text: str, offset: int, limit: int) -> tuple[str, bool]:
-    """Up to `limit` characters before `offset`, starting at a line start when cut; (text, reaches start)."""
-    start = max(0, offset - limit)
+    """About `limit` characters before `offset` (up to WINDOW_GRID more), starting at a line start when cut;
+    the start stays put while the cursor moves within a grid cell. (text, reaches start)."""
+    start = max(0, offset - limit) // WINDOW_GRID * WINDOW_GRID
     if start == 0:
         return text[:offset], True
     nl = text.find("\n", start, offset)

@@ -130,6 +130,16 @@ def _pick(logits: torch.Tensor, opts: SampleOptions, gen: torch.Generator | None
     return tok, probs.gather(-1, tok[:, None]).squeeze(-1), entropy
 
 
+PREFIX_SLIDE = 32  # the prefix window moves in steps of this many tokens (it keeps 161-192 of a 192 budget), so a
+# cached causal context (spm) survives the keystrokes between steps instead of re-encoding at every token typed
+
+
+def prefix_window_start(n_tokens: int, budget: int) -> int:
+    """First prefix token kept: the window start snaps to multiples of PREFIX_SLIDE from the piece's start."""
+    excess = n_tokens - budget
+    return 0 if excess <= 0 else -(-excess // PREFIX_SLIDE) * PREFIX_SLIDE
+
+
 def cut_text(text: str, mode: str, block_indent: int, first_line_prefix: str = "") -> tuple[str, bool]:
     """Apply the mode's end rule: (kept text, whether the rule ended it)."""
     if mode == "line":
@@ -192,7 +202,7 @@ def sample(
     deadline = None if opts.deadline_s is None else t0 + opts.deadline_s
     gen = None if seed is None else torch.Generator().manual_seed(seed)
     toks = [backend.encode(p) for p in pieces]
-    toks[0] = toks[0][-opts.prefix_budget :] if opts.prefix_budget else []
+    toks[0] = toks[0][prefix_window_start(len(toks[0]), opts.prefix_budget) :] if opts.prefix_budget else []
     at_end = opts.doc_end and len(toks[-1]) <= opts.suffix_budget
     toks[-1] = toks[-1][: opts.suffix_budget]
     start = opts.initial_slots or (8 if opts.mode == "line" else 32)

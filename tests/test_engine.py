@@ -394,3 +394,13 @@ def test_speed_bench_compares_diffusion_with_its_ar_twin(spm_dir, capsys):
         assert isinstance(figs[key], float)
     assert figs["line.ar"]["forwards"] >= 1 and figs["block.diffusion τ=0.9"]["tokens_per_forward"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == figs["model"]
+
+
+def test_prefix_window_slides_in_steps():
+    from model.sampler import PREFIX_SLIDE, prefix_window_start
+
+    assert prefix_window_start(100, 192) == 0
+    starts = [prefix_window_start(n, 192) for n in range(193, 193 + 3 * PREFIX_SLIDE)]
+    for n, s in zip(range(193, 193 + 3 * PREFIX_SLIDE), starts):
+        assert 192 - PREFIX_SLIDE < n - s <= 192
+    assert len(set(starts)) == 3  # one move per PREFIX_SLIDE tokens typed, not one per token

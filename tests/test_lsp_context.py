@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lsp_server.context import (MAX_WINDOW_CHARS, build_context, cut_after, cut_before, decide_mode, detect_indent_unit,
+from lsp_server.context import (MAX_WINDOW_CHARS, WINDOW_GRID, build_context, cut_after, cut_before, decide_mode, detect_indent_unit,
                                 sanitize)
 from lsp_server.postprocess import bracket_errors, clean, drop_line_overlap, drop_repeated_lines, reindent, strip_trailing
 
@@ -16,9 +16,18 @@ def test_windows_are_bounded_and_adjacent(text, offset, limit):
     offset = min(offset, len(text))
     before, at_start = cut_before(text, offset, limit)
     after, at_end = cut_after(text, offset, limit)
-    assert len(before) <= limit and len(after) <= limit
+    assert len(before) <= limit + WINDOW_GRID and len(after) <= limit
     assert text[:offset].endswith(before) and text[offset:].startswith(after)
     assert at_start == (len(before) == offset) and at_end == (len(after) == len(text) - offset)
+
+
+def test_prefix_window_start_stays_put_while_typing():
+    text = "".join(f"line_{i} = {i}\n" for i in range(2000))
+    starts = set()
+    for typed in range(200):  # the cursor moves 200 characters: the cut prefix keeps its first line
+        before, _ = cut_before(text, 10_000 + typed, 3072)
+        starts.add(10_000 + typed - len(before))
+    assert len(starts) == 1
 
 
 @given(texts)
