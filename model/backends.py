@@ -80,10 +80,11 @@ class ContextStream:
             if a != b:
                 break
             keep += 1
-        if keep == len(ids) and keep == len(self.ids):
+        if keep == len(ids):  # the last stream or a prefix of it (a rejected draft, a deletion): causal, so just cut
+            self.ids, self.h = self.ids[:keep], self.h[:, :keep]
+            self.kv = [(k[:, :, :keep], v[:, :, :keep]) for k, v in self.kv]
             self.last_encoded = 0
             return
-        keep = min(keep, len(ids) - 1)  # re-run at least the last token: its hidden state is read
         new = torch.tensor([ids[keep:]], device=self.device)
         pos = torch.arange(keep, len(ids), device=self.device)
         if keep == 0:
@@ -154,14 +155,24 @@ class HoneBackend:
         """The spm context stream: [BOS] suffix [EOS?] [BOS] prefix."""
         return [self.bos_id] + suffix_and_eos + [self.bos_id] + prefix
 
-    def next_logits(self, stream: list[int]) -> tuple[torch.Tensor, int]:
-        """Autoregressive decoding through the causal stream: logits (V,) for the token after `stream`, and
-        how many tokens had to be encoded (1 per step when the stream only grew)."""
+    def stream_logits(self, stream: list[int], last: int = 1) -> tuple[torch.Tensor, int]:
+        """Autoregressive decoding through the causal stream: logits (last, V) for the tokens after each of the
+        stream's `last` final positions, and how many tokens had to be encoded (only what is new)."""
         if not self.spm:
             raise ValueError("autoregressive decoding (rule 'ar') needs a model with the spm layout")
         self.context.update(stream)
         with torch.no_grad():
-            return self.model.head(self.context.h[0, -1]).float().cpu(), self.context.last_encoded
+            return self.model.head(self.context.h[0, -last:]).float().cpu(), self.context.last_encoded
+
+    @torch.no_grad()
+    def canvas_draft(self, stream: list[int], n: int) -> list[int]:
+        """One canvas step after the stream: the best token of each of `n` fully masked slots."""
+        self.context.update(stream)
+        pos = torch.arange(len(stream), len(stream) + n, device=self.device)
+        h = self.model.forward_canvas(torch.full((1, n), self.mask_id, device=self.device), pos, self.context.kv)[0]
+        logits = self.model.head(torch.cat((self.context.h[0, -1:], h[:-1])))  # (n, V): slot j read at j-1
+        logits[:, self.mask_id] = -float("inf")
+        return logits.argmax(-1).tolist()
 
     def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> _InfillSession | _SpmSession:
         if len(ids) + self.spm > self.model.cfg.max_seq_len:

@@ -43,6 +43,30 @@ def step_times(engine: Engine, n_slots: int = 16, ctx_tokens: int = 256, reps: i
     return out
 
 
+def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
+    """Per-keystroke context cost of a cached causal stream (spm models): type `chars` characters of a real file
+    one at a time, updating the stream as a request would; ms and tokens encoded per keystroke."""
+    from .sampler import prefix_window_start
+
+    b = engine.backend
+    if not getattr(b, "spm", False):
+        return None
+    text = next(t for t in real_python_texts() if len(t) > 20_000)
+    at = len(text) // 2
+    suffix = b.encode(text[at + chars : at + chars + 400])[:64]
+    ms, encoded = [], []
+    for i in range(chars + 1):
+        pre = b.encode(text[max(0, at - 3000) // 1024 * 1024 : at + i])
+        stream = b.spm_stream(pre[prefix_window_start(len(pre), 192):], suffix)
+        t = time.perf_counter()
+        b.context.update(stream)
+        ms.append((time.perf_counter() - t) * 1000)
+        encoded.append(b.context.last_encoded)
+    ms, encoded = ms[1:], encoded[1:]  # the first request encodes the whole stream
+    return {"p50_ms": pct(ms, 0.5), "p95_ms": pct(ms, 0.95), "tokens_per_keystroke": statistics.mean(encoded),
+            "full_encode_ms": max(ms)}
+
+
 def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | None = None, threads: int | None = None) -> dict:
     engine = Engine.load(model_dir, device, threads=threads)
     texts = real_python_texts()
@@ -51,6 +75,11 @@ def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | N
     figures["step_ms_cached"], figures["step_ms_uncached"] = st["cached"], st["uncached"]
     print(f"model {engine.name} on {engine.device}, {torch.get_num_threads()} threads")
     print(f"one canvas step (16 slots, 256-token context): cached {st['cached']:.2f} ms, uncached {st['uncached']:.2f} ms")
+    ks = keystroke_cost(engine)
+    if ks:
+        figures["keystroke"] = ks
+        print(f"context per keystroke (cached causal stream): p50 {ks['p50_ms']:.2f} ms, p95 {ks['p95_ms']:.2f} ms, "
+              f"{ks['tokens_per_keystroke']:.2f} tokens encoded; a full re-encode {ks['full_encode_ms']:.1f} ms")
     cases = {"single_line": (infill_cases(texts, n, "rest_of_line", 7), "line", 32),
              "block64": (infill_cases(texts, n, "lines", 8), "free", 64)}
     for rule in RULES:
@@ -120,7 +149,8 @@ def run_ar_baseline(ar_dir: str, n: int = 30, device: str = "cpu", threads: int 
 SPEED_DECODINGS = {  # label -> SampleOptions overrides; "ar" is the AR twin (the spm network through its causal stream)
     "diffusion τ=0.9": {},
     "diffusion one-per-step": dict(rule="one"),
-    "ar": dict(rule="ar"),
+    "ar": dict(rule="ar", draft="none"),  # plain greedy AR, one token per forward: the baseline
+    "ar + lookup drafts": dict(rule="ar", draft="lookup"),  # the same text, drafts from the document verified
 }
 
 
@@ -147,6 +177,8 @@ def run_speed(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: s
         for label, over in SPEED_DECODINGS.items():
             eng = ar_engine if over.get("rule") == "ar" else engine
             if eng is not engine and over.get("rule") == "ar":  # a separate AR network decodes causally with its prefix
+                if over.get("draft") != "none":
+                    continue
                 lat, fw, tok, em, es = [], 0, 0, 0, 0.0
                 for pre, mid, _suf in cases:
                     text, f, ms = ar_complete_line(eng, pre, max_tokens)

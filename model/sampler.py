@@ -19,6 +19,7 @@ import torch
 
 RULES = ("threshold", "entropy", "one", "ar")
 MODES = ("free", "line", "block")
+DRAFTS = ("both", "lookup", "canvas", "none")
 
 
 class Cancelled(Exception):
@@ -44,6 +45,8 @@ class SampleOptions(msgspec.Struct, kw_only=True):
     cached: bool = True  # encode fixed context once and run only the canvas each step
     prefix_budget: int = 192  # tokens kept from the end of the first piece (the default model trained with 192)
     suffix_budget: int = 64  # tokens kept from the start of the last piece (trained with 64)
+    draft: str = "lookup"  # rule=ar, greedy: verify drafts from the document (lookup), one canvas step (canvas), both, none
+    draft_tokens: int = 8  # longest draft verified in one forward
     doc_end: bool = True  # the last piece reaches the end of the document: EOS follows it unless truncated
     deadline_s: float | None = None  # wall-clock budget; past it the best draft so far is returned
 
@@ -58,6 +61,10 @@ class SampleOptions(msgspec.Struct, kw_only=True):
             raise ValueError("empty_threshold must be in [0, 1]")
         if self.gamma < 0 or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("gamma and temperature must be ≥ 0 and top_p in (0, 1]")
+        if self.draft not in DRAFTS:
+            raise ValueError(f"unknown draft source {self.draft!r}; choose one of {list(DRAFTS)}")
+        if self.draft_tokens < 1:
+            raise ValueError("draft_tokens must be ≥ 1")
         if self.max_tokens < 1 or self.grow_by < 1 or self.initial_slots < 0 or self.window < 0:
             raise ValueError("max_tokens and grow_by must be ≥ 1, initial_slots and window ≥ 0")
 
@@ -323,11 +330,25 @@ def _sample_in_turn(backend: Backend, pieces: list[str], opts: SampleOptions, ca
     return Result(texts, total)
 
 
+def lookup_draft(tokens: list[int], k: int, ngram: int = 3) -> list[int]:
+    """Prompt-lookup draft: the `k` tokens that followed the latest earlier occurrence of the last `ngram` tokens."""
+    if len(tokens) <= ngram:
+        return []
+    tail = tokens[-ngram:]
+    for i in range(len(tokens) - ngram - 1, -1, -1):
+        if tokens[i : i + ngram] == tail:
+            return tokens[i + ngram : i + ngram + k]
+    return []
+
+
 def _sample_ar(backend, toks: list[list[int]], at_end: bool, opts: SampleOptions, check_cancel, deadline, gen,
                stats: Stats, first_line_prefix: str) -> str:
-    """Left-to-right decoding through the causal context stream of an spm model: each token joins the
-    stream (one token encoded per forward) until the model predicts null, or the mode's end rule cuts."""
+    """Left-to-right decoding through the causal context stream of an spm model, until the model predicts null
+    or the mode's end rule cuts. Greedy decoding drafts several tokens and verifies them in one forward of the
+    stream (the longest run it agrees with is kept, plus its own next token): drafts come from the document
+    (prompt lookup) or from one canvas step (the diffusion head). The text is exactly plain greedy AR's."""
     stream = backend.spm_stream(toks[0], toks[1] + ([backend.eos_id] if at_end else []))
+    greedy = opts.temperature <= 0
     out: list[int] = []
     text = ""
     stats.context_encodes += 1
@@ -336,22 +357,37 @@ def _sample_ar(backend, toks: list[list[int]], at_end: bool, opts: SampleOptions
         if deadline is not None and time.perf_counter() > deadline and out:
             stats.deadline_hit = True
             break
-        logits, encoded = backend.next_logits(stream + out)
+        room = opts.max_tokens - len(out) - 1
+        draft: list[int] = []
+        if greedy and room > 0 and opts.draft in ("lookup", "both"):
+            draft = lookup_draft(toks[0] + out, min(room, opts.draft_tokens))
+        if greedy and room > 0 and not draft and opts.draft in ("canvas", "both"):
+            # its first slot is read off the stream's last token, so the verify pass always keeps it
+            draft = backend.canvas_draft(stream + out, min(room, opts.draft_tokens))
+            stats.forwards += 1
+        logits, encoded = backend.stream_logits(stream + out + draft, len(draft) + 1)  # (len(draft) + 1, V)
         stats.context_tokens += encoded
         stats.forwards += 1
         stats.steps += 1
-        logits[backend.mask_id] = -math.inf
-        logits = logits[None]  # (1, V)
+        logits[:, backend.mask_id] = -math.inf
         tok, conf, _ = _pick(logits, opts, gen)
         if not out:  # the empty-hole rule of the diffusion path: stay empty only when null is likely enough
-            _no_unsure_empty(logits, tok, conf, torch.ones(1, dtype=torch.bool), [_Hole([backend.mask_id])],
+            _no_unsure_empty(logits[:1], tok[:1], conf[:1], torch.ones(1, dtype=torch.bool), [_Hole([backend.mask_id])],
                              backend.null_ids, opts.empty_threshold)
-        stats.slots += 1
-        if int(tok) in backend.null_ids:
-            break
-        out.append(int(tok))
-        text, cut = cut_text(backend.decode(out), opts.mode, opts.block_indent, first_line_prefix)
-        if cut:
+        ended = False
+        for i, t in enumerate(tok.tolist()):  # the verified draft, then the model's own token after it
+            stats.slots += 1
+            if t in backend.null_ids:
+                ended = True
+                break
+            out.append(t)
+            text, cut = cut_text(backend.decode(out), opts.mode, opts.block_indent, first_line_prefix)
+            if cut or len(out) >= opts.max_tokens:
+                ended = True
+                break
+            if i >= len(draft) or draft[i] != t:
+                break
+        if ended:
             break
     return text
 

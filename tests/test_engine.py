@@ -404,3 +404,21 @@ def test_prefix_window_slides_in_steps():
     for n, s in zip(range(193, 193 + 3 * PREFIX_SLIDE), starts):
         assert 192 - PREFIX_SLIDE < n - s <= 192
     assert len(set(starts)) == 3  # one move per PREFIX_SLIDE tokens typed, not one per token
+
+
+def test_lookup_draft_finds_the_latest_earlier_match():
+    from model.sampler import lookup_draft
+
+    assert lookup_draft([1, 2, 3, 4, 5, 9, 1, 2, 3], 2) == [4, 5]
+    assert lookup_draft([7, 1, 2, 3, 8, 1, 2, 3, 6, 6, 1, 2, 3], 3) == [6, 6, 1]  # the latest match wins
+    assert lookup_draft([1, 2, 3], 4) == [] and lookup_draft([5, 6, 7, 8], 4) == []
+
+
+@pytest.mark.parametrize("draft", ["lookup", "canvas", "both"])
+def test_drafts_change_nothing_but_the_forward_count(spm_engine, draft):
+    prefix = PREFIX + "    x = add(1, 2)\n    y = add(1, 2)\n    z = add("  # repeats give lookup drafts something to find
+    plain = spm_engine.infill(prefix, SUFFIX, SampleOptions(rule="ar", draft="none", max_tokens=24))
+    drafted = spm_engine.infill(prefix, SUFFIX, SampleOptions(rule="ar", draft=draft, max_tokens=24))
+    assert drafted.texts == plain.texts  # a draft the model rejects changes nothing
+    if draft == "lookup":
+        assert drafted.stats.forwards <= plain.stats.forwards
