@@ -387,7 +387,7 @@ def test_spm_fills_several_holes_one_after_another(spm_engine):
 
 
 def test_speed_bench_compares_diffusion_with_its_ar_twin(spm_dir, capsys):
-    from model.bench import run_speed
+    from model.reports.bench import run_speed
 
     figs = run_speed(str(spm_dir), n=2, threads=1)
     for key in ("speedup_vs_ar_block", "speedup_vs_ar_line", "em_diff_block", "em_diff_line"):

@@ -11,7 +11,7 @@ from conftest import REPO
 
 @pytest.mark.e2e
 def test_bench_lsp_smoke(lsp_tiny_model, lsp_server_env):
-    cmd = [sys.executable, "-m", "model.bench_lsp", "--model", str(lsp_tiny_model), "--lines", "2", "--cps", "25",
+    cmd = [sys.executable, "-m", "lsp_server.bench", "--model", str(lsp_tiny_model), "--lines", "2", "--cps", "25",
            "--max-tokens", "4", "--cancel-trials", "1"]
     proc = subprocess.run(cmd, cwd=REPO, env=lsp_server_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

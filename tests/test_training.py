@@ -9,12 +9,12 @@ import random
 import pytest
 import torch
 
-from model.corpus import build_corpus, reject_reason
-from model.data import Budgets, build_example, choose_middle, infill_batch, layout_ids, mask_canvas
+from model.training.corpus import build_corpus, reject_reason
+from model.training.data import Budgets, build_example, choose_middle, infill_batch, layout_ids, mask_canvas
 from model.network import spm_attention_mask
-from model.evaluate import edit_similarity
+from model.reports.evaluate import edit_similarity
 from model.testing import sample_texts
-from model.train import read_log
+from model.training.curves import read_log
 from model.tokenizer import train_tokenizer
 
 
@@ -108,7 +108,7 @@ def test_spm_attention_mask_follows_the_layout():
 
 @pytest.mark.parametrize("route", ["spm", "ar-diffusion"])
 def test_each_loss_is_finite_and_falls(tmp_path, tok, route):
-    from model.train import TrainConfig, Trainer
+    from model.training.trainer import TrainConfig, Trainer
 
     corpus = _tiny_corpus(tmp_path, tok)
     cfg = TrainConfig(route=route, tokens=60 * 4 * 67, ar_fraction=0.0, **{**TINY, "lr": 3e-3})
@@ -146,7 +146,7 @@ def _tiny_corpus(tmp_path, tok):
 @pytest.mark.parametrize("route", ["diffusion", "ar-diffusion"])
 def test_tiny_training_run_resumes(tmp_path, tok, route):
     from model.checkpoint import load_model
-    from model.train import TrainConfig, Trainer
+    from model.training.trainer import TrainConfig, Trainer
 
     corpus = _tiny_corpus(tmp_path, tok)
     with open(corpus / "train.jsonl", "a") as f:
@@ -174,9 +174,9 @@ TINY = dict(model_preset="tiny", batch=2, warmup_steps=2, eval_every_s=1.0, pref
 
 def test_token_budget_ends_the_run_and_the_route_report_compares(tmp_path, tok):
     """Both routes for the same token budget, then the comparison: curves, quick eval, card section."""
-    from model.card import ROUTES_START
-    from model.routes import route_report
-    from model.train import TrainConfig, Trainer
+    from model.reports.card import ROUTES_START
+    from model.reports.recipes import route_report
+    from model.training.trainer import TrainConfig, Trainer
 
     corpus = _tiny_corpus(tmp_path, tok)
     runs = []
@@ -199,7 +199,7 @@ def test_token_budget_ends_the_run_and_the_route_report_compares(tmp_path, tok):
 
 
 def test_precision_choice():
-    from model.train import use_bf16
+    from model.training.trainer import use_bf16
 
     cpu = torch.device("cpu")
     assert use_bf16("bf16", cpu) and not use_bf16("fp32", cpu)
@@ -209,7 +209,7 @@ def test_precision_choice():
 
 def test_finetune_starts_from_a_model_folder(tmp_path, tok):
     from model.testing import make_tiny_model
-    from model.train import TrainConfig, Trainer
+    from model.training.trainer import TrainConfig, Trainer
 
     corpus = _tiny_corpus(tmp_path, tok)
     src = make_tiny_model(tmp_path / "src", shifted=True)
@@ -233,7 +233,7 @@ def test_torchrun_ddp_two_processes(tmp_path, tok):
     corpus = _tiny_corpus(tmp_path, tok)
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "model.cli", "train", "--preset", "smoke",
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "lsp_server.cli", "train", "--preset", "smoke",
            "--route", "diffusion", "--tokens", "2000", "--threads", "1", "--corpus", str(corpus),
            "--tokenizer", str(tmp_path / "tok.json"), "--run-dir", str(tmp_path / "ddp")]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -245,12 +245,12 @@ def test_torchrun_ddp_two_processes(tmp_path, tok):
 
 def test_corpus_token_counts_and_ship_card(tmp_path, tok):
     """Token counts land in corpus.json; shipping a run writes a card that keeps the route comparison and notes."""
-    from model.card import ship
-    from model.corpus import count_tokens
-    from model.card import ROUTES_START, TABLE_START
-    from model.evaluate import write_card_table
-    from model.routes import write_routes_section
-    from model.train import TrainConfig, Trainer
+    from model.reports.card import ship
+    from model.training.corpus import count_tokens
+    from model.reports.card import ROUTES_START, TABLE_START
+    from model.reports.evaluate import write_card_table
+    from model.reports.recipes import write_routes_section
+    from model.training.trainer import TrainConfig, Trainer
 
     corpus = _tiny_corpus(tmp_path, tok)
     (corpus / "corpus.json").write_text(json.dumps({"roots": ["x"], "candidates": 3, "rejected": {},
@@ -279,7 +279,7 @@ def test_corpus_token_counts_and_ship_card(tmp_path, tok):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_resumed_run_equals_uninterrupted(tmp_path, tok, optimizer):
-    from model.train import TrainConfig, Trainer
+    from model.training.trainer import TrainConfig, Trainer
 
     corpus = _tiny_corpus(tmp_path, tok)
     cfg = TrainConfig(route="spm", optimizer=optimizer, tokens=12 * 2 * 67, precision="fp32", **TINY)
@@ -299,7 +299,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path, tok, optimizer):
 
 
 def test_wsd_schedule_holds_the_peak_and_a_cooldown_ends_where_asked(tmp_path, tok):
-    from model.train import TrainConfig, Trainer, lr_at
+    from model.training.trainer import TrainConfig, Trainer, lr_at
 
     cfg = TrainConfig(schedule="wsd", decay_share=0.25, lr=1e-3, min_lr_ratio=0.1, warmup_steps=1)
     assert lr_at(cfg, 10, 0.5) == lr_at(cfg, 10, 0.75) == pytest.approx(1e-3)

@@ -8,9 +8,9 @@ import re
 import shutil
 from pathlib import Path
 
-from . import DEFAULT_MODEL_DIR
-from .checkpoint import load_config
-from .data import Budgets
+from .. import DEFAULT_MODEL_DIR
+from ..checkpoint import load_config
+from ..training.data import Budgets
 
 TABLE_START, TABLE_END = "<!-- eval:start -->", "<!-- eval:end -->"  # the eval table `hone eval --write-card` keeps fresh
 ROUTES_START, ROUTES_END = "<!-- routes:start -->", "<!-- routes:end -->"  # the recipe comparison of `hone routes`
@@ -79,7 +79,7 @@ def _schedule(tc: dict) -> str:
 def write_card(folder: Path, corpus_record: dict | None, eval_table: str | None = None) -> Path:
     """(Re)write MODEL_CARD.md from config, train_state.json and the corpus record, keeping the route
     comparison and any '## Notes' section already in the card, and its eval table unless one is given."""
-    from .network import Denoiser
+    from ..network import Denoiser
 
     cfg = load_config(folder)
     st = json.loads((folder / "train_state.json").read_text()) if (folder / "train_state.json").exists() else {}

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import LAYOUTS
-from .tokenizer import HoneTokenizer
+from ..config import LAYOUTS
+from ..tokenizer import HoneTokenizer
 
 MIDDLE_KINDS = ("rest_of_line", "lines", "line_and_more", "span", "empty")
 MIDDLE_WEIGHTS = (0.40, 0.25, 0.10, 0.15, 0.10)

@@ -18,15 +18,17 @@ from pathlib import Path
 
 import msgspec
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import save_model
-from .config import preset
+from ..checkpoint import save_model
+from ..config import preset
+from ..network import Denoiser
+from ..tokenizer import HoneTokenizer
 from .corpus import load_texts
-from .data import MASK_SCHEDULES, Budgets, InfillBatch, ar_batch, infill_batch, mask_canvas
-from .network import Denoiser, infill_attention_mask, spm_attention_mask
-from .tokenizer import HoneTokenizer
+from .curves import plot_losses
+from .data import MASK_SCHEDULES, Budgets, ar_batch, infill_batch
+from .heldout import evaluate_heldout, heldout_batches
+from .losses import LossModule
 
 ROUTES = ("diffusion", "ar-diffusion", "spm")
 SCHEDULES = ("cosine", "wsd")
@@ -103,53 +105,6 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     return cfg.lr * warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * frac)
 
 
-def infill_losses(model: Denoiser, batch: InfillBatch, mask_id: int, gen: torch.Generator, schedule: str = "uniform",
-                  complementary: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
-    """One forward in the model's layout -> (loss, masked-canvas CE, next-token CE over the context or None,
-    supervised positions). The masked-canvas CE is the mean over masked slots (comparable across layouts);
-    the spm layout adds next-token CE at every context position (the last one predicts the first slot)."""
-    noisy, masked = mask_canvas(batch, mask_id, gen, schedule, complementary)
-    spm = model.cfg.layout == "spm"
-    mask = spm_attention_mask(batch.canvas, batch.valid) if spm else infill_attention_mask(~batch.canvas)
-    h, _ = model.hidden(noisy, attn_mask=mask)  # (B, T, D)
-    tgt, on_canvas = batch.ids, masked
-    if model.cfg.shifted:  # the output at j-1 predicts slot j
-        h, tgt, on_canvas = h[:, :-1], tgt[:, 1:], masked[:, 1:]
-    on_context = (batch.is_context[:, :-1] & batch.valid[:, 1:]) if spm else torch.zeros_like(on_canvas)
-    sel = on_canvas | on_context
-    logits = model.head(h[sel])  # (N, V): the head only where there is a target
-    # training takes the CE in the autocast dtype: the fp32 copy of (N, V) logits was a quarter of an spm step
-    ce = F.cross_entropy(logits if model.training else logits.float(), tgt[sel], reduction="none")
-    canvas_ce = ce[on_canvas[sel]].mean()
-    if not spm:
-        return canvas_ce, canvas_ce, None, int(sel.sum())
-    context_ce = ce[on_context[sel]].mean()
-    return canvas_ce + context_ce, canvas_ce, context_ce, int(sel.sum())
-
-
-def ar_loss(model: Denoiser, ids, pad_id: int):
-    h, _ = model.hidden(ids[:, :-1], causal=True)
-    tgt = ids[:, 1:]
-    sel = tgt != pad_id
-    return F.cross_entropy(model.head(h[sel]).float(), tgt[sel])
-
-
-class LossModule(torch.nn.Module):
-    """Every objective behind one forward, so DistributedDataParallel sees (and syncs) every step.
-    -> (loss, masked-canvas CE or None, next-token CE or None, supervised positions)."""
-
-    def __init__(self, model: Denoiser, pad_id: int, mask_id: int, schedule: str = "uniform", complementary: bool = False):
-        super().__init__()
-        self.model, self.pad_id, self.mask_id = model, pad_id, mask_id
-        self.schedule, self.complementary = schedule, complementary
-
-    def forward(self, ids=None, batch: InfillBatch | None = None, gen: torch.Generator | None = None):
-        if batch is None:
-            loss = ar_loss(self.model, ids, self.pad_id)
-            return loss, None, loss, int((ids[:, 1:] != self.pad_id).sum())
-        return infill_losses(self.model, batch, self.mask_id, gen, self.schedule, self.complementary)
-
-
 class Dist:
     """torchrun's process group (NCCL on GPUs, gloo on CPUs), or a single process."""
 
@@ -213,7 +168,7 @@ class Trainer:
         self.held = load_texts(corpus / "heldout.jsonl")
         torch.manual_seed(cfg.seed)
         if init_from is not None:  # fine-tune: that model's network, weights and tokenizer
-            from .checkpoint import load_model
+            from ..checkpoint import load_model
 
             self.model, self.tok = load_model(init_from, self.device)
             self.model.float()
@@ -450,64 +405,3 @@ def make_optimizers(model: Denoiser, cfg: TrainConfig) -> list[torch.optim.Optim
     return [adamw, torch.optim.Muon(matrices, lr=cfg.lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw")]
 
 
-HELDOUT_SEED = 1234
-
-
-def heldout_batches(tok: HoneTokenizer, texts: list[str], budgets: Budgets, layout: str, n: int = 8) -> list:
-    """Fixed held-out batches with their mask-generator states: the same examples and masked slots in any layout."""
-    rng, gen = random.Random(HELDOUT_SEED), torch.Generator().manual_seed(HELDOUT_SEED)
-    out = []
-    for _ in range(n):
-        out.append((infill_batch(tok, texts, rng, budgets, 16, layout), gen.get_state()))
-        torch.rand(16 * budgets.middle, generator=gen)  # advance so each batch draws new masks
-    return out
-
-
-@torch.no_grad()
-def evaluate_heldout(model: Denoiser, batches: list, mask_id: int, device) -> dict:
-    """Held-out masked-canvas CE (and next-token CE over the context for spm models), uniform masks."""
-    was_training = model.training
-    model.eval()
-    canvas, nxt = [], []
-    for batch, state in batches:
-        _, c, x, _ = infill_losses(model, batch.to(device), mask_id, torch.Generator().set_state(state))
-        canvas.append(float(c))
-        if x is not None:
-            nxt.append(float(x))
-    model.train(was_training)
-    out = {"heldout_masked_ce": sum(canvas) / len(canvas)}
-    if nxt:
-        out["heldout_next_ce"] = sum(nxt) / len(nxt)
-    return out
-
-
-def read_log(path: Path) -> list[dict]:
-    """The records of a run's log.jsonl (none if it does not exist)."""
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-
-
-def plot_losses(logs: Path | dict[str, Path], out: Path, train_curves: bool = True) -> None:
-    """A picture of the loss log(s): training loss per phase and held-out masked CE against tokens seen."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, path in ({"this run": logs} if isinstance(logs, Path) else logs).items():
-        recs = read_log(path)
-        for phase, style in (("ar", ":"), ("diffusion", "-")) if train_curves else ():
-            pts = [(r["tokens"] / 1e6, r["loss"]) for r in recs if r.get("phase") == phase]
-            if pts:
-                ax.plot(*zip(*pts), style, alpha=0.5, label=f"{label}: train loss ({phase})")
-        pts = [(r["tokens"] / 1e6, r["heldout_masked_ce"]) for r in recs if "heldout_masked_ce" in r]
-        if pts:
-            ax.plot(*zip(*pts), "o-", label=f"{label}: held-out masked CE")
-    ax.set_xlabel("tokens seen (M)")
-    ax.set_ylabel("cross-entropy (nats)")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)

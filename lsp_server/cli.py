@@ -21,7 +21,7 @@ def _complete(a) -> int:
 
 def _corpus(a) -> int:
     from model import DEFAULT_MODEL_DIR
-    from model.corpus import build_corpus, count_tokens, default_roots
+    from model.training.corpus import build_corpus, count_tokens, default_roots
 
     roots = [Path(r) for r in a.roots] or default_roots()
     rec = build_corpus(roots, Path(a.out))
@@ -36,7 +36,7 @@ def _corpus(a) -> int:
 def _tokenizer(a) -> int:
     import random
 
-    from model.corpus import count_tokens, load_texts
+    from model.training.corpus import count_tokens, load_texts
     from model.tokenizer import train_tokenizer
 
     texts = load_texts(Path(a.corpus) / "train.jsonl")
@@ -65,7 +65,7 @@ TRAIN_PRESETS = {
 
 
 def _train(a) -> int:
-    from model.train import TrainConfig, Trainer
+    from model.training.trainer import TrainConfig, Trainer
 
     over = {k: v for k, v in dict(route=a.route, hours=a.hours, tokens=a.tokens, threads=a.threads, ar_fraction=a.ar_fraction,
                                   precision=a.precision, batch=a.batch, eval_every_s=a.eval_every, lr=a.lr,
@@ -84,14 +84,14 @@ def _train(a) -> int:
 
 
 def _eval(a) -> int:
-    from model.evaluate import main as eval_main
+    from model.reports.evaluate import main as eval_main
 
     eval_main(a.model, Path(a.corpus), a.n_line, a.n_multi, a.write_card, a.device, a.threads, a.quick)
     return 0
 
 
 def _routes(a) -> int:
-    from model.routes import route_report
+    from model.reports.recipes import route_report
 
     rep = route_report([Path(r) for r in a.runs], Path(a.corpus), Path(a.out), Path(a.card) if a.card else None,
                        a.n_line, a.n_multi, a.threads)
@@ -100,7 +100,7 @@ def _routes(a) -> int:
 
 
 def _ship(a) -> int:
-    from model.card import ship
+    from model.reports.card import ship
 
     print(ship(Path(a.run_model), Path(a.corpus)))
     return 0
@@ -108,15 +108,15 @@ def _ship(a) -> int:
 
 def _bench(a) -> int:
     if a.what == "engine":
-        from model.bench import run
+        from model.reports.bench import run
 
         run(a.model, a.n, a.device, a.ar_model, a.threads)
     elif a.what == "speed":
-        from model.bench import run_speed
+        from model.reports.bench import run_speed
 
         run_speed(a.model, a.n, a.device, a.ar_model, a.threads)
     else:
-        from model.bench_lsp import run
+        from lsp_server.bench import run
 
         run(a)
     return 0
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--device", default="cpu")
     c.add_argument("--n", type=int, default=30)
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: all free cores)")
-    from model.bench_lsp import add_args as add_lsp_bench_args
+    from lsp_server.bench import add_args as add_lsp_bench_args
 
     c.add_argument("--ar-model", default=None, help="engine: also time this autoregressive network (e.g. runs/main/ar_model)")
     add_lsp_bench_args(c)

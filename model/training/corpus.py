@@ -92,7 +92,7 @@ def build_corpus(roots: list[Path], out: Path, heldout_percent: int = HELDOUT_PE
 
 def count_tokens(corpus: Path, tokenizer_path: Path, chunk: int = 256) -> dict:
     """Count each split's tokens with a tokenizer and record them in corpus.json -> {split: tokens}."""
-    from .tokenizer import HoneTokenizer
+    from ..tokenizer import HoneTokenizer
 
     tok = HoneTokenizer.from_file(tokenizer_path)
     rec_path = corpus / "corpus.json"

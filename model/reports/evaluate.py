@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..engine import Engine
+from ..sampler import SampleOptions
+from ..training.corpus import load_texts
+from ..training.data import Budgets, choose_middle
 from .card import TABLE_END, TABLE_START, put_block
-from .corpus import load_texts
-from .data import Budgets, choose_middle
-from .engine import Engine
-from .sampler import SampleOptions
 
 DEFAULT_DECODING = "threshold τ=0.9, window 4 (default)"
 # each commit rule with the default window, then the window's effect: the same rules in any order, and strict left to right
@@ -56,8 +56,8 @@ def infill_cases(texts: list[str], n: int, kind: str, seed: int) -> list[tuple[s
 
 def heldout_ce(engine: Engine, texts: list[str], batches: int = 8) -> dict:
     """Held-out masked-canvas CE (and next-token CE for spm models) with the model's training budgets (Hone models only)."""
-    from .backends import HoneBackend
-    from .train import evaluate_heldout, heldout_batches
+    from ..backends import HoneBackend
+    from ..training.heldout import evaluate_heldout, heldout_batches
 
     b = engine.backend
     if not isinstance(b, HoneBackend):

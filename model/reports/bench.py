@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from .engine import Engine
+from ..engine import Engine
+from ..sampler import RULES, SampleOptions
 from .evaluate import infill_cases
-from .sampler import RULES, SampleOptions
 
 
 def real_python_texts(limit: int = 200) -> list[str]:
@@ -46,7 +46,7 @@ def step_times(engine: Engine, n_slots: int = 16, ctx_tokens: int = 256, reps: i
 def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
     """Per-keystroke context cost of a cached causal stream (spm models): type `chars` characters of a real file
     one at a time, updating the stream as a request would; ms and tokens encoded per keystroke."""
-    from .sampler import prefix_window_start
+    from ..sampler import prefix_window_start
 
     b = engine.backend
     if not getattr(b, "spm", False):

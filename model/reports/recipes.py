@@ -11,7 +11,7 @@ from .card import ROUTES_END, ROUTES_START, put_block
 
 def summarize(run_dir: Path) -> dict:
     """Recipe, tokens, supervised positions, speed and final held-out losses of one run folder."""
-    from .train import read_log
+    from ..training.curves import read_log
 
     state = json.loads((run_dir / "model" / "train_state.json").read_text())
     tc = state["train_config"]
@@ -30,10 +30,10 @@ def summarize(run_dir: Path) -> dict:
 def route_report(run_dirs: list[Path], corpus: Path, out_png: Path, card: Path | None = None,
                  n_line: int = 60, n_multi: int = 20, threads: int | None = None) -> dict:
     """Summaries + a quick infill eval (default decoding) of each run; the curves in one picture; a card section."""
-    from .corpus import load_texts
-    from .engine import Engine
+    from ..engine import Engine
+    from ..training.corpus import load_texts
+    from ..training.curves import plot_losses
     from .evaluate import DEFAULT_DECODING, run_eval
-    from .train import plot_losses
 
     texts = load_texts(corpus / "heldout.jsonl")
     rows = []

@@ -1,0 +1,1 @@
+"""Reports on trained models: evaluation, model cards, recipe comparisons, engine benchmarks."""

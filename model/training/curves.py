@@ -1,0 +1,38 @@
+"""A run's loss log (log.jsonl) and its picture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a run's log.jsonl (none if it does not exist)."""
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def plot_losses(logs: Path | dict[str, Path], out: Path, train_curves: bool = True) -> None:
+    """A picture of the loss log(s): training loss per phase and held-out masked CE against tokens seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, path in ({"this run": logs} if isinstance(logs, Path) else logs).items():
+        recs = read_log(path)
+        for phase, style in (("ar", ":"), ("diffusion", "-")) if train_curves else ():
+            pts = [(r["tokens"] / 1e6, r["loss"]) for r in recs if r.get("phase") == phase]
+            if pts:
+                ax.plot(*zip(*pts), style, alpha=0.5, label=f"{label}: train loss ({phase})")
+        pts = [(r["tokens"] / 1e6, r["heldout_masked_ce"]) for r in recs if "heldout_masked_ce" in r]
+        if pts:
+            ax.plot(*zip(*pts), "o-", label=f"{label}: held-out masked CE")
+    ax.set_xlabel("tokens seen (M)")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,43 @@
+"""Fixed held-out batches and the losses on them: the same examples and masked slots in every layout, so
+runs of different recipes compare on equal terms."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from ..network import Denoiser
+from ..tokenizer import HoneTokenizer
+from .data import Budgets, infill_batch
+from .losses import infill_losses
+
+HELDOUT_SEED = 1234
+
+
+def heldout_batches(tok: HoneTokenizer, texts: list[str], budgets: Budgets, layout: str, n: int = 8) -> list:
+    """Fixed held-out batches with their mask-generator states: the same examples and masked slots in any layout."""
+    rng, gen = random.Random(HELDOUT_SEED), torch.Generator().manual_seed(HELDOUT_SEED)
+    out = []
+    for _ in range(n):
+        out.append((infill_batch(tok, texts, rng, budgets, 16, layout), gen.get_state()))
+        torch.rand(16 * budgets.middle, generator=gen)  # advance so each batch draws new masks
+    return out
+
+
+@torch.no_grad()
+def evaluate_heldout(model: Denoiser, batches: list, mask_id: int, device) -> dict:
+    """Held-out masked-canvas CE (and next-token CE over the context for spm models), uniform masks."""
+    was_training = model.training
+    model.eval()
+    canvas, nxt = [], []
+    for batch, state in batches:
+        _, c, x, _ = infill_losses(model, batch.to(device), mask_id, torch.Generator().set_state(state))
+        canvas.append(float(c))
+        if x is not None:
+            nxt.append(float(x))
+    model.train(was_training)
+    out = {"heldout_masked_ce": sum(canvas) / len(canvas)}
+    if nxt:
+        out["heldout_next_ce"] = sum(nxt) / len(nxt)
+    return out
