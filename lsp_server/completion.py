@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from model.types import SampleOptions
+
 from .context import Context, build_context, cut_after, cut_before, detect_eol, sanitize, window_chars
 from .documents import Document
 from .postprocess import clean, clean_span
@@ -22,20 +24,18 @@ MAX_BETWEEN_HOLES_CHARS = 16_384  # text between the first and last hole goes to
 COMMAND_DEADLINE_S = 30.0  # rewrites and holes are asked for explicitly: a longer budget than typing gets
 
 
-def _defaults() -> Any:
-    """The engine's SampleOptions type, imported lazily: torch loads in the background, not at import."""
-    from model.sampler import SampleOptions
+def engine_defaults(engine: Any) -> SampleOptions:
+    """The options an engine serves with when no setting says otherwise: the token budgets its model was trained
+    with (the model folder's config.json). Engines that do not say get SampleOptions' own defaults."""
+    f = getattr(engine, "default_options", None)
+    return f() if f is not None else SampleOptions()
 
-    return SampleOptions
 
-
-def sample_options(settings: Settings, *, doc_end: bool = True, **over: Any) -> Any:
-    """SampleOptions from the settings (budgets and other knobs keep the engine's defaults)."""
-    SampleOptions = _defaults()
-
+def sample_options(settings: Settings, base: SampleOptions | None = None, *, doc_end: bool = True, **over: Any) -> SampleOptions:
+    """SampleOptions from the settings over `base` (the engine's defaults: budgets and other knobs)."""
     kw: dict[str, Any] = dict(rule=settings.commit_rule, threshold=settings.threshold, max_tokens=settings.max_tokens,
                               deadline_s=settings.deadline_ms / 1000 if settings.deadline_ms else None, doc_end=doc_end)
-    return SampleOptions(**(kw | over))
+    return msgspec.structs.replace(base or SampleOptions(), **(kw | over))
 
 
 def engine_max_len(engine: Any) -> int | None:
@@ -75,12 +75,11 @@ class CompletionPlan:
         return clean(raw, self.context)
 
 
-def plan_completion(text: str, offset: int, settings: Settings, max_len: int | None = None) -> CompletionPlan:
-    SampleOptions = _defaults()
-    base = SampleOptions()
+def plan_completion(text: str, offset: int, settings: Settings, max_len: int | None = None,
+                    base: SampleOptions | None = None) -> CompletionPlan:
+    base = base or SampleOptions()
     ctx = build_context(text, offset, settings.mode, base.prefix_budget, base.suffix_budget)
-    opts = sample_options(settings, doc_end=ctx.doc_end, mode=ctx.mode,
-                          block_indent=ctx.block_indent)
+    opts = sample_options(settings, base, doc_end=ctx.doc_end, mode=ctx.mode, block_indent=ctx.block_indent)
     return CompletionPlan(ctx, fit_canvas(opts, max_len))
 
 
@@ -93,7 +92,8 @@ def run_completion(engine: Any, plan: CompletionPlan, cancel: threading.Event | 
 def complete_file(engine: Any, text: str, line: int, col: int, settings: Settings | None = None) -> str:
     """The completion at 0-based `line` and `col` (UTF-16 code units, as LSP counts) of `text`."""
     doc = Document("file", text)
-    plan = plan_completion(text, doc.offset_at(line, col), settings or Settings(), engine_max_len(engine))
+    plan = plan_completion(text, doc.offset_at(line, col), settings or Settings(), engine_max_len(engine),
+                           engine_defaults(engine))
     return run_completion(engine, plan)[0]
 
 
@@ -127,7 +127,7 @@ def find_holes(text: str) -> list[int]:
     return out
 
 
-def plan_fill(text: str, settings: Settings) -> SpanPlan | None:
+def plan_fill(text: str, settings: Settings, base: SampleOptions | None = None) -> SpanPlan | None:
     """Every `???` becomes a hole, all filled in one pass; None when there is none. ValueError when the
     holes are too many or too far apart for one canvas."""
     holes = find_holes(text)
@@ -138,25 +138,25 @@ def plan_fill(text: str, settings: Settings) -> SpanPlan | None:
     if holes[-1] - holes[0] > MAX_BETWEEN_HOLES_CHARS:
         raise ValueError(f"the holes span {holes[-1] - holes[0]} characters; keep them within "
                          f"{MAX_BETWEEN_HOLES_CHARS} of each other")
-    base = _defaults()()
+    base = base or SampleOptions()
     first, _ = cut_before(text, holes[0], window_chars(base.prefix_budget))
     last, doc_end = cut_after(text, holes[-1] + len(HOLE), window_chars(base.suffix_budget))
     middles = [text[a + len(HOLE) : b] for a, b in zip(holes, holes[1:])]
     pieces = [sanitize(p) for p in [first, *middles, last]]
-    opts = sample_options(settings, doc_end=doc_end, mode="free", **_command_deadline(settings))
+    opts = sample_options(settings, base, doc_end=doc_end, mode="free", **_command_deadline(settings))
     return SpanPlan(pieces, [(h, h + len(HOLE)) for h in holes], opts, detect_eol(first + last))
 
 
-def plan_rewrite(text: str, start: int, end: int, n_tokens: int, settings: Settings) -> SpanPlan:
+def plan_rewrite(text: str, start: int, end: int, n_tokens: int, settings: Settings,
+                 base: SampleOptions | None = None) -> SpanPlan:
     """Replace text[start:end] by a hole of about its token length (n_tokens)."""
     start, end = sorted((max(0, min(start, len(text))), max(0, min(end, len(text)))))
-    base = _defaults()()
+    base = base or SampleOptions()
     before, _ = cut_before(text, start, window_chars(base.prefix_budget))
     after, doc_end = cut_after(text, end, window_chars(base.suffix_budget))
     if n_tokens > 0:
         size = dict(initial_slots=min(n_tokens, 1024), max_tokens=min(1024, n_tokens + max(8, n_tokens // 2)))
     else:
         size = {}
-    opts = sample_options(settings, doc_end=doc_end, mode="free", **size,
-                          **_command_deadline(settings))
+    opts = sample_options(settings, base, doc_end=doc_end, mode="free", **size, **_command_deadline(settings))
     return SpanPlan([sanitize(before), sanitize(after)], [(start, end)], opts, detect_eol(before + text[start:end] + after))

@@ -102,7 +102,6 @@ class Context:
 
     prefix: str
     suffix: str
-    doc_start: bool  # the prefix window reaches the start of the document
     doc_end: bool  # the suffix window reaches the end of the document
     line_prefix: str  # the cursor line left of the cursor
     line_suffix: str  # the cursor line right of the cursor
@@ -116,7 +115,7 @@ def build_context(text: str, offset: int, setting_mode: str = "auto", prefix_tok
                   suffix_tokens: int = 64) -> Context:
     """The context at `offset` (a code point offset into the document)."""
     offset = max(0, min(offset, len(text)))
-    raw_prefix, doc_start = cut_before(text, offset, window_chars(prefix_tokens))
+    raw_prefix, _ = cut_before(text, offset, window_chars(prefix_tokens))
     raw_suffix, doc_end = cut_after(text, offset, window_chars(suffix_tokens))
     prefix, suffix = sanitize(raw_prefix), sanitize(raw_suffix)
     before_lines = prefix.split("\n")
@@ -124,5 +123,5 @@ def build_context(text: str, offset: int, setting_mode: str = "auto", prefix_tok
     line_suffix = suffix.split("\n", 1)[0]
     prev_line = next((ln for ln in reversed(before_lines[:-1]) if ln.strip()), None)
     mode, block_indent = decide_mode(setting_mode, line_prefix, line_suffix, prev_line)
-    return Context(prefix, suffix, doc_start, doc_end, line_prefix, line_suffix, mode, block_indent,
+    return Context(prefix, suffix, doc_end, line_prefix, line_suffix, mode, block_indent,
                    detect_eol(raw_prefix + raw_suffix), detect_indent_unit(before_lines))

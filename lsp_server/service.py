@@ -17,9 +17,11 @@ from typing import Any, Callable
 
 import msgspec
 
+from model.types import Cancelled
+
 from .cache import LRU, TypedThrough, context_key
 from .context import sanitize
-from .completion import SpanPlan, engine_max_len, plan_completion, plan_fill, plan_rewrite, run_completion
+from .completion import SpanPlan, engine_defaults, engine_max_len, plan_completion, plan_fill, plan_rewrite, run_completion
 from .debounce import Debouncer
 from .documents import DocumentStore
 from .models import ModelManager, Target
@@ -64,8 +66,6 @@ def _infer(engine: Any, plan: Any, cancel: threading.Event) -> tuple[str, Any] |
     """Runs on the worker thread; None when cancelled (before starting or between steps)."""
     if cancel.is_set():
         return None
-    from model.sampler import Cancelled
-
     try:
         return run_completion(engine, plan, cancel)
     except Cancelled:
@@ -75,8 +75,6 @@ def _infer(engine: Any, plan: Any, cancel: threading.Event) -> tuple[str, Any] |
 def _fill(engine: Any, make_plan: Callable[[Any, str], SpanPlan | None], text: str, cancel: threading.Event):
     if cancel.is_set():
         return None
-    from model.sampler import Cancelled
-
     plan = make_plan(engine, text)
     if plan is None:
         return plan, None
@@ -242,7 +240,7 @@ class Service:
             if engine is None:
                 c.empty += 1
                 return None
-            plan = plan_completion(text, offset, self.settings, engine_max_len(engine))
+            plan = plan_completion(text, offset, self.settings, engine_max_len(engine), engine_defaults(engine))
             key = context_key(plan.context, self.settings, self.models.target)
             if cancel.is_set():
                 c.superseded += 1
@@ -321,7 +319,8 @@ class Service:
 
     async def fill_holes(self, uri: str) -> EditResult:
         settings = self.settings
-        return await self._edit(uri, lambda engine, text: plan_fill(text, settings), "no ??? holes in the document")
+        return await self._edit(uri, lambda engine, text: plan_fill(text, settings, engine_defaults(engine)),
+                                "no ??? holes in the document")
 
     async def rewrite(self, uri: str, start: Position, end: Position) -> EditResult:
         doc = self.documents.get(uri)
@@ -332,7 +331,7 @@ class Service:
 
         def make(engine: Any, text: str) -> SpanPlan:
             n = engine.count_tokens(sanitize(text[a:b])) if b > a else 0
-            return plan_rewrite(text, a, b, n, settings)
+            return plan_rewrite(text, a, b, n, settings, engine_defaults(engine))
 
         return await self._edit(uri, make, "")
 

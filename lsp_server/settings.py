@@ -27,7 +27,6 @@ class Settings(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
 
 
 FIELDS = {f.encode_name for f in msgspec.structs.fields(Settings)}
-RELOAD_KEYS = ("model", "device", "trustRemoteCode")  # changing these loads the model again
 
 
 def unwrap(raw: Any) -> Any:

@@ -11,7 +11,8 @@ import torch
 from . import DEFAULT_MODEL_DIR
 from .backends import HFBackend, HoneBackend
 from .checkpoint import CheckpointError, load_model, read_json
-from .sampler import Result, SampleOptions, sample
+from .sampler import sample
+from .types import Result, SampleOptions
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -84,6 +85,13 @@ class Engine:
         if isinstance(b, HoneBackend):
             return b.model.cfg.max_seq_len - b.spm  # the spm stream carries a second BOS
         return getattr(b.model.config, "max_position_embeddings", None)
+
+    def default_options(self) -> SampleOptions:
+        """Sampling defaults with the token budgets this model was trained with (its config.json)."""
+        if isinstance(self.backend, HoneBackend):
+            cfg = self.backend.model.cfg
+            return SampleOptions(prefix_budget=cfg.prefix_tokens, suffix_budget=cfg.suffix_tokens)
+        return SampleOptions()
 
     def count_tokens(self, text: str) -> int:
         return len(self.backend.encode(text))

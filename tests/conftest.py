@@ -50,7 +50,7 @@ class FakeEngine:
         self.lock = threading.Lock()
 
     def _wait(self, cancel):
-        from model.sampler import Cancelled
+        from model.types import Cancelled
 
         self.started.set()
         while self.hold and not self.release.wait(0.002):
@@ -62,7 +62,7 @@ class FakeEngine:
             raise Cancelled()
 
     def _result(self, texts):
-        from model.sampler import Result, Stats
+        from model.types import Result, Stats
 
         return Result(texts, Stats(forwards=4, tokens=8, tokens_per_forward=2.0))
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 from model.backends import HoneBackend
 from model.checkpoint import CheckpointError, load_model
 from model.engine import Engine
-from model.sampler import Cancelled, SampleOptions, cut_text, select_commits
+from model.sampler import cut_text, select_commits
+from model.types import Cancelled, SampleOptions
 from model.testing import make_tiny_hf_model, make_tiny_model
 from model.tokenizer import HoneTokenizer
 

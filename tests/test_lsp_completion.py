@@ -6,7 +6,7 @@ import pytest
 from lsp_server.completion import (MAX_HOLES, engine_max_len, find_holes, fit_canvas, plan_completion, plan_fill,
                                    plan_rewrite, sample_options)
 from lsp_server.settings import Settings
-from model.sampler import SampleOptions
+from model.types import SampleOptions
 
 
 def test_sample_options_follow_settings():
@@ -41,7 +41,7 @@ def test_plan_completion_windows_and_mode():
     text = "x = 1\n" * 5000 + "def f():\n    \n" + "y = 2\n" * 5000
     plan = plan_completion(text, text.index("    \n") + 4, Settings(max_tokens=40))
     assert plan.opts.mode == "block" and plan.opts.block_indent == 4 and plan.opts.max_tokens == 40
-    assert not plan.context.doc_start and not plan.opts.doc_end
+    assert not plan.opts.doc_end
     assert plan_completion("a = ", 4, Settings()).opts.doc_end
 
 

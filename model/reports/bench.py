@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..engine import Engine
-from ..sampler import RULES, SampleOptions
+from ..types import RULES, SampleOptions
 from .evaluate import infill_cases
 
 

@@ -37,7 +37,7 @@ def _unevaluated(folder: Path) -> str:
 
 def _segments(st: dict, tc: dict) -> str:
     segs = st.get("segments") or [{"machine": platform.machine() + " CPU", "threads": tc.get("threads"),
-                                   "precision": "bf16 autocast" if tc.get("bf16") else tc.get("precision", "?"),
+                                   "precision": tc.get("precision", "?"),
                                    "processes": 1, "from_step": 0, "to_step": st.get("step"), "minutes": st.get("hours", 0) * 60}]
     return "\n".join(f"  - steps {g['from_step']}–{g['to_step']} ({g['minutes']:.0f} min): {g['machine']}, {g['precision']}, "
                      f"{g['threads']} thread(s) × {g['processes']} process(es)" + _speed(g) for g in segs)

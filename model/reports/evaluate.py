@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from ..engine import Engine
-from ..sampler import SampleOptions
+from ..types import SampleOptions
 from ..training.corpus import load_texts
 from ..training.data import Budgets, choose_middle
 from .card import TABLE_END, TABLE_START, put_block

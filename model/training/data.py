@@ -13,10 +13,10 @@ import torch
 
 from ..config import LAYOUTS
 from ..tokenizer import HoneTokenizer
+from ..types import GROW_SLOTS, LINE_SLOTS
 
 MIDDLE_KINDS = ("rest_of_line", "lines", "line_and_more", "span", "empty")
 MIDDLE_WEIGHTS = (0.40, 0.25, 0.10, 0.15, 0.10)
-ENGINE_SLOTS = 8  # the sampler starts a hole at this many slots and grows it by as many
 # masking-rate ranges: uniform over (0.02, 1] (MDLM, today's), or clipped away from the extremes,
 # where a row carries almost no signal (t≈0) or almost no context (t≈1)
 MASK_SCHEDULES = {"uniform": (0.02, 1.0), "clipped": (0.2, 0.8)}
@@ -85,7 +85,7 @@ def build_example(tok: HoneTokenizer, text: str, rng: random.Random, b: Budgets)
     else:
         n = min(b.middle, max(1, L + rng.randint(0, max(4, L))))
         if rng.random() < 0.5:  # the engine's canvases: 8 slots, grown by 8 while content fills them
-            n = min(b.middle, max(ENGINE_SLOTS, -(-L // ENGINE_SLOTS) * ENGINE_SLOTS))
+            n = min(b.middle, max(LINE_SLOTS, -(-L // GROW_SLOTS) * GROW_SLOTS))
         canvas = mid_t + [tok.null_id] * (n - L)
     return Example(pre_t[-b.prefix :] if b.prefix else [], canvas, suf_t[: b.suffix], ends)
 
