@@ -18,7 +18,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="", help="model folder (default: the shipped model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for inference (default: half the free cores, at least one)")
+                   help="CPU threads for inference (default: the free cores, as every hone command)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a third-party model folder to run its own Python code")
     p.add_argument("--log-file", help="write logs here instead of stderr")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -19,23 +18,12 @@ class Target:
     trust_remote_code: bool
 
 
-def server_threads() -> int:
-    """CPU threads for inference: half the free cores, at least one. An editor machine is rarely idle,
-    and a forward whose threads compete with other busy processes slows down many times (measured
-    here: 16 steps took 0.4 s on one thread, 4-8 s on two while another process kept both cores busy)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // 2)
-
-
 def load_engine(target: Target, threads: int | None = None) -> Any:
     """Import the engine lazily (torch takes a while) and load the model folder."""
     from model.engine import Engine
 
     return Engine.load(target.model or None, target.device, trust_remote_code=target.trust_remote_code,
-                       threads=threads or server_threads())
+                       threads=threads)
 
 
 def default_model_label(target: Target) -> str:

@@ -118,120 +118,140 @@ async def _apply(ls: HoneServer, result: EditResult, label: str) -> dict:
     return {"applied": bool(answer.applied), "edits": len(result.edits), "message": message}
 
 
+def initialize(ls: HoneServer, params: types.InitializeParams) -> None:
+    ls.loop = asyncio.get_running_loop()
+    encoding = ls.workspace.position_encoding
+    ls.service.documents.encoding = str(getattr(encoding, "value", encoding) or "utf-16")
+    for problem in ls.service.configure(params.initialization_options, initial=True):
+        ls.show(problem)
+    ls.initialized = True
+
+
+def initialized(ls: HoneServer, params: types.InitializedParams) -> None:
+    ls.client_ready = True
+    ls.service.publish_status(force=True)
+
+
+def shutdown(ls: HoneServer, params: None) -> None:
+    ls.service.close()
+
+
+async def did_change_configuration(ls: HoneServer, params: types.DidChangeConfigurationParams) -> None:
+    raw = params.settings
+    ws = ls.client_capabilities.workspace if ls.initialized else None
+    if not raw and ws is not None and ws.configuration:  # the client wants us to pull
+        items = [types.ConfigurationItem(section="hone")]
+        raw = (await ls.workspace_configuration_async(types.ConfigurationParams(items=items)))[0]
+    for problem in ls.service.configure(raw, initial=False):
+        ls.show(problem)
+    ls.service.publish_status()
+
+
+def did_open(ls: HoneServer, params: types.DidOpenTextDocumentParams) -> None:
+    td = params.text_document
+    ls.service.documents.open(td.uri, td.text, td.version)
+
+
+def did_change(ls: HoneServer, params: types.DidChangeTextDocumentParams) -> None:
+    doc = ls.service.documents.get(params.text_document.uri)
+    if doc is None:
+        log.warning("didChange for a document that is not open: %s", params.text_document.uri)
+        return
+    for change in params.content_changes:
+        if isinstance(change, types.TextDocumentContentChangePartial):
+            r = change.range
+            doc.apply(change.text, (r.start.line, r.start.character), (r.end.line, r.end.character))
+        else:
+            doc.apply(change.text)
+    doc.version = params.text_document.version
+
+
+def did_close(ls: HoneServer, params: types.DidCloseTextDocumentParams) -> None:
+    ls.service.cancel_document(params.text_document.uri)
+    ls.service.documents.close(params.text_document.uri)
+    ls.service.typed.forget(params.text_document.uri)
+
+
+async def inline_completion(ls: HoneServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+    ls.require_initialized()
+    explicit = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+    info = params.context.selected_completion_info
+    selected = None if info is None else ((info.range.start.line, info.range.start.character),
+                                          (info.range.end.line, info.range.end.character), info.text)
+    c = await ls.service.complete(params.text_document.uri, params.position.line, params.position.character,
+                                  explicit=explicit, selected=selected)
+    if c is None:
+        return types.InlineCompletionList(items=[])
+    here = _position(c.position)
+    end = here if c.replace_end is None else _position(c.replace_end)
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=c.text,
+                                                                        range=types.Range(here, end))])
+
+
+async def completion(ls: HoneServer, params: types.CompletionParams) -> types.CompletionList:
+    ls.require_initialized()
+    # no explicit flag: clients send "Invoked" for every identifier typed, so these are debounced too
+    c = await ls.service.complete(params.text_document.uri, params.position.line, params.position.character)
+    if c is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    here = _position(c.position)
+    first = c.text.strip().splitlines()[0] if c.text.strip() else c.text
+    item = types.CompletionItem(
+        label=first if len(first) <= 60 else first[:59] + "…",
+        kind=types.CompletionItemKind.Text,
+        detail="Hone",
+        documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{c.text}\n```"),
+        text_edit=types.TextEdit(range=types.Range(here, here), new_text=c.text),
+        insert_text_format=types.InsertTextFormat.PlainText,
+        insert_text_mode=types.InsertTextMode.AsIs,  # the text already carries its indentation
+        sort_text="0",
+        preselect=True,
+    )
+    return types.CompletionList(is_incomplete=True, items=[item])
+
+
+async def rewrite_selection(ls: HoneServer, *args: Any) -> dict:
+    ls.require_initialized()
+    try:
+        uri, raw_range = args
+        if not isinstance(uri, str):
+            raise TypeError("uri must be a string")
+        r = _converter.structure(raw_range, types.Range)
+    except Exception as e:
+        raise JsonRpcInvalidParams(f"{REWRITE} takes (uri, range): {e}") from e
+    result = await ls.service.rewrite(uri, (r.start.line, r.start.character), (r.end.line, r.end.character))
+    return await _apply(ls, result, "Hone: rewrite selection")
+
+
+async def fill_holes(ls: HoneServer, *args: Any) -> dict:
+    ls.require_initialized()
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise JsonRpcInvalidParams(f"{FILL_HOLES} takes (uri)")
+    result = await ls.service.fill_holes(args[0])
+    return await _apply(ls, result, "Hone: fill holes")
+
+
+def stats(ls: HoneServer, params: Any) -> dict:
+    return {**msgspec.to_builtins(ls.service.counters), "status": ls.service.status()}
+
+
+FEATURES = [  # (LSP method, options, handler): registered by build_server
+    (types.INITIALIZE, None, initialize),
+    (types.INITIALIZED, None, initialized),
+    (types.SHUTDOWN, None, shutdown),
+    (types.WORKSPACE_DID_CHANGE_CONFIGURATION, None, did_change_configuration),
+    (types.TEXT_DOCUMENT_DID_OPEN, None, did_open),
+    (types.TEXT_DOCUMENT_DID_CHANGE, None, did_change),
+    (types.TEXT_DOCUMENT_DID_CLOSE, None, did_close),
+    (types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions(), inline_completion),
+    (types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", "["]), completion),
+    (STATS, None, stats),
+]
+COMMANDS = [(REWRITE, rewrite_selection), (FILL_HOLES, fill_holes)]
+
+
 def _register(server: HoneServer) -> None:
-    @server.feature(types.INITIALIZE)
-    def initialize(ls: HoneServer, params: types.InitializeParams) -> None:
-        ls.loop = asyncio.get_running_loop()
-        encoding = ls.workspace.position_encoding
-        ls.service.documents.encoding = str(getattr(encoding, "value", encoding) or "utf-16")
-        for problem in ls.service.configure(params.initialization_options, initial=True):
-            ls.show(problem)
-        ls.initialized = True
-
-    @server.feature(types.INITIALIZED)
-    def initialized(ls: HoneServer, params: types.InitializedParams) -> None:
-        ls.client_ready = True
-        ls.service.publish_status(force=True)
-
-    @server.feature(types.SHUTDOWN)
-    def shutdown(ls: HoneServer, params: None) -> None:
-        ls.service.close()
-
-    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
-    async def did_change_configuration(ls: HoneServer, params: types.DidChangeConfigurationParams) -> None:
-        raw = params.settings
-        ws = ls.client_capabilities.workspace if ls.initialized else None
-        if not raw and ws is not None and ws.configuration:  # the client wants us to pull
-            items = [types.ConfigurationItem(section="hone")]
-            raw = (await ls.workspace_configuration_async(types.ConfigurationParams(items=items)))[0]
-        for problem in ls.service.configure(raw, initial=False):
-            ls.show(problem)
-        ls.service.publish_status()
-
-    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
-    def did_open(ls: HoneServer, params: types.DidOpenTextDocumentParams) -> None:
-        td = params.text_document
-        ls.service.documents.open(td.uri, td.text, td.version)
-
-    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
-    def did_change(ls: HoneServer, params: types.DidChangeTextDocumentParams) -> None:
-        doc = ls.service.documents.get(params.text_document.uri)
-        if doc is None:
-            log.warning("didChange for a document that is not open: %s", params.text_document.uri)
-            return
-        for change in params.content_changes:
-            if isinstance(change, types.TextDocumentContentChangePartial):
-                r = change.range
-                doc.apply(change.text, (r.start.line, r.start.character), (r.end.line, r.end.character))
-            else:
-                doc.apply(change.text)
-        doc.version = params.text_document.version
-
-    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
-    def did_close(ls: HoneServer, params: types.DidCloseTextDocumentParams) -> None:
-        ls.service.cancel_document(params.text_document.uri)
-        ls.service.documents.close(params.text_document.uri)
-        ls.service.typed.forget(params.text_document.uri)
-
-    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
-    async def inline_completion(ls: HoneServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
-        ls.require_initialized()
-        explicit = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        info = params.context.selected_completion_info
-        selected = None if info is None else ((info.range.start.line, info.range.start.character),
-                                              (info.range.end.line, info.range.end.character), info.text)
-        c = await ls.service.complete(params.text_document.uri, params.position.line, params.position.character,
-                                      explicit=explicit, selected=selected)
-        if c is None:
-            return types.InlineCompletionList(items=[])
-        here = _position(c.position)
-        end = here if c.replace_end is None else _position(c.replace_end)
-        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=c.text,
-                                                                            range=types.Range(here, end))])
-
-    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", "["]))
-    async def completion(ls: HoneServer, params: types.CompletionParams) -> types.CompletionList:
-        ls.require_initialized()
-        # no explicit flag: clients send "Invoked" for every identifier typed, so these are debounced too
-        c = await ls.service.complete(params.text_document.uri, params.position.line, params.position.character)
-        if c is None:
-            return types.CompletionList(is_incomplete=True, items=[])
-        here = _position(c.position)
-        first = c.text.strip().splitlines()[0] if c.text.strip() else c.text
-        item = types.CompletionItem(
-            label=first if len(first) <= 60 else first[:59] + "…",
-            kind=types.CompletionItemKind.Text,
-            detail="Hone",
-            documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{c.text}\n```"),
-            text_edit=types.TextEdit(range=types.Range(here, here), new_text=c.text),
-            insert_text_format=types.InsertTextFormat.PlainText,
-            insert_text_mode=types.InsertTextMode.AsIs,  # the text already carries its indentation
-            sort_text="0",
-            preselect=True,
-        )
-        return types.CompletionList(is_incomplete=True, items=[item])
-
-    @server.command(REWRITE)
-    async def rewrite_selection(ls: HoneServer, *args: Any) -> dict:
-        ls.require_initialized()
-        try:
-            uri, raw_range = args
-            if not isinstance(uri, str):
-                raise TypeError("uri must be a string")
-            r = _converter.structure(raw_range, types.Range)
-        except Exception as e:
-            raise JsonRpcInvalidParams(f"{REWRITE} takes (uri, range): {e}") from e
-        result = await ls.service.rewrite(uri, (r.start.line, r.start.character), (r.end.line, r.end.character))
-        return await _apply(ls, result, "Hone: rewrite selection")
-
-    @server.command(FILL_HOLES)
-    async def fill_holes(ls: HoneServer, *args: Any) -> dict:
-        ls.require_initialized()
-        if len(args) != 1 or not isinstance(args[0], str):
-            raise JsonRpcInvalidParams(f"{FILL_HOLES} takes (uri)")
-        result = await ls.service.fill_holes(args[0])
-        return await _apply(ls, result, "Hone: fill holes")
-
-    @server.feature(STATS)
-    def stats(ls: HoneServer, params: Any) -> dict:
-        return {**msgspec.to_builtins(ls.service.counters), "status": ls.service.status()}
+    for method, options, handler in FEATURES:
+        server.feature(method, options)(handler)
+    for name, handler in COMMANDS:
+        server.command(name)(handler)

@@ -6,20 +6,24 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from model.types import RULES, SampleOptions
+
 Device = Literal["auto", "cpu", "cuda", "mps"]
-CommitRule = Literal["threshold", "entropy", "one"]
+CommitRule = Literal[RULES]
 Mode = Literal["auto", "line", "block"]
+_ENGINE = SampleOptions()  # the sampling defaults are the engine's; the extension's package.json is checked against these
 
 
 class Settings(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
-    """Field names are camelCase on the wire (`maxTokens`); defaults match the VS Code extension."""
+    """Field names are camelCase on the wire (`maxTokens`); the one source of the defaults (a test checks the
+    VS Code extension's package.json against them)."""
 
     enabled: bool = True  # serve completions at all (commands still work)
     model: str = ""  # model folder; "" = the --model flag, else the shipped default
     device: Device = "auto"  # "auto" = the --device flag, else cuda → mps → cpu
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 64  # most tokens in one completion (per hole)
-    threshold: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.9  # τ of the threshold commit rule
-    commit_rule: CommitRule = "threshold"  # which masked slots the sampler fixes each step
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1024)] = _ENGINE.max_tokens  # most tokens in one completion (per hole)
+    threshold: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = _ENGINE.threshold  # τ of the threshold commit rule
+    commit_rule: CommitRule = _ENGINE.rule  # which masked slots the sampler fixes each step
     debounce_ms: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 30  # base wait before running the model
     trust_remote_code: bool = False  # run a third-party model's own Python code (initializationOptions only)
     mode: Mode = "auto"  # auto: finish the line mid-line, a block after ':'; or force line / block

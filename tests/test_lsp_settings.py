@@ -1,17 +1,27 @@
 """Settings: defaults, the accepted wrappers, per-key rejection, and trustRemoteCode's one way in."""
 
+import json
+from pathlib import Path
+
 import msgspec
 import pytest
 
 from lsp_server.settings import Settings, merge, needs_reload, unwrap
+from model.types import RULES, SampleOptions
 
 
 def test_defaults_match_the_extension():
-    s = Settings()
-    assert msgspec.to_builtins(s) == {
-        "enabled": True, "model": "", "device": "auto", "maxTokens": 64, "threshold": 0.9,
-        "commitRule": "threshold", "debounceMs": 30, "trustRemoteCode": False, "mode": "auto", "deadlineMs": 1500,
-    }
+    """Settings is the one source of the defaults: every hone.* setting the server knows has the same default
+    (and the same choices) in the extension's package.json; the engine's sampling defaults are Settings' own."""
+    manifest = json.loads((Path(__file__).parents[1] / "extension" / "package.json").read_text())
+    props = manifest["contributes"]["configuration"]["properties"]
+    ours = msgspec.to_builtins(Settings())
+    assert set(ours) <= {k.removeprefix("hone.") for k in props}
+    for key, value in ours.items():
+        assert props[f"hone.{key}"]["default"] == value, key
+    assert props["hone.commitRule"]["enum"] == list(RULES)
+    engine = SampleOptions()
+    assert (ours["maxTokens"], ours["threshold"], ours["commitRule"]) == (engine.max_tokens, engine.threshold, engine.rule)
 
 
 @pytest.mark.parametrize("raw", [{"settings": {"hone": {"maxTokens": 12}}}, {"hone": {"maxTokens": 12}},

@@ -2,7 +2,7 @@
 // Pure module (no `vscode` import) so it is unit tested without VS Code.
 
 export const DEVICES = ['auto', 'cpu', 'cuda', 'mps'] as const;
-export const COMMIT_RULES = ['threshold', 'entropy', 'one'] as const;
+export const COMMIT_RULES = ['threshold', 'entropy', 'one', 'ar'] as const;
 export const MODES = ['auto', 'line', 'block'] as const;
 
 export type Device = (typeof DEVICES)[number];
