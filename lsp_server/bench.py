@@ -151,25 +151,23 @@ async def _type_line(c: _Client, uri: str, line: int, col0: int, typed: str, cps
     return results
 
 
-async def _run(args: argparse.Namespace) -> dict:
-    model = getattr(args, "model", None)
-    device = getattr(args, "device", "cpu") or "cpu"
-    n_lines = getattr(args, "lines", 12)
-    cps = getattr(args, "cps", 8.0)
-    trials = getattr(args, "cancel_trials", 5)
+def _bench_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     if getattr(args, "max_tokens", None):
         settings["maxTokens"] = args.max_tokens
     if getattr(args, "deadline_ms", None) is not None:
         settings["deadlineMs"] = args.deadline_ms
-    rng = random.Random(getattr(args, "seed", 0))
+    return settings
+
+
+async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dict, float, float]:
+    """Spawn the server, initialize it and wait for a first completion -> (client, status, ms to first
+    completion, ms to model ready)."""
+    device = getattr(args, "device", "cpu") or "cpu"
     log_file = Path(tempfile.mkdtemp(prefix="hone-bench-lsp-")) / "server.log"
     cmd = [sys.executable, "-m", "lsp_server", "--device", device, "--log-file", str(log_file)]
-    if model:
-        cmd += ["--model", str(model)]
-
-    from pygls.exceptions import JsonRpcRequestCancelled
-
+    if getattr(args, "model", None):
+        cmd += ["--model", str(args.model)]
     c = _Client()
     t = c.types
     t_spawn = time.perf_counter()
@@ -186,8 +184,14 @@ async def _run(args: argparse.Namespace) -> dict:
     print(f"process start to model ready: {ready_ms:.0f} ms; to first completion: {startup_ms:.0f} ms")
     if status.get("state") == "error":
         raise SystemExit(f"the server could not load the model: {status.get('message')}")
+    return c, status, startup_ms, ready_ms
 
-    cases = typing_cases(n_lines, getattr(args, "seed", 0))
+
+async def _typing(c: _Client, args: argparse.Namespace, cps: float) -> tuple[list[tuple[float, bool]], list[float], dict]:
+    """Type one line of each case -> (per keystroke: ms and whether a suggestion came, the ms after each line's
+    last key, the server's counters over the typing)."""
+    rng = random.Random(getattr(args, "seed", 0))
+    cases = typing_cases(getattr(args, "lines", 12), getattr(args, "seed", 0))
     before = await c.stats()
     per_key: list[tuple[float, bool]] = []
     pauses: list[float] = []  # the last keystroke of each line: the typist stops and waits for it
@@ -202,9 +206,14 @@ async def _run(args: argparse.Namespace) -> dict:
         print(f"  {name:28s} {len(typed):3d} keys, {len(shown):3d} suggestions, p50 {pct(shown, 0.5) or 0:7.1f} ms")
         c.close(uri)
     after = await c.stats()
-    delta = {k: after[k] - before[k] for k in after}
+    return per_key, pauses, {k: after[k] - before[k] for k in after}
 
-    # $/cancelRequest: a long block completion, cancelled once the model runs
+
+async def _cancels(c: _Client, settings: dict, trials: int) -> tuple[list[float], float]:
+    """$/cancelRequest on a long block completion once the model runs -> (ms to each answer, ms of the next request)."""
+    from pygls.exceptions import JsonRpcRequestCancelled
+
+    t = c.types
     c.configure({**settings, "maxTokens": 512, "deadlineMs": 0, "mode": "block"})
     c.open("file:///bench/cancel.py", "class Store:\n    def load(self, path):\n        ")
     acks = []
@@ -224,8 +233,15 @@ async def _run(args: argparse.Namespace) -> dict:
     # the worker frees itself at its next denoising step: time a request right after a cancel
     t0 = time.perf_counter()
     await c.inline("file:///bench/cancel.py", 1, 8, explicit=True)
-    after_cancel_ms = (time.perf_counter() - t0) * 1000
+    return acks, (time.perf_counter() - t0) * 1000
 
+
+async def _run(args: argparse.Namespace) -> dict:
+    cps = getattr(args, "cps", 8.0)
+    settings = _bench_settings(args)
+    c, status, startup_ms, ready_ms = await _start(args, settings)
+    per_key, pauses, delta = await _typing(c, args, cps)
+    acks, after_cancel_ms = await _cancels(c, settings, getattr(args, "cancel_trials", 5))
     await c.lc.shutdown_async(None)
     c.lc.exit(None)
     await c.lc.stop()
@@ -247,20 +263,24 @@ async def _run(args: argparse.Namespace) -> dict:
         "request_after_cancel_ms": after_cancel_ms,
         "cps": cps, "settings": settings,
     }
-    print(f"{len(per_key)} keystrokes at {cps:g} chars/s: {len(shown)} suggestions "
-          f"({figures['answered_rate']:.0%}), {delta['modelRuns']} model runs, {delta['superseded']} superseded")
-    if shown:
-        print(f"suggestion latency: p50 {figures['inline_p50_ms']:.1f} ms, p95 {figures['inline_p95_ms']:.1f} ms")
-    if pauses:
-        print(f"answer after the last key of a line: p50 {figures['pause_p50_ms']:.1f} ms, "
-              f"p95 {figures['pause_p95_ms']:.1f} ms")
-    print(f"served without the model: {figures['cache_hit_rate']:.1%} "
-          f"({delta['typedThrough']} typed-through, {delta['cacheHits']} repeated contexts)")
-    if acks:
-        print(f"$/cancelRequest to answer: p50 {figures['cancel_to_ack_p50_ms']:.1f} ms, "
-              f"max {figures['cancel_to_ack_max_ms']:.1f} ms; next request {after_cancel_ms:.0f} ms")
-    print(json.dumps(figures))
+    _report(figures, delta)
     return figures
+
+
+def _report(figures: dict, delta: dict) -> None:
+    f = figures
+    print(f"{f['keystrokes']} keystrokes at {f['cps']:g} chars/s: {f['suggestions']} suggestions "
+          f"({f['answered_rate']:.0%}), {delta['modelRuns']} model runs, {delta['superseded']} superseded")
+    if f["suggestions"]:
+        print(f"suggestion latency: p50 {f['inline_p50_ms']:.1f} ms, p95 {f['inline_p95_ms']:.1f} ms")
+    if f["pause_p50_ms"] is not None:
+        print(f"answer after the last key of a line: p50 {f['pause_p50_ms']:.1f} ms, p95 {f['pause_p95_ms']:.1f} ms")
+    print(f"served without the model: {f['cache_hit_rate']:.1%} "
+          f"({delta['typedThrough']} typed-through, {delta['cacheHits']} repeated contexts)")
+    if f["cancel_to_ack_p50_ms"] is not None:
+        print(f"$/cancelRequest to answer: p50 {f['cancel_to_ack_p50_ms']:.1f} ms, "
+              f"max {f['cancel_to_ack_max_ms']:.1f} ms; next request {f['request_after_cancel_ms']:.0f} ms")
+    print(json.dumps(figures))
 
 
 def run(args: argparse.Namespace) -> dict:

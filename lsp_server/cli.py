@@ -122,10 +122,7 @@ def _bench(a) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="hone", description="Hone: diffusion code completion")
-    sub = p.add_subparsers(dest="cmd", required=True)
-
+def _args_complete(sub) -> None:
     c = sub.add_parser("complete", help="print a completion for FILE at LINE COL (0-based, like LSP)")
     c.add_argument("file")
     c.add_argument("line", type=int)
@@ -135,12 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--trust-remote-code", action="store_true")
     c.set_defaults(fn=_complete)
 
+
+def _args_corpus(sub) -> None:
     c = sub.add_parser("corpus", help="gather and deduplicate Python sources")
     c.add_argument("roots", nargs="*", help="folders (default: this interpreter's stdlib and site-packages)")
     c.add_argument("--out", default="data/corpus")
     c.add_argument("--tokenizer", default=None, help="count tokens with this tokenizer.json (default: the shipped one)")
     c.set_defaults(fn=_corpus)
 
+
+def _args_tokenizer(sub) -> None:
     c = sub.add_parser("tokenizer", help="train the byte-level BPE on a corpus")
     c.add_argument("--corpus", default="data/corpus")
     c.add_argument("--out", default="data/tokenizer.json")
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--max-chars", type=int, default=40_000_000)
     c.set_defaults(fn=_tokenizer)
 
+
+def _args_train(sub) -> None:
     c = sub.add_parser("train", help="train (or resume) a model; Ctrl-C checkpoints and stops")
     c.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="cpu")
     c.add_argument("--corpus", default="data/corpus")
@@ -177,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--init-from", default=None, help="fine-tune from this model folder (e.g. on your own code)")
     c.set_defaults(fn=_train)
 
+
+def _args_eval(sub) -> None:
     c = sub.add_parser("eval", help="held-out loss and infill quality per commit rule")
     c.add_argument("--model", default=None)
     c.add_argument("--corpus", default="data/corpus")
@@ -188,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--quick", action="store_true", help="only the default decoding (not every commit rule and window)")
     c.set_defaults(fn=_eval)
 
+
+def _args_routes(sub) -> None:
     c = sub.add_parser("routes", help="compare runs of several recipes (same token budget): curves, eval, card section")
     c.add_argument("runs", nargs="+", help="run folders, e.g. runs/recipe-spm runs/recipe-ar-then-diffusion")
     c.add_argument("--corpus", default="data/corpus")
@@ -198,11 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--threads", type=int, default=None)
     c.set_defaults(fn=_routes)
 
+
+def _args_ship(sub) -> None:
     c = sub.add_parser("ship", help="copy a run's model folder into the package as the default model")
     c.add_argument("run_model", help="e.g. runs/main/model")
     c.add_argument("--corpus", default="data/corpus")
     c.set_defaults(fn=_ship)
 
+
+def _args_bench(sub) -> None:
     c = sub.add_parser("bench", help="benchmarks: engine, speed (diffusion vs its AR twin) or lsp")
     c.add_argument("what", choices=["engine", "speed", "lsp"])
     c.add_argument("--model", default=None)
@@ -215,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     add_lsp_bench_args(c)
     c.set_defaults(fn=_bench)
 
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hone", description="Hone: diffusion code completion")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for add in (_args_complete, _args_corpus, _args_tokenizer, _args_train, _args_eval, _args_routes, _args_ship, _args_bench):
+        add(sub)
     a = p.parse_args(argv)
     return a.fn(a)
 

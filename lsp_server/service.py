@@ -250,27 +250,8 @@ class Service:
                 if not virtual:
                     self.typed.remember(uri, text, offset, hit)
                 return Completion(hit, pos, "cache") if hit else None
-            if delay:
-                await asyncio.sleep(delay)
-            if cancel.is_set():
-                c.superseded += 1
-                return None
-            t0 = self._clock()
-            try:
-                out = await self._run(_infer, engine, plan, cancel, cancel=cancel,
-                                      record=self._recorder(t0, lambda out: out[1]))
-            except Exception:  # a model failure answers nothing for this request; the server stays up
-                log.exception("completion failed at %s:%d:%d", uri, line, character)
-                c.errors += 1
-                return None
-            if out is None:
-                c.superseded += 1
-                return None
-            completion = out[0]
-            c.model_runs += 1
-            self.recent.put(key, completion)
-            if cancel.is_set():  # finished, but a newer request for this document came meanwhile
-                c.superseded += 1
+            completion = await self._model_completion(engine, plan, key, cancel, delay, f"{uri}:{line}:{character}")
+            if completion is None:
                 return None
             if not virtual:
                 self.typed.remember(uri, text, offset, completion)
@@ -280,6 +261,33 @@ class Service:
             return Completion(completion, pos, "model")
         finally:
             self._end(uri, cancel)
+
+    async def _model_completion(self, engine: Any, plan: Any, key: bytes, cancel: threading.Event, delay: float,
+                                where: str) -> str | None:
+        """After the debounce, the model's (cleaned) completion, remembered for its context; None when a newer
+        request superseded this one or the model failed."""
+        c = self.counters
+        if delay:
+            await asyncio.sleep(delay)
+        if cancel.is_set():
+            c.superseded += 1
+            return None
+        t0 = self._clock()
+        try:
+            out = await self._run(_infer, engine, plan, cancel, cancel=cancel, record=self._recorder(t0, lambda out: out[1]))
+        except Exception:  # a model failure answers nothing for this request; the server stays up
+            log.exception("completion failed at %s", where)
+            c.errors += 1
+            return None
+        if out is None:
+            c.superseded += 1
+            return None
+        c.model_runs += 1
+        self.recent.put(key, out[0])
+        if cancel.is_set():  # finished, but a newer request for this document came meanwhile
+            c.superseded += 1
+            return None
+        return out[0]
 
     # ---- commands ---------------------------------------------------------------------------------
 

@@ -136,107 +136,132 @@ def sample(
         raise ValueError("need at least two pieces (prefix and suffix) around one hole")
     if backend.max_holes is not None and len(pieces) - 1 > backend.max_holes:
         return _sample_in_turn(backend, pieces, opts, cancel, seed)
-    t0 = time.perf_counter()
-    deadline = None if opts.deadline_s is None else t0 + opts.deadline_s
-    gen = None if seed is None else torch.Generator().manual_seed(seed)
-    toks = [backend.encode(p) for p in pieces]
-    toks[0] = toks[0][prefix_window_start(len(toks[0]), opts.prefix_budget) :] if opts.prefix_budget else []
-    at_end = opts.doc_end and len(toks[-1]) <= opts.suffix_budget
-    toks[-1] = toks[-1][: opts.suffix_budget]
-    start = opts.initial_slots or (LINE_SLOTS if opts.mode == "line" else BLOCK_SLOTS)
-    holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens)) for _ in range(len(pieces) - 1)]
-    first_line_prefix = pieces[0].rsplit("\n", 1)[-1]
-    stats = Stats()
-    null_ids = backend.null_ids
+    if opts.rule == "ar" and not getattr(backend, "spm", False):
+        raise ValueError("commit rule 'ar' (autoregressive decoding) needs a Hone model with the spm layout")
+    req = _Request(backend, pieces, opts, cancel, seed)
+    if opts.rule == "ar":
+        req.holes[0].text = _sample_ar(req)
+        req.holes[0].done = True
+    else:
+        while True:  # denoise the canvas; grow the holes that filled up with content, and again
+            req.check_cancel()
+            ids, slot_pos = _layout(backend, req.toks, req.holes, req.at_end)
+            session = backend.session(ids, slot_pos, opts.cached)
+            req.stats.context_encodes += 1
+            req.stats.context_tokens += session.encoded
+            req.denoise(session)
+            if req.stats.deadline_hit or not req.grow():
+                break
+    return req.result()
 
-    def check_cancel():
-        if cancel is not None and cancel.is_set():
+
+class _Request:
+    """One sample() call: its token pieces, holes, clock and counters, and the steps that move them on."""
+
+    def __init__(self, backend: Backend, pieces: list[str], opts: SampleOptions, cancel, seed):
+        self.backend, self.opts, self.cancel = backend, opts, cancel
+        self.t0 = time.perf_counter()
+        self.deadline = None if opts.deadline_s is None else self.t0 + opts.deadline_s
+        self.gen = None if seed is None else torch.Generator().manual_seed(seed)
+        toks = [backend.encode(p) for p in pieces]
+        toks[0] = toks[0][prefix_window_start(len(toks[0]), opts.prefix_budget) :] if opts.prefix_budget else []
+        self.at_end = opts.doc_end and len(toks[-1]) <= opts.suffix_budget
+        toks[-1] = toks[-1][: opts.suffix_budget]
+        self.toks = toks
+        start = opts.initial_slots or (LINE_SLOTS if opts.mode == "line" else BLOCK_SLOTS)
+        self.holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens)) for _ in range(len(pieces) - 1)]
+        self.first_line_prefix = pieces[0].rsplit("\n", 1)[-1]
+        self.stats = Stats()
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
             raise Cancelled()
 
-    def finish(hole: _Hole, final: bool) -> None:
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+    def finish(self, hole: _Hole, final: bool) -> None:
         """Decide whether a hole is complete: content run before the first null/undecided slot."""
+        b = self.backend
         run: list[int] = []
         closed = False
         for t in hole.slots:
-            if t == backend.mask_id:
+            if t == b.mask_id:
                 break
-            if t in null_ids:
+            if t in b.null_ids:
                 closed = True
                 break
             run.append(t)
         else:
             closed = final
-        text = backend.decode(run)
-        kept, cut = cut_text(text, opts.mode, opts.block_indent, first_line_prefix if hole is holes[0] else "")
+        kept, cut = cut_text(b.decode(run), self.opts.mode, self.opts.block_indent,
+                             self.first_line_prefix if hole is self.holes[0] else "")
         hole.text, hole.cut = kept, cut
         hole.done = closed or cut
 
-    if opts.rule == "ar":
-        if not getattr(backend, "spm", False):
-            raise ValueError("commit rule 'ar' (autoregressive decoding) needs a Hone model with the spm layout")
-        holes[0].text = _sample_ar(backend, toks, at_end, opts, check_cancel, deadline, gen, stats, first_line_prefix)
-        holes[0].done = True
-    while opts.rule != "ar":
-        check_cancel()
-        ids, slot_pos = _layout(backend, toks, holes, at_end)
-        session = backend.session(ids, slot_pos, opts.cached)
-        stats.context_encodes += 1
-        stats.context_tokens += session.encoded
+    def masked(self, canvas: torch.Tensor) -> torch.Tensor:
+        """Undecided slots of open holes (the slots of finished holes are frozen)."""
+        masked = canvas == self.backend.mask_id
+        for h, sl in _spans(self.holes):
+            if h.done:
+                masked[sl] = False
+        return masked
+
+    def denoise(self, session: Session) -> None:
+        """Commit slots step by step until every hole is finished or fully decided (or the deadline passes)."""
+        b, opts, holes, stats = self.backend, self.opts, self.holes, self.stats
         last_logits = None
-        while True:
-            open_holes = [h for h in holes if not h.done]
-            if not open_holes:
-                break
-            check_cancel()
+        while any(not h.done for h in holes):
+            self.check_cancel()
             canvas = torch.tensor([t for h in holes for t in h.slots])
-            masked = canvas == backend.mask_id
-            for h, sl in _spans(holes):  # slots of finished holes are frozen: nothing there needs committing
-                if h.done:
-                    masked[sl] = False
+            masked = self.masked(canvas)
             if not bool(masked.any()):
                 break
-            if deadline is not None and time.perf_counter() > deadline and last_logits is not None:
+            if self.past_deadline() and last_logits is not None:  # the best draft: every undecided slot at once
                 stats.deadline_hit = True
-                tok = last_logits.argmax(-1)
-                canvas = torch.where(masked, tok, canvas)
-                _scatter(holes, canvas.tolist())
+                _scatter(holes, torch.where(masked, last_logits.argmax(-1), canvas).tolist())
                 for h in holes:
-                    finish(h, final=True)
+                    self.finish(h, final=True)
                 break
             logits = session.predict(canvas)  # (n, V)
-            logits[:, backend.mask_id] = -math.inf  # a committed slot must leave the mask state
+            logits[:, b.mask_id] = -math.inf  # a committed slot must leave the mask state
             stats.forwards += 1
             last_logits = logits
-            tok, conf, ent = _pick(logits, opts, gen)
-            _no_unsure_empty(logits, tok, conf, masked, holes, null_ids, opts.empty_threshold)
+            tok, conf, ent = _pick(logits, opts, self.gen)
+            _no_unsure_empty(logits, tok, conf, masked, holes, b.null_ids, opts.empty_threshold)
             chosen = select_commits(conf, ent, _window(masked, holes, opts.window), opts)
-            chosen |= _null_tail(tok, masked, holes, null_ids)
-            canvas = torch.where(chosen, tok, canvas)
+            chosen |= _null_tail(tok, masked, holes, b.null_ids)
             stats.slots += int(chosen.sum())
-            _scatter(holes, canvas.tolist())
+            _scatter(holes, torch.where(chosen, tok, canvas).tolist())
             for h in holes:
                 if h.done:
                     continue
                 # nulls close a hole: content is left-aligned, so every later slot is unused too
                 for i, t in enumerate(h.slots):
-                    if t in null_ids:
+                    if t in b.null_ids:
                         h.slots[i + 1 :] = [t] * (len(h.slots) - i - 1)
                         break
-                finish(h, final=False)
-        grow = [h for h in holes if not h.done and backend.mask_id not in h.slots and len(h.slots) < opts.max_tokens]
-        if stats.deadline_hit or not grow:
-            break
+                self.finish(h, final=False)
+
+    def grow(self) -> bool:
+        """Enlarge the open holes whose slots all hold content (their middle may go on); False if none can."""
+        opts, mask = self.opts, self.backend.mask_id
+        grow = [h for h in self.holes if not h.done and mask not in h.slots and len(h.slots) < opts.max_tokens]
         for h in grow:
-            h.slots += [backend.mask_id] * min(opts.grow_by, opts.max_tokens - len(h.slots))
-            stats.grew += 1
-    for h in holes:
-        if not h.done:
-            finish(h, final=True)
-    texts = [h.text for h in holes]
-    stats.tokens = sum(len(backend.encode(t)) for t in texts)
-    stats.tokens_per_forward = stats.tokens / max(1, stats.forwards)
-    stats.wall_ms = (time.perf_counter() - t0) * 1000
-    return Result(texts, stats)
+            h.slots += [mask] * min(opts.grow_by, opts.max_tokens - len(h.slots))
+            self.stats.grew += 1
+        return bool(grow)
+
+    def result(self) -> Result:
+        for h in self.holes:
+            if not h.done:
+                self.finish(h, final=True)
+        texts = [h.text for h in self.holes]
+        s = self.stats
+        s.tokens = sum(len(self.backend.encode(t)) for t in texts)
+        s.tokens_per_forward = s.tokens / max(1, s.forwards)
+        s.wall_ms = (time.perf_counter() - self.t0) * 1000
+        return Result(texts, s)
 
 
 def _sample_in_turn(backend: Backend, pieces: list[str], opts: SampleOptions, cancel, seed) -> Result:
@@ -271,20 +296,20 @@ def lookup_draft(tokens: list[int], k: int, ngram: int = 3) -> list[int]:
     return []
 
 
-def _sample_ar(backend, toks: list[list[int]], at_end: bool, opts: SampleOptions, check_cancel, deadline, gen,
-               stats: Stats, first_line_prefix: str) -> str:
+def _sample_ar(req: _Request) -> str:
     """Left-to-right decoding through the causal context stream of an spm model, until the model predicts null
     or the mode's end rule cuts. Greedy decoding drafts several tokens and verifies them in one forward of the
     stream (the longest run it agrees with is kept, plus its own next token): drafts come from the document
     (prompt lookup) or from one canvas step (the diffusion head). The text is exactly plain greedy AR's."""
-    stream = backend.spm_stream(toks[0], toks[1] + ([backend.eos_id] if at_end else []))
+    backend, toks, opts, stats = req.backend, req.toks, req.opts, req.stats
+    stream = backend.spm_stream(toks[0], toks[1] + ([backend.eos_id] if req.at_end else []))
     greedy = opts.temperature <= 0
     out: list[int] = []
     text = ""
     stats.context_encodes += 1
     while len(out) < opts.max_tokens:
-        check_cancel()
-        if deadline is not None and time.perf_counter() > deadline and out:
+        req.check_cancel()
+        if req.past_deadline() and out:
             stats.deadline_hit = True
             break
         room = opts.max_tokens - len(out) - 1
@@ -299,7 +324,7 @@ def _sample_ar(backend, toks: list[list[int]], at_end: bool, opts: SampleOptions
         stats.context_tokens += encoded
         stats.forwards += 1
         logits[:, backend.mask_id] = -math.inf
-        tok, conf, _ = _pick(logits, opts, gen)
+        tok, conf, _ = _pick(logits, opts, req.gen)
         if not out:  # the empty-hole rule of the diffusion path: stay empty only when null is likely enough
             _no_unsure_empty(logits[:1], tok[:1], conf[:1], torch.ones(1, dtype=torch.bool), [_Hole([backend.mask_id])],
                              backend.null_ids, opts.empty_threshold)
@@ -310,7 +335,7 @@ def _sample_ar(backend, toks: list[list[int]], at_end: bool, opts: SampleOptions
                 ended = True
                 break
             out.append(t)
-            text, cut = cut_text(backend.decode(out), opts.mode, opts.block_indent, first_line_prefix)
+            text, cut = cut_text(backend.decode(out), opts.mode, opts.block_indent, req.first_line_prefix)
             if cut or len(out) >= opts.max_tokens:
                 ended = True
                 break

@@ -286,7 +286,7 @@ class Trainer:
 
     def run(self, steps: int | None = None):
         """Train to the end of the schedule (or `steps` more steps), checkpointing on the way and at the end."""
-        cfg, b = self.cfg, self.budgets
+        cfg = self.cfg
         stop_at = None if steps is None else self.step + steps
         stop = {"flag": False}
 
@@ -294,16 +294,8 @@ class Trainer:
             stop["flag"] = True  # finish the step, checkpoint, exit
 
         old = [signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)]
-        n_params = self.model.num_parameters()
-        if self.dist.main:
-            print(f"model {n_params / 1e6:.2f}M params, route {cfg.route} (layout {self.model.cfg.layout}), {cfg.optimizer}, "
-                  f"masks {cfg.mask_schedule}{' complementary' if cfg.complementary else ''}, {len(self.texts)} files "
-                  f"({self.skipped} skipped), seq {b.seq_len}, {'bf16 autocast' if self.bf16 else 'fp32'} on {self.device}, "
-                  f"{cfg.threads} thread(s) x {self.dist.world} process(es)")
-        seg = {"machine": machine_name(self.device), "precision": "bf16 autocast" if self.bf16 else "fp32",
-               "threads": cfg.threads, "processes": self.dist.world, "from_step": self.step, "to_step": self.step,
-               "minutes": 0.0}
-        self.segments.append(seg)
+        self._announce()
+        seg = self._new_segment()
         seg_start, seg_tokens = self.elapsed, self.tokens_seen
         by_tokens = cfg.tokens > 0
         done = (lambda: self.tokens_seen) if by_tokens else (lambda: int(self.elapsed))
@@ -315,33 +307,7 @@ class Trainer:
         try:
             while self.progress < 1.0:
                 t0 = time.perf_counter()
-                lr = lr_at(cfg, self.step, self.progress)
-                for opt in self.opts:
-                    for g in opt.param_groups:
-                        g["lr"] = lr
-                ar = self.in_ar_phase()
-                if not ar and cfg.route == "ar-diffusion" and self.phase_switch_step is None:
-                    self.phase_switch_step = self.step
-                    self.log({"step": self.step, "event": "switch to masked diffusion"})
-                    # the AR network as it is now: the same-size autoregressive baseline for `hone bench`
-                    save_model(self.run_dir / "ar_model", self.model, self.tok, dtype=torch.bfloat16)
-                with self._autocast():
-                    if ar:
-                        ids = ar_batch(self.tok, self.texts, self.rng, b.seq_len, cfg.batch).to(self.device)
-                        loss, canvas_ce, next_ce, n_sup = self.loss_fn(ids)
-                    else:
-                        batch = infill_batch(self.tok, self.texts, self.rng, b, cfg.batch, self.model.cfg.layout,
-                                             pairs=cfg.complementary)
-                        loss, canvas_ce, next_ce, n_sup = self.loss_fn(batch=batch.to(self.device), gen=self.gen)
-                for opt in self.opts:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
-                for opt in self.opts:
-                    opt.step()
-                self.step += 1
-                self.tokens_seen += cfg.batch * b.seq_len * self.dist.world
-                self.supervised += n_sup * self.dist.world
+                lr, ar, (loss, canvas_ce, next_ce) = self._step()
                 lv = loss.item()
                 dt, stopping = self.dist.agree(time.perf_counter() - t0, stop["flag"] or self.step == stop_at)
                 self.elapsed += dt
@@ -353,9 +319,7 @@ class Trainer:
                 if self.step % 20 == 0:
                     rec = {"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen, "supervised": self.supervised,
                            "phase": "ar" if ar else "diffusion", "loss": lv, "lr": lr}
-                    for k, v in (("canvas_ce", canvas_ce), ("next_ce", next_ce)):
-                        if v is not None:
-                            rec[k] = float(v.detach())
+                    rec |= {k: float(v.detach()) for k, v in (("canvas_ce", canvas_ce), ("next_ce", next_ce)) if v is not None}
                     self.log(rec)
                 if stopping:
                     break
@@ -371,6 +335,53 @@ class Trainer:
             print(f"done: step {self.step}, {self.tokens_seen / 1e6:.2f}M tokens, held-out {_fmt(held)}")
         self.dist.close()
         return held
+
+    def _announce(self) -> None:
+        cfg, b = self.cfg, self.budgets
+        if self.dist.main:
+            print(f"model {self.model.num_parameters() / 1e6:.2f}M params, route {cfg.route} (layout {self.model.cfg.layout}), "
+                  f"{cfg.optimizer}, masks {cfg.mask_schedule}{' complementary' if cfg.complementary else ''}, "
+                  f"{len(self.texts)} files ({self.skipped} skipped), seq {b.seq_len}, "
+                  f"{'bf16 autocast' if self.bf16 else 'fp32'} on {self.device}, {cfg.threads} thread(s) x {self.dist.world} process(es)")
+
+    def _new_segment(self) -> dict:
+        """This run() of the schedule: where it runs, how, which steps (kept in the state and the card)."""
+        seg = {"machine": machine_name(self.device), "precision": "bf16 autocast" if self.bf16 else "fp32",
+               "threads": self.cfg.threads, "processes": self.dist.world, "from_step": self.step, "to_step": self.step,
+               "minutes": 0.0}
+        self.segments.append(seg)
+        return seg
+
+    def _step(self):
+        """One optimizer step -> (lr, whether it was an AR-phase step, (loss, masked-canvas CE, next-token CE))."""
+        cfg, b = self.cfg, self.budgets
+        lr = lr_at(cfg, self.step, self.progress)
+        for opt in self.opts:
+            for g in opt.param_groups:
+                g["lr"] = lr
+        ar = self.in_ar_phase()
+        if not ar and cfg.route == "ar-diffusion" and self.phase_switch_step is None:
+            self.phase_switch_step = self.step
+            self.log({"step": self.step, "event": "switch to masked diffusion"})
+            # the AR network as it is now: the same-size autoregressive baseline for `hone bench`
+            save_model(self.run_dir / "ar_model", self.model, self.tok, dtype=torch.bfloat16)
+        with self._autocast():
+            if ar:
+                ids = ar_batch(self.tok, self.texts, self.rng, b.seq_len, cfg.batch).to(self.device)
+                loss, canvas_ce, next_ce, n_sup = self.loss_fn(ids)
+            else:
+                batch = infill_batch(self.tok, self.texts, self.rng, b, cfg.batch, self.model.cfg.layout, pairs=cfg.complementary)
+                loss, canvas_ce, next_ce, n_sup = self.loss_fn(batch=batch.to(self.device), gen=self.gen)
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+        for opt in self.opts:
+            opt.step()
+        self.step += 1
+        self.tokens_seen += cfg.batch * b.seq_len * self.dist.world
+        self.supervised += n_sup * self.dist.world
+        return lr, ar, (loss, canvas_ce, next_ce)
 
     def _checkpoint(self) -> dict | None:
         """Held-out losses into the log, then state + model folder (the main process only)."""
