@@ -14,6 +14,45 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
+def tok():
+    """A small BPE trained on standard-library sources (for training tests)."""
+    from model.testing import sample_texts
+    from model.tokenizer import train_tokenizer
+
+    return train_tokenizer(sample_texts(), vocab_size=600, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised model folder (infill layout) for engine tests."""
+    from model.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_dir):
+    from model.engine import Engine
+
+    return Engine.load(tiny_dir, "cpu", threads=1)
+
+
+@pytest.fixture(scope="session")
+def spm_dir(tmp_path_factory) -> Path:
+    """The same, in the spm layout (causal context stream + canvas block)."""
+    from model.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("spm"), layout="spm", shifted=True)
+
+
+@pytest.fixture(scope="session")
+def spm_engine(spm_dir):
+    from model.engine import Engine
+
+    return Engine.load(spm_dir, "cpu", threads=1)
+
+
+@pytest.fixture(scope="session")
 def lsp_tiny_model(tmp_path_factory) -> Path:
     """A tiny randomly initialised model folder: real network and tokenizer, gibberish text."""
     from model.testing import make_tiny_model

@@ -1,11 +1,10 @@
-"""Context windows, sanitising, the line/block decision, and post-processing."""
+"""Context windows, sanitising, and the line/block decision."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from lsp_server.context import (MAX_WINDOW_CHARS, WINDOW_GRID, build_context, cut_after, cut_before, decide_mode, detect_indent_unit,
                                 sanitize)
-from lsp_server.postprocess import bracket_errors, clean, drop_line_overlap, drop_repeated_lines, reindent, strip_trailing
 
 chars = st.sampled_from(list("ab :(\t") + ["\n", "\r\n", "\r", "😀", "\ud800", "\x00", "\u2028"])
 texts = st.lists(chars, max_size=300).map("".join)
@@ -75,39 +74,3 @@ def test_build_context_crlf_and_tabs():
     assert ctx.mode == "block" and ctx.block_indent == 2
     assert "\r" not in ctx.prefix
     assert detect_indent_unit(["def f():", "    pass"]) == "    "
-
-
-def test_bracket_errors():
-    assert bracket_errors("print(f(x))") == 0
-    assert bracket_errors("print(f(x)") == 1
-    assert bracket_errors("foo(a, b))") == 1
-    assert bracket_errors("s = ')' + x") == 0
-    assert bracket_errors("x = 1  # )") == 0
-
-
-def test_overlap_with_the_right_of_the_cursor():
-    assert drop_line_overlap("a, b)", "foo(", ")") == "a, b"
-    assert drop_line_overlap("f(x)", "print(", ")") == "f(x)"  # the ")" the model wrote closes f(
-    assert drop_line_overlap("x):", "def f(", "):") == "x"
-    assert drop_line_overlap("new_value", "return ", "value") == "new_"
-    assert drop_line_overlap("41", "x = ", "1 + y") == "41"  # one digit may be new content
-    assert drop_line_overlap("abc", "", "") == "abc"
-
-
-def test_repeated_lines_and_reindent_and_trailing():
-    assert drop_repeated_lines("x = 1\n    return x", "\n    return x\n") == "x = 1"
-    assert drop_repeated_lines("x = 1", "\nx = 1") == "x = 1"
-    assert reindent("if a:\n        b\n    c", "\t") == "if a:\n\t\tb\n\tc"
-    assert reindent("if a:\n\tb", "    ") == "if a:\n    b"
-    assert strip_trailing("a  \nb  \n  \n", keep_last=False) == "a\nb"
-    assert strip_trailing("a + ", keep_last=True) == "a + "
-
-
-def test_clean_end_to_end():
-    ctx = build_context("def f(x):\r\n    ", len("def f(x):\r\n    "))
-    assert clean("    return x  \n    y = 2\n\n", ctx) == "return x\r\n    y = 2"
-    line = build_context("print(", 6)
-    assert clean("x)\nmore", line) == "x)"
-    mid = build_context("foo()", 4)
-    assert clean("a, b)", mid) == "a, b"
-    assert clean("   \n  ", mid) == ""

@@ -1,0 +1,41 @@
+"""Shared helpers for the sampler and backend tests: a recording backend and a standard request."""
+
+from __future__ import annotations
+
+from model.backends import HoneBackend
+
+PREFIX = "def add(a, b):\n    '''Return the sum.'''\n    return "
+SUFFIX = "\n\n\nprint(add(1, 2))\n"
+
+
+class Recorder:
+    """Wraps the real backend and records every session layout and canvas the sampler sends."""
+
+    def __init__(self, inner: HoneBackend, on_predict=None):
+        self.inner, self.on_predict = inner, on_predict
+        self.sessions: list[tuple[list[int], list[int]]] = []
+        self.canvases: list[list[int]] = []
+        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "max_holes", "encode", "decode"):
+            setattr(self, name, getattr(inner, name))
+
+    def session(self, ids, slot_pos, cached):
+        self.sessions.append((list(ids), list(slot_pos)))
+        real = self.inner.session(ids, slot_pos, cached)
+        rec = self
+
+        class S:
+            encoded = real.encoded
+            def predict(self, canvas):
+                rec.canvases.append(canvas.tolist())
+                if rec.on_predict:
+                    rec.on_predict(len(rec.canvases))
+                return real.predict(canvas)
+
+        return S()
+
+
+def run(engine, pieces, opts, on_predict=None, cancel=None):
+    from model.sampler import sample
+
+    rec = Recorder(engine.backend, on_predict)
+    return sample(rec, pieces, opts, cancel), rec

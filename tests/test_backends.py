@@ -1,0 +1,93 @@
+"""Backends: Hone's exact context caches (both layouts) against full recomputes, and third-party adapters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from model.checkpoint import CheckpointError
+from model.engine import Engine
+from model.testing import make_tiny_hf_model
+from model.types import SampleOptions
+from sampling import PREFIX, SUFFIX
+
+
+@pytest.mark.parametrize("rule", ["threshold", "one"])
+def test_cached_equals_uncached(engine, rule):
+    a = engine.infill(PREFIX, SUFFIX, SampleOptions(rule=rule, cached=True, max_tokens=16))
+    b = engine.infill(PREFIX, SUFFIX, SampleOptions(rule=rule, cached=False, max_tokens=16))
+    assert a.texts == b.texts and a.stats.forwards == b.stats.forwards
+
+
+def test_cached_logits_match_full_forward(engine):
+    be = engine.backend
+    ids = [be.bos_id] + be.encode(PREFIX) + [be.mask_id] * 6 + be.encode(SUFFIX)
+    slots = list(range(1 + len(be.encode(PREFIX)), 7 + len(be.encode(PREFIX))))
+    canvas = torch.tensor([be.mask_id, 5, 6, be.mask_id, 7, be.mask_id])
+    c = be.session(ids, slots, True).predict(canvas)
+    u = be.session(ids, slots, False).predict(canvas)
+    assert torch.allclose(c, u, atol=1e-4)
+
+
+def _spm_logits(be, prefix: str, suffix: str, canvas: torch.Tensor, cached: bool):
+    pre, suf = be.encode(prefix), be.encode(suffix)
+    ids = [be.bos_id] + pre + [be.mask_id] * len(canvas) + suf + [be.eos_id]
+    sess = be.session(ids, list(range(1 + len(pre), 1 + len(pre) + len(canvas))), cached)
+    return sess.predict(canvas), sess.encoded
+
+
+def test_spm_cached_context_equals_recompute_after_every_kind_of_edit(spm_engine):
+    be = spm_engine.backend
+    canvas = torch.tensor([be.mask_id, 5, be.mask_id, 7, be.mask_id, be.mask_id])
+    edits = [  # (prefix, suffix) as the user edits: each request reuses what it shares with the one before
+        (PREFIX, SUFFIX),
+        (PREFIX + "a", SUFFIX),  # typing
+        (PREFIX + "a + b", SUFFIX),
+        (PREFIX + "a +", SUFFIX),  # deleting
+        ("import os\n" + PREFIX + "a +", SUFFIX),  # pasting far before the cursor
+        ("import os\n" + PREFIX + "a +", SUFFIX.replace("1, 2", "3, 4")),  # editing the suffix
+        (PREFIX[20:] + "a +", SUFFIX),  # the window slid
+    ]
+    encoded = []
+    for prefix, suffix in edits:
+        cached, n = _spm_logits(be, prefix, suffix, canvas, cached=True)
+        full, _ = _spm_logits(be, prefix, suffix, canvas, cached=False)
+        assert torch.allclose(cached, full, atol=1e-4), (prefix, suffix)
+        encoded.append(n)
+    stream_len = len(be.encode(SUFFIX)) + len(be.encode(PREFIX)) + 3
+    assert encoded[0] == stream_len and 0 < encoded[1] <= 3  # a keystroke encodes only the last few tokens
+    # the suffix opens the stream: an edit there re-encodes everything after it, the whole prefix included
+    assert encoded[5] > len(be.encode("import os\n" + PREFIX + "a +"))
+
+
+def test_spm_canvas_never_changes_the_context(spm_engine):
+    be = spm_engine.backend
+    a, _ = _spm_logits(be, PREFIX, SUFFIX, torch.tensor([be.mask_id] * 4), cached=False)
+    b, _ = _spm_logits(be, PREFIX, SUFFIX, torch.tensor([be.mask_id, 9, 10, 11]), cached=False)
+    assert torch.allclose(a[0], b[0], atol=1e-5)  # slot 0 is read off the causal context alone
+    assert not torch.allclose(a[1:], b[1:], atol=1e-3)  # later slots see the canvas
+
+
+@pytest.mark.parametrize("style,shifted", [("llada", False), ("dream", True)])
+def test_third_party_adapters(tmp_path, style, shifted):
+    folder = make_tiny_hf_model(tmp_path / style, style)
+    eng = Engine.load(folder, "cpu", style=style)
+    assert eng.backend.shifted is shifted
+    assert eng.backend.mask_id == eng.backend.tok.mask_token_id
+    res = eng.infill("def f(x):\n    return ", "\n", SampleOptions(max_tokens=8, mode="line"))
+    assert "\n" not in res.texts[0] and res.stats.forwards >= 1
+    ids = [1, 2, 3, 9, 9, 4]
+    sess = eng.backend.session(ids, [3, 4], cached=False)
+    assert sess.src.tolist() == ([2, 3] if shifted else [3, 4])
+
+
+def test_remote_code_needs_opt_in(tmp_path):
+    folder = make_tiny_hf_model(tmp_path / "remote", "dream")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "modeling_evil.Evil"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(CheckpointError, match="trustRemoteCode"):
+        Engine.load(folder, "cpu")

@@ -1,0 +1,16 @@
+"""The adaptive debounce."""
+
+from lsp_server.debounce import MAX_DELAY_S, Debouncer
+
+
+def test_debounce_adapts_to_typing_speed():
+    d = Debouncer()
+    assert d.delay("u", 0.03, now=0.0) == 0.03  # first request: the base
+    now = 0.0
+    for _ in range(5):  # 100 ms between keys: fast typing waits a bit longer than one gap
+        now += 0.1
+        delay = d.delay("u", 0.03, now)
+    assert 0.1 < delay <= MAX_DELAY_S
+    assert d.delay("u", 0.03, now + 5.0) == 0.03  # after a pause: the base again
+    assert d.delay("u", 0.0, now + 5.1) == 0.0  # base 0 turns it off
+    assert d.delay("v", 0.03, now + 5.1) == 0.03  # per document
