@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from model.types import SampleOptions
+
+_ENGINE = SampleOptions()
 MAX_WINDOW_CHARS = 8192  # per side: a 5 MB document costs no more than a small one
 CHARS_PER_TOKEN_MAX = 16  # generous (runs of indentation are long tokens): the engine's token budget decides
 OPENERS = (":", "(", "[", "{", "\\")
@@ -111,8 +114,8 @@ class Context:
     indent_unit: str  # "\t" or spaces, as the document indents
 
 
-def build_context(text: str, offset: int, setting_mode: str = "auto", prefix_tokens: int = 192,
-                  suffix_tokens: int = 64) -> Context:
+def build_context(text: str, offset: int, setting_mode: str = "auto", prefix_tokens: int = _ENGINE.prefix_budget,
+                  suffix_tokens: int = _ENGINE.suffix_budget) -> Context:
     """The context at `offset` (a code point offset into the document)."""
     offset = max(0, min(offset, len(text)))
     raw_prefix, _ = cut_before(text, offset, window_chars(prefix_tokens))

@@ -8,6 +8,9 @@ from typing import Protocol
 
 import msgspec
 
+from .config import ModelConfig
+
+_MODEL = ModelConfig()  # the token budgets' one source
 LINE_SLOTS = 8  # a hole starts with this many canvas slots for one line,
 BLOCK_SLOTS = 32  # this many for a block,
 GROW_SLOTS = 8  # and grows by this many while content fills it (training sizes canvases the same way)
@@ -38,8 +41,8 @@ class SampleOptions(msgspec.Struct, kw_only=True):
     mode: str = "free"  # free | line (stop at the end of the current line) | block (stop when the block dedents)
     block_indent: int = 0  # with mode=block: a completed line indented less than this ends the block
     cached: bool = True  # encode fixed context once and run only the canvas each step
-    prefix_budget: int = 192  # tokens kept from the end of the first piece (the default model trained with 192)
-    suffix_budget: int = 64  # tokens kept from the start of the last piece (trained with 64)
+    prefix_budget: int = _MODEL.prefix_tokens  # tokens kept from the end of the first piece; an engine serves
+    suffix_budget: int = _MODEL.suffix_tokens  # its model's own (config.json); tokens kept from the start of the last
     draft: str = "lookup"  # rule=ar, greedy: verify drafts from the document (lookup), one canvas step (canvas), both, none
     draft_tokens: int = 8  # longest draft verified in one forward
     doc_end: bool = True  # the last piece reaches the end of the document: EOS follows it unless truncated

@@ -53,11 +53,13 @@ def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
         return None
     text = next(t for t in real_python_texts() if len(t) > 20_000)
     at = len(text) // 2
-    suffix = b.encode(text[at + chars : at + chars + 400])[:64]
+    opts = engine.default_options()
+    budget = opts.prefix_budget
+    suffix = b.encode(text[at + chars : at + chars + 400])[: opts.suffix_budget]
     ms, encoded = [], []
     for i in range(chars + 1):
         pre = b.encode(text[max(0, at - 3000) // 1024 * 1024 : at + i])
-        stream = b.spm_stream(pre[prefix_window_start(len(pre), 192):], suffix)
+        stream = b.spm_stream(pre[prefix_window_start(len(pre), budget):], suffix)
         t = time.perf_counter()
         b.context.update(stream)
         ms.append((time.perf_counter() - t) * 1000)
@@ -112,7 +114,7 @@ def ar_complete_line(engine: Engine, prefix: str, max_tokens: int = 32) -> tuple
     b = engine.backend
     model = b.model
     t0 = time.perf_counter()
-    ids = [b.bos_id] + b.encode(prefix)[-192:]
+    ids = [b.bos_id] + b.encode(prefix)[-engine.default_options().prefix_budget :]
     out: list[int] = []
     with torch.no_grad():
         h, cache = model.hidden(torch.tensor([ids]), causal=True, keep_kv=True)

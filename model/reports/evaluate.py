@@ -6,7 +6,6 @@ import json
 import random
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from ..engine import Engine

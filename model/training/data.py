@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import LAYOUTS
+from ..config import LAYOUTS, ModelConfig
 from ..tokenizer import HoneTokenizer
 from ..types import GROW_SLOTS, LINE_SLOTS
 
@@ -20,13 +20,14 @@ MIDDLE_WEIGHTS = (0.40, 0.25, 0.10, 0.15, 0.10)
 # masking-rate ranges: uniform over (0.02, 1] (MDLM, today's), or clipped away from the extremes,
 # where a row carries almost no signal (t≈0) or almost no context (t≈1)
 MASK_SCHEDULES = {"uniform": (0.02, 1.0), "clipped": (0.2, 0.8)}
+_MODEL = ModelConfig()  # the budgets' one source: a model folder records what it was trained with
 
 
 @dataclass
 class Budgets:
-    prefix: int = 192  # tokens of prefix kept (from its end)
-    middle: int = 64  # canvas slots at most
-    suffix: int = 64  # tokens of suffix kept (from its start)
+    prefix: int = _MODEL.prefix_tokens  # tokens of prefix kept (from its end)
+    middle: int = _MODEL.middle_tokens  # canvas slots at most
+    suffix: int = _MODEL.suffix_tokens  # tokens of suffix kept (from its start)
 
     @property
     def seq_len(self) -> int:
