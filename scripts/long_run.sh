@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-FLAGS=(--preset cpu --route spm --init-from model/default --schedule wsd --hours 8 --lr 1e-3 --warmup-steps 100
+FLAGS=(--preset cpu --route spm --optimizer muon --init-from model/default --schedule wsd --hours 8 --lr 1e-3 --warmup-steps 100
        --threads 2 --eval-every 600 --corpus data/corpus ${HONE_LONG_FLAGS:-})
 case "${1:-train}" in
   train) exec hone train "${FLAGS[@]}" --run-dir runs/long ;;
