@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from model.types import SampleOptions
+from model.types import Engine, SampleOptions, Stats
 
 from .context import Context, build_context, cut_after, cut_before, detect_eol, sanitize, window_chars
 from .documents import Document
@@ -24,7 +24,7 @@ MAX_BETWEEN_HOLES_CHARS = 16_384  # text between the first and last hole goes to
 COMMAND_DEADLINE_S = 30.0  # rewrites and holes are asked for explicitly: a longer budget than typing gets
 
 
-def engine_defaults(engine: Any) -> SampleOptions:
+def engine_defaults(engine: Engine) -> SampleOptions:
     """The options an engine serves with when no setting says otherwise: the token budgets its model was trained
     with (the model folder's config.json). Engines that do not say get SampleOptions' own defaults."""
     f = getattr(engine, "default_options", None)
@@ -38,7 +38,7 @@ def sample_options(settings: Settings, base: SampleOptions | None = None, *, doc
     return msgspec.structs.replace(base or SampleOptions(), **(kw | over))
 
 
-def engine_max_len(engine: Any) -> int | None:
+def engine_max_len(engine: Engine) -> int | None:
     """The most tokens one canvas may hold, if the engine tells."""
     n = getattr(engine, "max_len", None)
     return n if isinstance(n, int) and n > 0 else None
@@ -47,7 +47,7 @@ def engine_max_len(engine: Any) -> int | None:
 MIN_SLOTS = 16  # a hole keeps at least this many slots before the context budgets shrink
 
 
-def fit_canvas(opts: Any, max_len: int | None, holes: int = 1, fixed: int = 0) -> Any:
+def fit_canvas(opts: SampleOptions, max_len: int | None, holes: int = 1, fixed: int = 0) -> SampleOptions:
     """Shrink max_tokens, then the prefix/suffix budgets, so [BOS] prefix holes… suffix [EOS] fits in
     max_len tokens; `fixed` counts text pieces between holes. ValueError when nothing fits."""
     if max_len is None:
@@ -69,7 +69,7 @@ def fit_canvas(opts: Any, max_len: int | None, holes: int = 1, fixed: int = 0) -
 @dataclass(frozen=True)
 class CompletionPlan:
     context: Context
-    opts: Any  # SampleOptions
+    opts: SampleOptions
 
     def finish(self, raw: str) -> str:
         return clean(raw, self.context)
@@ -83,13 +83,13 @@ def plan_completion(text: str, offset: int, settings: Settings, max_len: int | N
     return CompletionPlan(ctx, fit_canvas(opts, max_len))
 
 
-def run_completion(engine: Any, plan: CompletionPlan, cancel: threading.Event | None = None) -> tuple[str, Any]:
+def run_completion(engine: Engine, plan: CompletionPlan, cancel: threading.Event | None = None) -> tuple[str, Stats]:
     """(cleaned text, engine stats); raises the engine's Cancelled."""
     res = engine.infill(plan.context.prefix, plan.context.suffix, plan.opts, cancel)
     return plan.finish(res.texts[0]), res.stats
 
 
-def complete_file(engine: Any, text: str, line: int, col: int, settings: Settings | None = None) -> str:
+def complete_file(engine: Engine, text: str, line: int, col: int, settings: Settings | None = None) -> str:
     """The completion at 0-based `line` and `col` (UTF-16 code units, as LSP counts) of `text`."""
     doc = Document("file", text)
     plan = plan_completion(text, doc.offset_at(line, col), settings or Settings(), engine_max_len(engine),
@@ -103,13 +103,13 @@ class SpanPlan:
 
     pieces: list[str]
     spans: list[tuple[int, int]]
-    opts: Any
+    opts: SampleOptions
     eol: str
 
     def finish(self, texts: list[str]) -> list[str]:
         return [clean_span(t, self.eol) for t in texts]
 
-    def fit(self, engine: Any) -> SpanPlan:
+    def fit(self, engine: Engine) -> SpanPlan:
         """The plan with its canvas fitted to the engine's context length."""
         fixed = sum(engine.count_tokens(p) for p in self.pieces[1:-1])
         return replace(self, opts=fit_canvas(self.opts, engine_max_len(engine), len(self.spans), fixed))

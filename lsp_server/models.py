@@ -6,7 +6,9 @@ import logging
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
+
+from model.types import Engine
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +20,7 @@ class Target:
     trust_remote_code: bool
 
 
-def load_engine(target: Target, threads: int | None = None) -> Any:
+def load_engine(target: Target, threads: int | None = None) -> Engine:
     """Import the engine lazily (torch takes a while) and load the model folder."""
     from model.engine import Engine
 
@@ -40,14 +42,14 @@ class ModelManager:
     """Holds the current engine. A newer load request wins: an older load's result is discarded."""
 
     def __init__(self, on_change: Callable[[], None] = lambda: None,
-                 loader: Callable[[Target], Any] = load_engine) -> None:
+                 loader: Callable[[Target], Engine] = load_engine) -> None:
         self.on_change = on_change  # called (from the loading thread too) when state changes
         self._loader = loader
         self._lock = threading.Lock()
         self._generation = 0
         self.target: Target | None = None
         self.state = "idle"  # idle | loading | ready | error
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.error = ""
         self.future: Future = Future()
 

@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 import msgspec
 
-from model.types import Cancelled
+from model.types import Cancelled, Engine, Result, Stats
 
 from .cache import LRU, TypedThrough, context_key
 from .context import sanitize
-from .completion import SpanPlan, engine_defaults, engine_max_len, plan_completion, plan_fill, plan_rewrite, run_completion
+from .completion import CompletionPlan, SpanPlan, engine_defaults, engine_max_len, plan_completion, plan_fill, plan_rewrite, run_completion
 from .debounce import Debouncer
 from .documents import DocumentStore
 from .models import ModelManager, Target
@@ -62,7 +62,7 @@ class EditResult:
     message: str = ""
 
 
-def _infer(engine: Any, plan: Any, cancel: threading.Event) -> tuple[str, Any] | None:
+def _infer(engine: Engine, plan: CompletionPlan, cancel: threading.Event) -> tuple[str, Stats] | None:
     """Runs on the worker thread; None when cancelled (before starting or between steps)."""
     if cancel.is_set():
         return None
@@ -72,7 +72,8 @@ def _infer(engine: Any, plan: Any, cancel: threading.Event) -> tuple[str, Any] |
         return None
 
 
-def _fill(engine: Any, make_plan: Callable[[Any, str], SpanPlan | None], text: str, cancel: threading.Event):
+def _fill(engine: Engine, make_plan: Callable[[Engine, str], SpanPlan | None], text: str,
+          cancel: threading.Event) -> tuple[SpanPlan | None, Result | None] | None:
     if cancel.is_set():
         return None
     plan = make_plan(engine, text)
@@ -140,7 +141,7 @@ class Service:
             self._last_status = st
             self.notify_status(st)
 
-    async def _engine(self) -> Any:
+    async def _engine(self) -> Engine | None:
         m = self.models
         if m.state == "loading":
             try:
@@ -262,7 +263,7 @@ class Service:
         finally:
             self._end(uri, cancel)
 
-    async def _model_completion(self, engine: Any, plan: Any, key: bytes, cancel: threading.Event, delay: float,
+    async def _model_completion(self, engine: Engine, plan: CompletionPlan, key: bytes, cancel: threading.Event, delay: float,
                                 where: str) -> str | None:
         """After the debounce, the model's (cleaned) completion, remembered for its context; None when a newer
         request superseded this one or the model failed."""
@@ -291,7 +292,7 @@ class Service:
 
     # ---- commands ---------------------------------------------------------------------------------
 
-    async def _edit(self, uri: str, make_plan: Callable[[Any, str], SpanPlan | None], none_message: str) -> EditResult:
+    async def _edit(self, uri: str, make_plan: Callable[[Engine, str], SpanPlan | None], none_message: str) -> EditResult:
         """Run make_plan(engine, text) and the engine on the document as it is now; edits only if it is
         still unchanged when the model is done."""
         doc = self.documents.get(uri)
@@ -337,7 +338,7 @@ class Service:
         settings = self.settings
         a, b = sorted((doc.offset_at(*start), doc.offset_at(*end)))
 
-        def make(engine: Any, text: str) -> SpanPlan:
+        def make(engine: Engine, text: str) -> SpanPlan:
             n = engine.count_tokens(sanitize(text[a:b])) if b > a else 0
             return plan_rewrite(text, a, b, n, settings, engine_defaults(engine))
 

@@ -89,6 +89,7 @@ class Engine(Protocol):
     """What the language server needs of an engine (model.engine.Engine, or a stand-in in tests)."""
 
     name: str
+    device: object  # where the model runs (shown in the status)
 
     def fill(self, pieces: list[str], opts: SampleOptions, cancel: threading.Event | None = None,
              seed: int | None = None) -> Result: ...
