@@ -73,7 +73,15 @@ def _supervised(st: dict) -> str:
 
 
 def _schedule(tc: dict) -> str:
-    return f" (a {tc['tokens'] / 1e6:.1f}M-token schedule)" if tc.get("tokens") else f" of a {tc.get('hours', '?')} h schedule"
+    if tc.get("tokens"):
+        return f" (a {tc['tokens'] / 1e6:.1f}M-token schedule)"
+    return f" of a {tc['hours']:.2f} h schedule" if isinstance(tc.get("hours"), (int, float)) else ""
+
+
+def _decay(tc: dict) -> str:
+    if tc.get("schedule") == "wsd":
+        return f"constant, then a linear decay over the last {tc.get('decay_share', 0):.0%} of the schedule (wsd)"
+    return "cosine"
 
 
 def write_card(folder: Path, corpus_record: dict | None, eval_table: str | None = None) -> Path:
@@ -111,7 +119,7 @@ tied head, logits {"shifted (the output at j-1 predicts slot j)" if cfg.shifted 
 ## Training
 - route: {_route(st, tc)}
 - steps {st.get("step", "?")}, tokens seen {st.get("tokens_seen", 0) / 1e6:.1f}M{_supervised(st)}, training time {st.get("hours", 0):.2f} h{_schedule(tc)}
-- batch {tc.get("batch")} × {seq} tokens (prefix ≤ {tc.get("prefix_tokens")}, canvas ≤ {tc.get("middle_tokens")}, suffix ≤ {tc.get("suffix_tokens")}), {_optimizer(tc)} lr {tc.get("lr")}, warmup + cosine, clip {tc.get("clip")}; canvas masks {tc.get("mask_schedule", "uniform")}{" (complementary pairs)" if tc.get("complementary") else ""}
+- batch {tc.get("batch")} × {seq} tokens (prefix ≤ {tc.get("prefix_tokens")}, canvas ≤ {tc.get("middle_tokens")}, suffix ≤ {tc.get("suffix_tokens")}), {_optimizer(tc)} lr {tc.get("lr")}, warmup + {_decay(tc)}, clip {tc.get("clip")}; canvas masks {tc.get("mask_schedule", "uniform")}{" (complementary pairs)" if tc.get("complementary") else ""}
 - hardware:
 {_segments(st, tc)}
 - examples: rest-of-line, whole lines/blocks, line+more, random spans and empty middles; unused canvas
@@ -123,7 +131,7 @@ tied head, logits {"shifted (the output at j-1 predicts slot j)" if cfg.shifted 
 ## Evaluation (held-out split)
 {table}
 
-## Route comparison (equal token budget)
+## Recipe comparison (equal token budget)
 {routes}
 
 {notes}
