@@ -12,7 +12,7 @@ def read_log(path: Path) -> list[dict]:
 
 
 def plot_losses(logs: Path | dict[str, Path], out: Path, train_curves: bool = True) -> None:
-    """A picture of the loss log(s): training loss per phase and held-out masked CE against tokens seen."""
+    """A picture of the loss log(s): training losses per phase and the held-out losses against tokens seen."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,12 +22,17 @@ def plot_losses(logs: Path | dict[str, Path], out: Path, train_curves: bool = Tr
     for label, path in ({"this run": logs} if isinstance(logs, Path) else logs).items():
         recs = read_log(path)
         for phase, style in (("ar", ":"), ("diffusion", "-")) if train_curves else ():
-            pts = [(r["tokens"] / 1e6, r["loss"]) for r in recs if r.get("phase") == phase]
+            rows = [r for r in recs if r.get("phase") == phase]
+            # spm steps log their two parts; the sum (their loss) would hide which one moves
+            parts = ("canvas_ce", "next_ce") if rows and "next_ce" in rows[-1] else ("loss",)
+            for key in parts:
+                pts = [(r["tokens"] / 1e6, r[key]) for r in rows if key in r]
+                if pts:
+                    ax.plot(*zip(*pts), style, alpha=0.4, label=f"{label}: train {key} ({phase})")
+        for key, name in (("heldout_masked_ce", "held-out masked CE"), ("heldout_next_ce", "held-out next-token CE")):
+            pts = [(r["tokens"] / 1e6, r[key]) for r in recs if key in r]
             if pts:
-                ax.plot(*zip(*pts), style, alpha=0.5, label=f"{label}: train loss ({phase})")
-        pts = [(r["tokens"] / 1e6, r["heldout_masked_ce"]) for r in recs if "heldout_masked_ce" in r]
-        if pts:
-            ax.plot(*zip(*pts), "o-", label=f"{label}: held-out masked CE")
+                ax.plot(*zip(*pts), "o-" if key == "heldout_masked_ce" else "s--", label=f"{label}: {name}")
     ax.set_xlabel("tokens seen (M)")
     ax.set_ylabel("cross-entropy (nats)")
     ax.set_ylim(bottom=0)
