@@ -66,7 +66,7 @@ def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
         encoded.append(b.context.last_encoded)
     ms, encoded = ms[1:], encoded[1:]  # the first request encodes the whole stream
     return {"p50_ms": pct(ms, 0.5), "p95_ms": pct(ms, 0.95), "tokens_per_keystroke": statistics.mean(encoded),
-            "full_encode_ms": max(ms)}
+            "worst_ms": max(ms)}
 
 
 def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | None = None, threads: int | None = None) -> dict:
@@ -81,7 +81,7 @@ def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | N
     if ks:
         figures["keystroke"] = ks
         print(f"context per keystroke (cached causal stream): p50 {ks['p50_ms']:.2f} ms, p95 {ks['p95_ms']:.2f} ms, "
-              f"{ks['tokens_per_keystroke']:.2f} tokens encoded; a full re-encode {ks['full_encode_ms']:.1f} ms")
+              f"{ks['tokens_per_keystroke']:.2f} tokens encoded; worst keystroke (the window slid) {ks['worst_ms']:.1f} ms")
     cases = {"single_line": (infill_cases(texts, n, "rest_of_line", 7), "line", 32),
              "block64": (infill_cases(texts, n, "lines", 8), "free", 64)}
     for rule in RULES:
