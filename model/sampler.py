@@ -20,6 +20,8 @@ import torch
 from .types import BLOCK_SLOTS, LINE_SLOTS, Cancelled, Result, SampleOptions, Stats
 
 class Session(Protocol):
+    encoded: int  # context tokens this session ran through the network when it was made (0: none cached)
+
     def predict(self, canvas: torch.Tensor) -> torch.Tensor:
         """canvas ids (n,) -> logits (n, V) for each canvas slot."""
 
