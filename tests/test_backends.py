@@ -38,8 +38,8 @@ def _spm_logits(be, prefix: str, suffix: str, canvas: torch.Tensor, cached: bool
     return sess.predict(canvas), sess.encoded
 
 
-def test_spm_cached_context_equals_recompute_after_every_kind_of_edit(spm_engine):
-    be = spm_engine.backend
+def test_spm_cached_context_equals_recompute_after_every_kind_of_edit(spm_dir):
+    be = Engine.load(spm_dir, "cpu", threads=1).backend  # its own engine: the first request meets an empty cache
     canvas = torch.tensor([be.mask_id, 5, be.mask_id, 7, be.mask_id, be.mask_id])
     edits = [  # (prefix, suffix) as the user edits: each request reuses what it shares with the one before
         (PREFIX, SUFFIX),

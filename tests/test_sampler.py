@@ -162,7 +162,7 @@ def test_cut_text_rules():
 
 
 def test_spm_autoregressive_rule_decodes_through_the_stream(spm_engine, engine):
-    r = spm_engine.infill(PREFIX, SUFFIX, SampleOptions(rule="ar", max_tokens=10, mode="line"))
+    r = spm_engine.infill(PREFIX, SUFFIX, SampleOptions(rule="ar", draft="none", max_tokens=10, mode="line"))
     assert "\n" not in r.texts[0] and 1 <= r.stats.forwards <= 10 and r.stats.context_encodes == 1
     # after the first forward every step encodes one new token only
     assert r.stats.context_tokens <= len(spm_engine.backend.encode(PREFIX + SUFFIX)) + 3 + r.stats.forwards
