@@ -108,7 +108,7 @@ class _SpmSession:
         if slot_pos != list(range(s, e)):
             raise ValueError("the spm layout takes one hole per canvas")
         b = backend
-        self.model, self.device, self.cached, self.n = b.model, b.device, cached, e - s
+        self.model, self.device, self.cached = b.model, b.device, cached
         self.stream = b.spm_stream(ids[1:s], ids[e:])  # ids[0] is the sampler's BOS; ids[e:] ends with EOS at the end
         if cached:
             b.context.update(self.stream)
