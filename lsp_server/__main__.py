@@ -21,6 +21,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CPU threads for inference (default: the free cores, as every hone command)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a third-party model folder to run its own Python code")
+    p.add_argument("--remote", default="", metavar="URL",
+                   help="send model calls to a `hone serve` service at URL instead of loading the model here")
+    p.add_argument("--remote-token-file", default=None, metavar="FILE", help="the service's bearer token")
+    p.add_argument("--remote-fallback", action="store_true",
+                   help="while the service is unreachable, load and use the local model")
     p.add_argument("--log-file", help="write logs here instead of stderr")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
@@ -47,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_file, args.log_level)
     rpc_out = None if args.tcp else claim_stdout()
-    target = Target(args.model, args.device, args.trust_remote_code)
+    token = ""
+    if args.remote_token_file:
+        from .cli import read_token_file
+
+        token = read_token_file(args.remote_token_file) or ""
+    target = Target(args.model, args.device, args.trust_remote_code, remote=args.remote, remote_token=token,
+                    remote_fallback=args.remote_fallback)
     models = ModelManager(loader=functools.partial(load_engine, threads=args.threads))
     models.request(target)  # import torch and load the model while pygls imports and the client starts up
     from .server import build_server

@@ -1,4 +1,4 @@
-"""`hone`: complete, corpus, tokenizer, train, eval, bench."""
+"""`hone`: complete, corpus, tokenizer, train, eval, serve, bench."""
 
 from __future__ import annotations
 
@@ -106,7 +106,40 @@ def _ship(a) -> int:
     return 0
 
 
+def read_token_file(path: str | None) -> str | None:
+    """The bearer token in `path` (surrounding whitespace dropped); None without a path."""
+    if not path:
+        return None
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise SystemExit(f"{path}: the token file is empty")
+    return token
+
+
+SERVE_MISSING = "hone serve needs Ray Serve: pip install 'hone[serve]' (or pip install 'ray[serve]')"
+
+
+def _serve(a) -> int:
+    try:
+        from model.serving.app import is_loopback, serve_forever
+    except ImportError as e:
+        raise SystemExit(f"{SERVE_MISSING} ({e})") from None
+    token = read_token_file(a.token_file)
+    if token is None and not is_loopback(a.host):
+        raise SystemExit(f"--host {a.host} reaches other machines: give a --token-file (e.g. openssl rand -hex 32 > token)")
+    serve_forever(a.model, device=a.device, host=a.host, port=a.port, replicas=a.replicas, token=token,
+                  threads=a.threads, max_replicas=a.max_replicas, address=a.address)
+    return 0
+
+
 def _bench(a) -> int:
+    if a.what == "serve":
+        try:
+            from model.serving.bench import run as run_serve_bench
+        except ImportError as e:
+            raise SystemExit(f"{SERVE_MISSING} ({e})") from None
+        run_serve_bench(a)
+        return 0
     if a.what == "engine":
         from model.reports.bench import run
 
@@ -213,9 +246,25 @@ def _args_ship(sub) -> None:
     c.set_defaults(fn=_ship)
 
 
+def _args_serve(sub) -> None:
+    c = sub.add_parser("serve", help="the team service: the engine in Ray Serve replicas behind an HTTP API")
+    c.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="auto: one GPU per replica when the Ray cluster has GPUs, else CPUs")
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback; others need --token-file)")
+    c.add_argument("--port", type=int, default=8000)
+    c.add_argument("--replicas", type=int, default=None, help="engine replicas (default: one per GPU, else 1)")
+    c.add_argument("--max-replicas", type=int, default=None, help="autoscale between --replicas and this many")
+    c.add_argument("--threads", type=int, default=None, help="CPU threads (and Ray CPUs) per CPU replica (default 1)")
+    c.add_argument("--token-file", default=None, help="file holding the bearer token clients must send")
+    c.add_argument("--address", default=None,
+                   help="join this Ray cluster (e.g. auto after `ray start --head`) instead of starting a local one")
+    c.set_defaults(fn=_serve)
+
+
 def _args_bench(sub) -> None:
-    c = sub.add_parser("bench", help="benchmarks: engine, speed (diffusion vs its AR twin) or lsp")
-    c.add_argument("what", choices=["engine", "speed", "lsp"])
+    c = sub.add_parser("bench", help="benchmarks: engine, speed (diffusion vs its AR twin), lsp or serve")
+    c.add_argument("what", choices=["engine", "speed", "lsp", "serve"])
     c.add_argument("--model", default=None)
     c.add_argument("--device", default="cpu")
     c.add_argument("--n", type=int, default=30)
@@ -224,13 +273,16 @@ def _args_bench(sub) -> None:
 
     c.add_argument("--ar-model", default=None, help="engine: also time this autoregressive network (e.g. runs/main/ar_model)")
     add_lsp_bench_args(c)
+    from model.serving.bench import add_args as add_serve_bench_args
+
+    add_serve_bench_args(c)
     c.set_defaults(fn=_bench)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hone", description="Hone: diffusion code completion")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_args_complete, _args_corpus, _args_tokenizer, _args_train, _args_eval, _args_routes, _args_ship, _args_bench):
+    for add in (_args_complete, _args_corpus, _args_tokenizer, _args_train, _args_eval, _args_routes, _args_ship, _args_serve, _args_bench):
         add(sub)
     a = p.parse_args(argv)
     return a.fn(a)

@@ -1,11 +1,11 @@
-"""Loading the engine off the event loop: at startup, and again when model, device or trust change."""
+"""Loading the engine off the event loop: at startup, and again when model, device, trust or remote change."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from model.types import Engine
@@ -18,9 +18,12 @@ class Target:
     model: str  # "" = the shipped default
     device: str
     trust_remote_code: bool
+    remote: str = ""  # URL of a `hone serve` service; "" = run the model here
+    remote_token: str = field(default="", repr=False)  # its bearer token (never shown)
+    remote_fallback: bool = False  # load the local model while the service is unreachable
 
 
-def load_engine(target: Target, threads: int | None = None) -> Engine:
+def load_local(target: Target, threads: int | None = None) -> Engine:
     """Import the engine lazily (torch takes a while) and load the model folder."""
     from model.engine import Engine
 
@@ -28,7 +31,19 @@ def load_engine(target: Target, threads: int | None = None) -> Engine:
                        threads=threads)
 
 
+def load_engine(target: Target, threads: int | None = None) -> Engine:
+    """The service's client when `target.remote` is set (no torch import unless it falls back), else the local engine."""
+    if not target.remote:
+        return load_local(target, threads)
+    from .remote import RemoteEngine
+
+    fallback = (lambda: load_local(target, threads)) if target.remote_fallback else None
+    return RemoteEngine(target.remote, target.remote_token or None, fallback)
+
+
 def default_model_label(target: Target) -> str:
+    if target.remote:
+        return target.remote.split("@")[-1]  # no user:password
     if target.model:
         return target.model
     try:

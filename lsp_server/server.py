@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any
+import os
+from typing import Any, Callable
 
 import msgspec
 from lsprotocol import types
@@ -15,7 +16,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
-from . import __version__
+from . import __version__, watchdog
 from .models import ModelManager, Target
 from .service import EditResult, Service
 
@@ -70,6 +71,13 @@ class HoneServer(LanguageServer):
         self.initialized = False  # `initialize` answered: requests are served
         self.client_ready = False  # `initialized` received: notifications may be sent
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.on_editor_gone: Callable[[], None] = self.exit_now  # called from the watchdog's thread
+
+    def exit_now(self) -> None:
+        """Stop at once (the editor is gone: nobody reads the answers): no waiting for a model step or a load."""
+        self.service.close()
+        logging.shutdown()
+        os._exit(0)
 
     def send_status(self, status: dict) -> None:
         """Thread-safe: the model loader calls this from its own thread."""
@@ -124,6 +132,8 @@ def initialize(ls: HoneServer, params: types.InitializeParams) -> None:
     ls.service.documents.encoding = str(getattr(encoding, "value", encoding) or "utf-16")
     for problem in ls.service.configure(params.initialization_options, initial=True):
         ls.show(problem)
+    if params.process_id:
+        watchdog.watch(params.process_id, ls.on_editor_gone)
     ls.initialized = True
 
 

@@ -112,7 +112,9 @@ class Service:
     def target(self) -> Target:
         s, cli = self.settings, self.cli_target
         return Target(s.model or cli.model, s.device if s.device != "auto" else cli.device,
-                      s.trust_remote_code or cli.trust_remote_code)
+                      s.trust_remote_code or cli.trust_remote_code, remote=s.remote or cli.remote,
+                      remote_token=s.remote_token or cli.remote_token,
+                      remote_fallback=s.remote_fallback or cli.remote_fallback)
 
     def configure(self, raw: Any, *, initial: bool) -> list[str]:
         """Merge settings (initializationOptions when `initial`, else workspace settings); reload the
@@ -129,6 +131,11 @@ class Service:
         if state == "ready" and self._busy:
             state = "busy"
         message = m.error if state == "error" else ("loading the model…" if state == "loading" else "")
+        health = getattr(m.engine, "health", None)  # a remote engine: is its service answering?
+        if state in ("ready", "busy") and health is not None:
+            usable, message = health()
+            if not usable:
+                state = "error"
         if state in ("ready", "busy") and not self.settings.enabled:
             message = "completions are off (hone.enabled)"
         device = str(m.engine.device) if m.engine is not None else (m.target.device if m.target else "")
@@ -276,6 +283,10 @@ class Service:
         t0 = self._clock()
         try:
             out = await self._run(_infer, engine, plan, cancel, cancel=cancel, record=self._recorder(t0, lambda out: out[1]))
+        except ConnectionError as e:  # a remote engine's service is unreachable: the status says so, no traceback
+            log.warning("completion failed at %s: %s", where, e)
+            c.errors += 1
+            return None
         except Exception:  # a model failure answers nothing for this request; the server stays up
             log.exception("completion failed at %s", where)
             c.errors += 1

@@ -28,9 +28,16 @@ class Settings(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     trust_remote_code: bool = False  # run a third-party model's own Python code (initializationOptions only)
     mode: Mode = "auto"  # auto: finish the line mid-line, a block after ':'; or force line / block
     deadline_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1500  # wall-clock budget per completion; 0 = none
+    # the team service (`hone serve`); user-level only, like trustRemoteCode: a workspace cannot send your code
+    # (or your token) elsewhere
+    remote: Annotated[str, msgspec.Meta(pattern=r"^(https?://\S+)?$")] = ""  # its URL; "" = the --remote flag, else local
+    remote_token: str = ""  # its bearer token ("" = the --remote-token-file flag)
+    remote_fallback: bool = False  # while the service is unreachable, the local model answers
 
 
 FIELDS = {f.encode_name for f in msgspec.structs.fields(Settings)}
+USER_ONLY = {"remote", "remoteToken", "remoteFallback"}  # only from initializationOptions (and the command line)
+SECRET = {"remoteToken"}  # never echoed in messages or logs
 
 
 def unwrap(raw: Any) -> Any:
@@ -46,7 +53,8 @@ def merge(previous: Settings, raw: Any, *, allow_trust: bool) -> tuple[Settings,
     """Apply the valid keys of `raw` on top of `previous`; return the result and one line per rejected value.
 
     Each key is checked on its own so one bad value does not discard the good ones; a rejected key
-    keeps its previous value. `allow_trust=False` (workspace settings) never turns trustRemoteCode on.
+    keeps its previous value. `allow_trust=False` (workspace settings) never turns trustRemoteCode on and
+    never changes the remote* settings.
     """
     raw = unwrap(raw)
     if raw is None:
@@ -62,10 +70,15 @@ def merge(previous: Settings, raw: Any, *, allow_trust: bool) -> tuple[Settings,
             problems.append("hone.trustRemoteCode can only be turned on in initializationOptions or with "
                             "--trust-remote-code, not from workspace settings; it stays off")
             continue
+        if key in USER_ONLY and not allow_trust and value != current[key]:
+            problems.append(f"hone.{key} can only be set in user settings (initializationOptions) or on the command "
+                            "line, not from workspace settings; ignored")
+            continue
         try:
             msgspec.convert({**current, key: value}, Settings)
         except msgspec.ValidationError as e:
-            problems.append(f"hone.{key}: invalid value {_short(value)} ({_clip(str(e), 120)}); keeping {current[key]!r}")
+            shown, kept = ("(hidden)", "the previous value") if key in SECRET else (_short(value), repr(current[key]))
+            problems.append(f"hone.{key}: invalid value {shown} ({_clip(str(e), 120)}); keeping {kept}")
             continue
         current[key] = value
     return msgspec.convert(current, Settings), problems
@@ -80,4 +93,7 @@ def _short(value: Any) -> str:
 
 
 def needs_reload(old: Settings, new: Settings) -> bool:
-    return (old.model, old.device, old.trust_remote_code) != (new.model, new.device, new.trust_remote_code)
+    def key(s: Settings) -> tuple:
+        return s.model, s.device, s.trust_remote_code, s.remote, s.remote_token, s.remote_fallback
+
+    return key(old) != key(new)

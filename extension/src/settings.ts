@@ -23,6 +23,9 @@ export interface HoneSettings {
   deadlineMs: number;
   mode: Mode;
   trustRemoteCode: boolean;
+  remote: string;
+  remoteToken: string;
+  remoteFallback: boolean;
 }
 
 /** The camelCase object of initializationOptions and workspace/didChangeConfiguration. */
@@ -37,6 +40,9 @@ export interface ServerSettings {
   deadlineMs: number;
   mode: Mode;
   trustRemoteCode: boolean;
+  remote: string;
+  remoteToken: string;
+  remoteFallback: boolean;
 }
 
 /** Must match the `default`s in package.json (a unit test checks). */
@@ -53,10 +59,15 @@ export const DEFAULTS: Readonly<HoneSettings> = Object.freeze({
   deadlineMs: 1500,
   mode: 'auto',
   trustRemoteCode: false,
+  remote: '',
+  remoteToken: '',
+  remoteFallback: false,
 });
 
 /** Settings whose change needs a new server process (the launch command or the loaded model). */
-export const RESTART_KEYS = ['pythonPath', 'serverCommand', 'model', 'device', 'trustRemoteCode'] as const;
+export const RESTART_KEYS = [
+  'pythonPath', 'serverCommand', 'model', 'device', 'trustRemoteCode', 'remote', 'remoteToken', 'remoteFallback',
+] as const;
 
 /** Reads one key below `hone.`; returns undefined when unset. */
 export type SettingReader = (key: string) => unknown;
@@ -69,7 +80,7 @@ export interface ReadResult {
 
 /**
  * Validates raw values into HoneSettings.
- * `userOnly` must return only user (global) values: trustRemoteCode is never taken from a workspace.
+ * `userOnly` must return only user (global) values: trustRemoteCode and remote* are never taken from a workspace.
  */
 export function readSettings(get: SettingReader, userOnly: SettingReader): ReadResult {
   const problems: string[] = [];
@@ -91,6 +102,7 @@ export function readSettings(get: SettingReader, userOnly: SettingReader): ReadR
   const oneOf = <T extends string>(choices: readonly T[]) => (v: unknown): v is T =>
     typeof v === 'string' && (choices as readonly string[]).includes(v);
   const probability = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0 && v <= 1;
+  const isUrl = (v: unknown): v is string => typeof v === 'string' && /^(https?:\/\/\S+)?$/.test(v.trim());
 
   return {
     settings: {
@@ -106,6 +118,9 @@ export function readSettings(get: SettingReader, userOnly: SettingReader): ReadR
       deadlineMs: pick('deadlineMs', get('deadlineMs'), intIn(0, 60_000), DEFAULTS.deadlineMs),
       mode: pick('mode', get('mode'), oneOf(MODES), DEFAULTS.mode),
       trustRemoteCode: pick('trustRemoteCode', userOnly('trustRemoteCode'), isBool, DEFAULTS.trustRemoteCode),
+      remote: pick('remote', userOnly('remote'), isUrl, DEFAULTS.remote).trim(),
+      remoteToken: pick('remoteToken', userOnly('remoteToken'), isString, DEFAULTS.remoteToken).trim(),
+      remoteFallback: pick('remoteFallback', userOnly('remoteFallback'), isBool, DEFAULTS.remoteFallback),
     },
     problems,
   };
@@ -123,6 +138,9 @@ export function toServerSettings(s: HoneSettings): ServerSettings {
     deadlineMs: s.deadlineMs,
     mode: s.mode,
     trustRemoteCode: s.trustRemoteCode,
+    remote: s.remote,
+    remoteToken: s.remoteToken,
+    remoteFallback: s.remoteFallback,
   };
 }
 

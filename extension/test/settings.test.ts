@@ -40,6 +40,19 @@ describe('readSettings', () => {
     assert.ok(problems.some((p) => /hone\.device.*"tpu"/.test(p)), problems.join('\n'));
   });
 
+  it('takes the remote service settings only from the user-level reader', () => {
+    const remote = { remote: 'http://gpu-box:8000', remoteToken: 't0ken', remoteFallback: true };
+    const fromWorkspace = readSettings(reader(remote), reader({}));
+    assert.deepEqual([fromWorkspace.settings.remote, fromWorkspace.settings.remoteToken, fromWorkspace.settings.remoteFallback],
+      ['', '', false]);
+    const fromUser = readSettings(reader({}), reader(remote));
+    assert.deepEqual([fromUser.settings.remote, fromUser.settings.remoteToken, fromUser.settings.remoteFallback],
+      ['http://gpu-box:8000', 't0ken', true]);
+    const bad = readSettings(reader({}), reader({ remote: 'gpu-box:8000' }));
+    assert.equal(bad.settings.remote, '');
+    assert.equal(bad.problems.length, 1);
+  });
+
   it('takes trustRemoteCode only from the user-level reader', () => {
     const fromWorkspace = readSettings(reader({ trustRemoteCode: true }), reader({}));
     assert.equal(fromWorkspace.settings.trustRemoteCode, false);
@@ -52,11 +65,13 @@ describe('toServerSettings', () => {
   it('sends the server contract fields and nothing about how to launch it', () => {
     const server = toServerSettings({ ...DEFAULTS, pythonPath: '/x/python', serverCommand: ['a'] });
     assert.deepEqual(Object.keys(server).sort(), [
-      'commitRule', 'deadlineMs', 'debounceMs', 'device', 'enabled', 'maxTokens', 'mode', 'model', 'threshold', 'trustRemoteCode',
+      'commitRule', 'deadlineMs', 'debounceMs', 'device', 'enabled', 'maxTokens', 'mode', 'model', 'remote', 'remoteFallback',
+      'remoteToken', 'threshold', 'trustRemoteCode',
     ]);
     assert.deepEqual(server, {
       enabled: true, model: '', device: 'auto', maxTokens: 64, threshold: 0.9,
       commitRule: 'threshold', debounceMs: 30, deadlineMs: 1500, mode: 'auto', trustRemoteCode: false,
+      remote: '', remoteToken: '', remoteFallback: false,
     });
   });
 });
