@@ -110,6 +110,7 @@ class RemoteEngine:
         self._down_until = 0.0  # while the clock is below this, the service is not tried
         self.problem = ""  # why the service is not serving right now ("" when it is)
         self._refused = False  # the last answer was 401: a token problem, not a network one
+        self.retries = 0  # requests sent a second time (a replica died under them)
         try:
             self._refresh_info()
         except Unreachable:
@@ -226,11 +227,13 @@ class RemoteEngine:
                 status, data, kind = _Exchange(conn, cancel).run(method, self._base + path, body, self._headers)
             except (OSError, http.client.HTTPException) as e:
                 if attempt == 0 and not isinstance(e, (ConnectionRefusedError, socket.timeout, socket.gaierror)):
+                    self.retries += 1
                     continue
                 self._down(f"the service at {self.url} is unreachable ({type(e).__name__}: {e})")
                 raise Unreachable(self.problem) from None
             if status in RETRIED and "application/json" not in kind and attempt == 0:
-                continue  # Ray Serve's own error page, not the engine's: a replica died or is starting
+                self.retries += 1  # Ray Serve's own error page, not the engine's: a replica died or is starting
+                continue
             break
         if status in RETRIED and "application/json" not in kind:
             self._down(f"the service at {self.url} has no replica answering (HTTP {status})")

@@ -60,8 +60,11 @@ class HoneService:
         self._token = token.encode() if token else None
         self._run.set_max_batch_size(max_batch_size)
         self._run.set_batch_wait_timeout_s(batch_wait_s)
-        self.counters = {"requests": 0, "answered": 0, "refused": 0, "bad": 0, "cancelled": 0, "deadline": 0,
-                         "errors": 0, "batches": 0, "batched_requests": 0}
+        self.counters = {  # this replica's, for GET /hone/stats (Ray's metrics aggregate over replicas)
+            "requests": 0, "answered": 0, "refused": 0, "bad": 0, "deadline": 0, "errors": 0,
+            "disconnects": 0,  # clients that went away before their answer
+            "cancelled": 0,  # requests the engine stopped (or never started) because their client went away
+            "batches": 0, "batched_requests": 0}
         self._requests = Counter("hone_requests", "HTTP requests by route and status", tag_keys=("route", "status"))
         self._latency = Histogram("hone_request_ms", "arrival to answer, ms", boundaries=LATENCY_BOUNDS_MS,
                                   tag_keys=("route",))
@@ -163,8 +166,7 @@ class HoneService:
 
     def _answer(self, out: Outcome, make: Callable[[], Any]) -> Response:
         if out.status != OK:
-            key = {CLIENT_GONE: "cancelled", 504: "deadline", 400: "bad"}.get(out.status, "errors")
-            self.counters[key] += 1
+            self.counters[{504: "deadline", 400: "bad"}.get(out.status, "errors")] += 1
             return _error(out.status, out.error)
         self.counters["answered"] += 1
         assert out.result is not None
@@ -181,14 +183,16 @@ class HoneService:
             return await self._run(job)
         except asyncio.CancelledError:
             job.cancel.set()
-            self.counters["cancelled"] += 1
+            self.counters["disconnects"] += 1
             raise
 
     @serve.batch(max_batch_size=BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _run(self, jobs: list[Job]) -> list[Outcome]:
         self.counters["batches"] += 1
         self.counters["batched_requests"] += len(jobs)
-        return await asyncio.to_thread(run_batch, self.engine, jobs)
+        outcomes = await asyncio.to_thread(run_batch, self.engine, jobs)
+        self.counters["cancelled"] += sum(o.status == CLIENT_GONE for o in outcomes)
+        return outcomes
 
 
 # ---- the application ------------------------------------------------------------------------------------
