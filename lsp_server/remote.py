@@ -181,7 +181,7 @@ class RemoteEngine:
     def count_tokens(self, text: str) -> int:
         """Counted by the service's tokenizer (POST /hone/tokens): exact for any model it serves."""
         try:
-            status, data = self._call("POST", "/hone/tokens", msgspec.json.encode(api.TokensRequest([text])), None,
+            status, data = self._call("POST", "/hone/tokens", msgspec.json.encode(api.TokensRequest(texts=[text])), None,
                                       READ_SLACK_S)
         except Unreachable:
             if self._fallback is None:
