@@ -113,6 +113,7 @@ class _SpmSession:
         if cached:
             b.context.update(self.stream)
             self.cache, self.last = b.context.kv, b.context.h[0, -1:]  # (1, D)
+            self.canvas_logits = b.canvas_logits
             self.encoded = b.context.last_encoded
         else:
             self.encoded = len(self.stream)
@@ -123,8 +124,7 @@ class _SpmSession:
         L, n = len(self.stream), len(canvas)
         pos = torch.arange(L, L + n, device=self.device)
         if self.cached:
-            h = self.model.forward_canvas(canvas[None], pos, self.cache)[0]  # (n, D)
-            h = torch.cat((self.last, h[:-1]))
+            return self.canvas_logits(canvas[None], pos, self.cache, self.last).cpu()  # (n, V)
         else:
             ids = torch.cat((torch.tensor(self.stream, device=self.device), canvas))[None]
             is_canvas = torch.zeros_like(ids, dtype=torch.bool)
@@ -144,6 +144,31 @@ class HoneBackend:
         self.spm = model.cfg.layout == "spm"
         self.max_holes = 1 if self.spm else None  # None: any number of holes in one canvas
         self.context = ContextStream(model, device)
+        self.canvas_logits = model.canvas_logits  # one spm denoising step; compile() may swap in a compiled copy
+
+    def compile(self) -> str:
+        """Build a compiled spm canvas step (torch.compile, dynamic shapes), check it against the eager step on
+        a sample stream and switch to it; returns what happened. Tens of seconds of CPU the first time (torch
+        keeps an on-disk cache): call it off the request path, requests run eagerly meanwhile. Any failure
+        (no C++ compiler, a mismatch) leaves the eager step in place."""
+        if not self.spm:
+            return "eager (only the spm canvas step is compiled)"
+        fn = torch.compile(self.model.canvas_logits, dynamic=True)
+        sample = self.encode("import os\n\n\ndef read(path):\n    with open(path) as f:\n        return f.read()\n")
+        try:
+            with torch.no_grad():
+                for length, n in ((len(sample) - 3, 8), (len(sample), 16)):  # two shapes: dynamic from the start
+                    stream = torch.tensor([[self.bos_id, self.bos_id] + sample[:length]], device=self.device)
+                    h, kv = self.model.hidden(stream, causal=True, keep_kv=True)
+                    canvas = torch.full((1, n), self.mask_id, device=self.device)
+                    pos = torch.arange(stream.shape[1], stream.shape[1] + n, device=self.device)
+                    want = self.model.canvas_logits(canvas, pos, kv, h[0, -1:])
+                    got = fn(canvas, pos, kv, h[0, -1:])
+                    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
+        except Exception as e:  # noqa: BLE001 - whatever broke, the eager step keeps serving
+            return f"eager (compiling failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        self.canvas_logits = fn
+        return "compiled"
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -169,8 +194,8 @@ class HoneBackend:
         """One canvas step after the stream: the best token of each of `n` fully masked slots."""
         self.context.update(stream)
         pos = torch.arange(len(stream), len(stream) + n, device=self.device)
-        h = self.model.forward_canvas(torch.full((1, n), self.mask_id, device=self.device), pos, self.context.kv)[0]
-        logits = self.model.head(torch.cat((self.context.h[0, -1:], h[:-1])))  # (n, V): slot j read at j-1
+        masks = torch.full((1, n), self.mask_id, device=self.device)
+        logits = self.canvas_logits(masks, pos, self.context.kv, self.context.h[0, -1:])  # (n, V)
         logits[:, self.mask_id] = -float("inf")
         return logits.argmax(-1).tolist()
 

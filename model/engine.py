@@ -93,5 +93,11 @@ class Engine:
             return SampleOptions(prefix_budget=cfg.prefix_tokens, suffix_budget=cfg.suffix_tokens)
         return SampleOptions()
 
+    def compile(self) -> str:
+        """Compile the model's denoising step where the backend can (see HoneBackend.compile); returns the outcome.
+        Runs beside requests (they use the eager step until the compiled one is ready)."""
+        fn = getattr(self.backend, "compile", None)
+        return fn() if fn is not None else "eager (this backend is not compiled)"
+
     def count_tokens(self, text: str) -> int:
         return len(self.backend.encode(text))

@@ -114,7 +114,7 @@ class Denoiser(nn.Module):
         """positions (B, T) or (T,) -> cos, sin (B|1, 1, T, Dh/2)."""
         if positions.dim() == 1:
             positions = positions.unsqueeze(0)
-        if int(positions.max()) >= self.cfg.max_seq_len:
+        if not torch.compiler.is_compiling() and int(positions.max()) >= self.cfg.max_seq_len:  # (a graph break)
             raise ValueError(f"position {int(positions.max())} exceeds max_seq_len {self.cfg.max_seq_len}")
         return self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
 
@@ -146,6 +146,13 @@ class Denoiser(nn.Module):
         """Canvas tokens attending to the cached context and to each other: ids (B, Tn) -> hidden (B, Tn, D)."""
         h, _ = self.hidden(ids, positions, past=cache)
         return h
+
+    def canvas_logits(self, ids, positions, cache: KVCache, last: torch.Tensor) -> torch.Tensor:
+        """One spm denoising step: canvas ids (1, n) after a cached stream whose final hidden state is `last`
+        (1, D) -> float logits (n, V), slot 0 read off `last`, slot j off canvas position j-1 (shifted logits).
+        The engine may run a compiled copy of this (HoneBackend.compile)."""
+        h = self.forward_canvas(ids, positions, cache)[0]
+        return self.head(torch.cat((last, h[:-1]))).float()
 
 
 def spm_attention_mask(canvas: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

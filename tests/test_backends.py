@@ -70,6 +70,19 @@ def test_spm_canvas_never_changes_the_context(spm_engine):
     assert not torch.allclose(a[1:], b[1:], atol=1e-3)  # later slots see the canvas
 
 
+def test_compiled_canvas_step_equals_eager(spm_dir):
+    compiled, eager = Engine.load(spm_dir, "cpu", threads=1), Engine.load(spm_dir, "cpu", threads=1)
+    assert compiled.compile() == "compiled"
+    be = compiled.backend
+    for prefix, suffix, n in ((PREFIX, SUFFIX, 6), (PREFIX + "a + b", SUFFIX, 11), ("x = 1\n", "", 1)):
+        canvas = torch.tensor([be.mask_id, 5, be.mask_id, 7, be.mask_id, 9, 4, be.mask_id, 8, 8, 3][:n])
+        got, _ = _spm_logits(be, prefix, suffix, canvas, cached=True)
+        want, _ = _spm_logits(be, prefix, suffix, canvas, cached=False)
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    opts = SampleOptions(max_tokens=24, mode="block")
+    assert compiled.infill(PREFIX, SUFFIX, opts).texts == eager.infill(PREFIX, SUFFIX, opts).texts
+
+
 @pytest.mark.parametrize("style,shifted", [("llada", False), ("dream", True)])
 def test_third_party_adapters(tmp_path, style, shifted):
     folder = make_tiny_hf_model(tmp_path / style, style)
