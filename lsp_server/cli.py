@@ -143,11 +143,11 @@ def _bench(a) -> int:
     if a.what == "engine":
         from model.reports.bench import run
 
-        run(a.model, a.n, a.device, a.ar_model, a.threads)
+        run(a.model, a.n, a.device, a.ar_model, a.threads, compile=a.compile)
     elif a.what == "speed":
         from model.reports.bench import run_speed
 
-        run_speed(a.model, a.n, a.device, a.ar_model, a.threads)
+        run_speed(a.model, a.n, a.device, a.ar_model, a.threads, compile=a.compile)
     else:
         from lsp_server.bench import run
 
@@ -269,6 +269,7 @@ def _args_bench(sub) -> None:
     c.add_argument("--device", default="cpu")
     c.add_argument("--n", type=int, default=30)
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: all free cores)")
+    c.add_argument("--compile", action="store_true", help="engine, speed: compile the canvas step first (torch.compile)")
     from lsp_server.bench import add_args as add_lsp_bench_args
 
     c.add_argument("--ar-model", default=None, help="engine: also time this autoregressive network (e.g. runs/main/ar_model)")

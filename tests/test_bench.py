@@ -15,3 +15,12 @@ def test_speed_bench_compares_diffusion_with_its_ar_twin(spm_dir, capsys):
         assert isinstance(figs[key], float)
     assert figs["line.ar"]["forwards"] >= 1 and figs["block.diffusion τ=0.9"]["tokens_per_forward"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == figs["model"]
+
+
+def test_engine_bench_times_the_compiled_step_against_the_compute_limit(spm_dir):
+    from model.reports.bench import run
+
+    figs = run(str(spm_dir), n=2, threads=1, compile=True)
+    assert figs["compiled"] == "compiled" and figs["compile_s"] > 0
+    assert figs["step_ms_compiled"] > 0 and 0 < figs["step_ms_flop_limit"] < figs["step_ms_cached"]
+    assert figs["ar.single_line"]["forwards"] >= 1

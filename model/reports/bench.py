@@ -43,6 +43,30 @@ def step_times(engine: Engine, n_slots: int = 16, ctx_tokens: int = 256, reps: i
     return out
 
 
+def canvas_step_flops(engine: Engine, n_slots: int = 16, ctx_tokens: int = 256) -> float:
+    """Multiply-adds x 2 of one cached canvas step of a Hone network: the blocks' matrices and the head for each
+    slot, and attention over the context plus the canvas."""
+    c = engine.backend.model.cfg
+    d = c.d_model
+    per_slot = 2 * (c.n_layers * (4 * d * d + 3 * d * c.d_ff) + c.vocab_size * d)
+    attention = c.n_layers * 4 * (ctx_tokens + n_slots) * d
+    return n_slots * (per_slot + attention)
+
+
+def matmul_gflops(size: int = 1024, reps: int = 5) -> float:
+    """This machine's float32 matmul rate with the current threads: the compute limit the step is measured against."""
+    a = torch.randn(size, size)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(reps))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
     """Per-keystroke context cost of a cached causal stream (spm models): type `chars` characters of a real file
     one at a time, updating the stream as a request would; ms and tokens encoded per keystroke."""
@@ -69,7 +93,16 @@ def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
             "worst_ms": max(ms)}
 
 
-def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | None = None, threads: int | None = None) -> dict:
+def compile_engine(engine: Engine, figures: dict) -> None:
+    """Compile the engine's denoising step (timed) and say how it went."""
+    t = time.perf_counter()
+    figures["compiled"] = engine.compile()
+    figures["compile_s"] = time.perf_counter() - t
+    print(f"compiling the canvas step: {figures['compiled']} in {figures['compile_s']:.1f} s")
+
+
+def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | None = None, threads: int | None = None,
+        compile: bool = False) -> dict:
     engine = Engine.load(model_dir, device, threads=threads)
     texts = real_python_texts()
     figures: dict = {"model": engine.name, "device": str(engine.device), "threads": torch.get_num_threads()}
@@ -77,6 +110,15 @@ def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | N
     figures["step_ms_cached"], figures["step_ms_uncached"] = st["cached"], st["uncached"]
     print(f"model {engine.name} on {engine.device}, {torch.get_num_threads()} threads")
     print(f"one canvas step (16 slots, 256-token context): cached {st['cached']:.2f} ms, uncached {st['uncached']:.2f} ms")
+    if compile and getattr(engine.backend, "spm", False):
+        compile_engine(engine, figures)
+        figures["step_ms_compiled"] = step_times(engine)["cached"]
+        print(f"one canvas step, compiled: {figures['step_ms_compiled']:.2f} ms")
+    if hasattr(engine.backend, "model"):
+        gflops = matmul_gflops()
+        figures["step_ms_flop_limit"] = canvas_step_flops(engine) / gflops / 1e6
+        print(f"compute limit of that step: {figures['step_ms_flop_limit']:.2f} ms "
+              f"({canvas_step_flops(engine) / 1e9:.2f} GFLOP at this machine's {gflops:.0f} GFLOP/s float32 matmul)")
     ks = keystroke_cost(engine)
     if ks:
         figures["keystroke"] = ks
@@ -163,7 +205,7 @@ def _speed_cases(n: int) -> dict[str, tuple[list, str, int]]:
 
 
 def run_speed(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | None = None,
-              threads: int | None = None) -> dict:
+              threads: int | None = None, compile: bool = False) -> dict:
     """The diffusion decodings and the AR twin on the same held-out-style cases: EM, forwards, tokens per forward,
     p50/p95 ms, and the ratios. The AR twin is the same network's rule 'ar' for spm models, else `ar_dir`."""
     from .evaluate import edit_similarity
@@ -175,6 +217,8 @@ def run_speed(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: s
     print(f"model {engine.name} on {engine.device}, {torch.get_num_threads()} threads; AR twin: "
           f"{'the same network (rule ar)' if ar_engine is engine else ar_dir}")
     figures: dict = {"model": engine.name, "threads": torch.get_num_threads()}
+    if compile:
+        compile_engine(engine, figures)
     for kind, (cases, mode, max_tokens) in _speed_cases(n).items():
         for label, over in SPEED_DECODINGS.items():
             eng = ar_engine if over.get("rule") == "ar" else engine
