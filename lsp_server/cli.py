@@ -86,7 +86,7 @@ def _train(a) -> int:
 def _eval(a) -> int:
     from model.reports.evaluate import main as eval_main
 
-    eval_main(a.model, Path(a.corpus), a.n_line, a.n_multi, a.write_card, a.device, a.threads, a.quick)
+    eval_main(a.model, Path(a.corpus), a.n_line, a.n_multi, a.write_card, a.device, a.threads, a.quick, a.compile)
     return 0
 
 
@@ -224,6 +224,7 @@ def _args_eval(sub) -> None:
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--write-card", action="store_true", help="write the table into the model's MODEL_CARD.md")
     c.add_argument("--quick", action="store_true", help="only the default decoding (not every commit rule and window)")
+    c.add_argument("--compile", action="store_true", help="compile the canvas step first (the ms columns then show it)")
     c.set_defaults(fn=_eval)
 
 

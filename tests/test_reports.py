@@ -75,3 +75,17 @@ def test_corpus_token_counts_and_ship_card(tmp_path, tok):
     assert TABLE_START in card and ROUTES_START in card and "hand-written caveats" in card
     assert tr.segments[-1]["precision"] in card and f"{counts['train'] / 1e6:.1f}M tokens" in card
     assert (dest / "config.json").exists() and list(dest.glob("model*.safetensors"))
+
+
+def test_calibrated_threshold_is_the_most_parallel_tau_that_keeps_quality():
+    from model.reports.evaluate import ONE_PER_STEP, THRESHOLDS, calibrated_threshold
+
+    def rec(em, es):
+        return {"single": {"exact_match": em}, "multi": {"edit_similarity": es}}
+
+    decodings = {ONE_PER_STEP: rec(0.20, 0.40), THRESHOLDS[0.9]: rec(0.20, 0.40), THRESHOLDS[0.7]: rec(0.195, 0.395),
+                 THRESHOLDS[0.5]: rec(0.15, 0.40)}
+    assert calibrated_threshold(decodings) == 0.7  # τ=0.5 loses 5 points of EM
+    decodings[THRESHOLDS[0.7]] = rec(0.20, 0.35)
+    assert calibrated_threshold(decodings) == 0.9  # τ=0.7 loses multi-line ES
+    assert calibrated_threshold({THRESHOLDS[0.9]: rec(0.2, 0.4)}) is None  # no reference: no calibration
