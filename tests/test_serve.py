@@ -277,6 +277,22 @@ def test_client_disconnect_stops_the_engine(service):
     assert after["answered"] == before["answered"]  # the long request never completed
 
 
+def test_bench_serve_against_the_service(service, tmp_path, capsys):
+    import argparse
+
+    from model.serving import bench
+
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    parser = argparse.ArgumentParser()
+    bench.add_args(parser)
+    figures = bench.run(parser.parse_args(["--url", service, "--token-file", str(token), "--editors", "1,2",
+                                           "--seconds", "1", "--max-tokens", "4", "--no-local"]))
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures
+    two = figures["service"]["2"]
+    assert two["editors"] == 2 and two["completions"] > 0 and two["errors"] == 0 and "mean_batch" in two
+
+
 def test_a_replica_killed_under_load_leaves_no_request_hanging(service):
     """Sixteen clients of RemoteEngine (the language server's) while one replica is killed: each gets its answer
     (a retried request lands on the surviving replica) or a clear error, none hangs."""

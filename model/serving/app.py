@@ -87,14 +87,16 @@ class HoneService:
     async def __call__(self, request: Request) -> Response:
         t0 = time.perf_counter()
         path = request.scope.get("path", "/").rstrip("/") or "/"
-        status = 500
+        status = CLIENT_GONE  # stays so when the client goes and Ray Serve cancels this task
         try:
-            response = await self._dispatch(request, path)
+            try:
+                response = await self._dispatch(request, path)
+            except Exception as e:  # a bug is this request's own: answer in JSON (Ray's plain 500 means a dead replica)
+                log.exception("%s failed", path)
+                self.counters["errors"] += 1
+                response = _error(500, f"{type(e).__name__}: {e}")
             status = response.status_code
             return response
-        except asyncio.CancelledError:
-            status = CLIENT_GONE
-            raise
         finally:
             route = path if path in self.routes or path in PUBLIC else "other"
             self._requests.inc(tags={"route": route, "status": str(status)})
@@ -170,7 +172,8 @@ class HoneService:
             return _error(out.status, out.error)
         self.counters["answered"] += 1
         assert out.result is not None
-        self._tokens.inc(out.result.stats.tokens)
+        if out.result.stats.tokens > 0:  # Ray's counters take positive increments only
+            self._tokens.inc(out.result.stats.tokens)
         self._queue.observe(out.queue_ms)
         return _json(make())
 

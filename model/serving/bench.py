@@ -79,6 +79,11 @@ def typing_cases(n: int, seed: int) -> list[tuple[str, str, str]]:
 class Tally:
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    expired: int = 0  # answered 504: the deadline passed while the request queued at the service
+
+
+class Expired(Exception):
+    """The service's 504: nothing to show, as a language server treats it."""
 
 
 Complete = Callable[[str, str], None]  # (prefix, suffix) -> None; raises on failure
@@ -104,6 +109,9 @@ def _editor(complete: Complete, case: tuple[str, str, str], cps: float, until: f
         t0 = time.perf_counter()
         try:
             complete(prefix, suffix)
+        except Expired:
+            tally.expired += 1
+            continue
         except Exception as e:  # counted and reported: a benchmark of a service under load measures its failures
             tally.errors.append(f"{type(e).__name__}: {e}"[:200])
             continue
@@ -125,7 +133,8 @@ def drive(completers: list[Complete], cases: list[tuple[str, str, str]], cps: fl
     lat = [ms for t in tallies for ms in t.latencies_ms]
     errors = [e for t in tallies for e in t.errors]
     return {"editors": len(completers), "completions": len(lat), "completions_per_s": round(len(lat) / wall, 2),
-            "p50_ms": pct(lat, 0.5), "p95_ms": pct(lat, 0.95), "errors": len(errors),
+            "p50_ms": pct(lat, 0.5), "p95_ms": pct(lat, 0.95), "expired": sum(t.expired for t in tallies),
+            "errors": len(errors),
             "first_error": errors[0] if errors else None, "seconds": round(wall, 1)}
 
 
@@ -157,6 +166,8 @@ class InfillClient:
     def __call__(self, prefix: str, suffix: str) -> None:
         status, data = self._request("POST", "/infill", json.dumps(
             {**self.body, "input_prefix": prefix, "input_suffix": suffix}).encode())
+        if status == 504:
+            raise Expired()
         if status != 200:
             raise RuntimeError(f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}")
 
@@ -246,4 +257,5 @@ def _local_completer(engine: Any, max_tokens: int, deadline_ms: int) -> Complete
 def _line(label: str, r: dict) -> None:
     batch = f", mean batch {r['mean_batch']}" if "mean_batch" in r else ""
     print(f"{label} {r['editors']:3d} editors: {r['completions']:5d} completions in {r['seconds']} s "
-          f"({r['completions_per_s']}/s), p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, errors {r['errors']}{batch}")
+          f"({r['completions_per_s']}/s), p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, {r['expired']} expired in the "
+          f"queue, errors {r['errors']}{batch}")
