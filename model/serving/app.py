@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import os
 import signal
 import threading
 import time
@@ -219,6 +220,11 @@ def build_app(model_dir: str | None, device: str = "auto", replicas: int = 1, to
     return deployment.bind(model_dir, device, token, threads, max_batch_size, batch_wait_s)
 
 
+def _cores() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -235,9 +241,11 @@ def start(model_dir: str | None, *, device: str = "auto", host: str = "127.0.0.1
     if not ray.is_initialized():
         ray.init(address=address or "local", include_dashboard=None if address else False,
                  log_to_driver=False, configure_logging=False)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
     if replicas is None:
-        gpus = int(ray.cluster_resources().get("GPU", 0))
         replicas = gpus if gpus and device in ("auto", "cuda") else 1
+    if threads is None and not (gpus and device in ("auto", "cuda")):
+        threads = max(1, _cores() // replicas)  # CPU replicas share this machine's cores
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(model_dir, device, replicas, token, threads=threads, max_replicas=max_replicas),
               name=APP_NAME, route_prefix="/", blocking=False)
