@@ -41,6 +41,10 @@ class Unreachable(ConnectionError):
     """The service cannot be reached (refused, reset, timed out, or no replica answered)."""
 
 
+class Refused(RemoteError, ConnectionError):
+    """The service refused the token (401): like an outage, the status says so and logs carry no traceback."""
+
+
 def split_url(url: str) -> tuple[str, str, int, str]:
     """(scheme, host, port, base path) of an http(s) URL; ValueError naming what is wrong."""
     parts = urlsplit(url.strip())
@@ -240,7 +244,7 @@ class RemoteEngine:
             raise Unreachable(self.problem)
         if status == 401:
             self._refused, self.problem = True, f"the service at {self.url} refused the token (HTTP 401): check hone.remoteToken"
-            raise RemoteError(self.problem)
+            raise Refused(self.problem)
         if self.problem:
             log.info("the service at %s answers again", self.url)
         self.problem, self._refused, self._down_until = "", False, 0.0

@@ -27,7 +27,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
 from conftest import REPO, lsp_plain
-from lsp_server.remote import RETRY_S, RemoteEngine, RemoteError, Unreachable, split_url
+from lsp_server.remote import RETRY_S, Refused, RemoteEngine, RemoteError, Unreachable, split_url
 from lsp_server.settings import Settings, merge, needs_reload
 from model.serving import api
 from model.types import Cancelled, SampleOptions
@@ -172,7 +172,7 @@ def test_remote_engine_maps_the_answers(stub):
     res = eng.fill(["a", "b", "c"], OPTS)
     assert res.texts == ["", ""] and res.stats.deadline_hit
     stub.error(401, "missing or wrong bearer token")
-    with pytest.raises(RemoteError, match="token"):
+    with pytest.raises(Refused, match="token"):
         eng.fill(["a", "b"], OPTS)
     usable, message = eng.health()
     assert not usable and "refused the token" in message
@@ -427,5 +427,17 @@ async def test_fallback_answers_with_the_local_model(lsp_start_client, lsp_stop_
         uri = open_doc(c, "import os\n\ndef size(path):\n    return \n")
         res = await c.text_document_inline_completion_async(inline_params(uri, 3, 11))
         assert len(res.items) == 1
+    finally:
+        await lsp_stop_client(c)
+
+
+@pytest.mark.e2e
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_wrong_token_shows_in_the_status(hone_service, lsp_start_client, lsp_stop_client, lsp_wait_status):
+    c = await lsp_start_client(FAST | {"remote": hone_service["url"], "remoteToken": "not-the-token"},
+                               command=_lsp_command())
+    try:
+        st = await lsp_wait_status(c, "error")
+        assert "refused the token" in st["message"] and "not-the-token" not in json.dumps(c.statuses)
     finally:
         await lsp_stop_client(c)
