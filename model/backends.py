@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, read_json
-from .network import Denoiser, KVCache, append_attention_mask, infill_attention_mask, spm_attention_mask
+from .network import Denoiser, KVCache, infill_attention_mask, spm_attention_mask
 from .tokenizer import HoneTokenizer
 
 LLADA_MASK_ID = 126336  # LLaDA's reserved [MASK] id when its tokenizer does not name a mask token
@@ -72,6 +72,7 @@ class ContextStream:
         self.kv: KVCache = []  # per layer (1, H, T, Dh)
         self.h: torch.Tensor | None = None  # final hidden states (1, T, D)
         self.last_encoded = 0  # tokens the last update() had to run through the network
+        self.extend = model.extend_stream  # HoneBackend.compile may swap in a compiled copy
 
     @torch.no_grad()
     def update(self, ids: list[int]) -> None:
@@ -91,8 +92,7 @@ class ContextStream:
             h, kv = self.model.hidden(new, pos, causal=True, keep_kv=True)
         else:
             past = [(k[:, :, :keep], v[:, :, :keep]) for k, v in self.kv]
-            h, kv = self.model.hidden(new, pos, attn_mask=append_attention_mask(keep, len(ids) - keep, self.device),
-                                      past=past, keep_kv=True)
+            h, kv = self.extend(new, pos, past)
             kv = [(torch.cat((pk, k), 2), torch.cat((pv, v), 2)) for (pk, pv), (k, v) in zip(past, kv)]
             h = torch.cat((self.h[:, :keep], h), 1)
         self.ids, self.kv, self.h, self.last_encoded = list(ids), kv, h, len(ids) - keep
@@ -134,6 +134,12 @@ class _SpmSession:
         return self.model.head(h).float().cpu()  # (n, V)
 
 
+def _close(got, want) -> None:
+    """A compiled step's output (a tensor, or hidden states and a KV cache) equals the eager one's, within float
+    tolerance."""
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
+
+
 class HoneBackend:
     """Hone's own denoiser and tokenizer."""
 
@@ -147,27 +153,29 @@ class HoneBackend:
         self.canvas_logits = model.canvas_logits  # one spm denoising step; compile() may swap in a compiled copy
 
     def compile(self) -> str:
-        """Build a compiled spm canvas step (torch.compile, dynamic shapes), check it against the eager step on
-        a sample stream and switch to it; returns what happened. Tens of seconds of CPU the first time (torch
-        keeps an on-disk cache): call it off the request path, requests run eagerly meanwhile. Any failure
-        (no C++ compiler, a mismatch) leaves the eager step in place."""
+        """Build compiled copies of the spm model's two hot steps (torch.compile, dynamic shapes): a canvas step
+        and the stream extension (typing, autoregressive tokens, verified drafts); check each against the eager
+        one on a sample stream and switch to them; returns what happened. Tens of seconds of CPU the first time
+        (torch keeps an on-disk cache): call it off the request path, requests run eagerly meanwhile. Any failure
+        (no C++ compiler, a mismatch) leaves the eager steps in place."""
         if not self.spm:
-            return "eager (only the spm canvas step is compiled)"
-        fn = torch.compile(self.model.canvas_logits, dynamic=True)
+            return "eager (only the spm layout's steps are compiled)"
+        canvas_fn = torch.compile(self.model.canvas_logits, dynamic=True)
+        extend_fn = torch.compile(self.model.extend_stream, dynamic=True)
         sample = self.encode("import os\n\n\ndef read(path):\n    with open(path) as f:\n        return f.read()\n")
         try:
             with torch.no_grad():
-                for length, n in ((len(sample) - 3, 8), (len(sample), 16)):  # two shapes: dynamic from the start
+                for length, n in ((len(sample) - 5, 8), (len(sample) - 3, 3)):  # two shapes: dynamic from the start
                     stream = torch.tensor([[self.bos_id, self.bos_id] + sample[:length]], device=self.device)
                     h, kv = self.model.hidden(stream, causal=True, keep_kv=True)
                     canvas = torch.full((1, n), self.mask_id, device=self.device)
                     pos = torch.arange(stream.shape[1], stream.shape[1] + n, device=self.device)
-                    want = self.model.canvas_logits(canvas, pos, kv, h[0, -1:])
-                    got = fn(canvas, pos, kv, h[0, -1:])
-                    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
-        except Exception as e:  # noqa: BLE001 - whatever broke, the eager step keeps serving
+                    _close(canvas_fn(canvas, pos, kv, h[0, -1:]), self.model.canvas_logits(canvas, pos, kv, h[0, -1:]))
+                    new = torch.tensor([sample[length : length + n]], device=self.device)
+                    _close(extend_fn(new, pos[: new.shape[1]], kv), self.model.extend_stream(new, pos[: new.shape[1]], kv))
+        except Exception as e:  # noqa: BLE001 - whatever broke, the eager steps keep serving
             return f"eager (compiling failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
-        self.canvas_logits = fn
+        self.canvas_logits, self.context.extend = canvas_fn, extend_fn
         return "compiled"
 
     def encode(self, text: str) -> list[int]:

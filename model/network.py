@@ -147,6 +147,12 @@ class Denoiser(nn.Module):
         h, _ = self.hidden(ids, positions, past=cache)
         return h
 
+    def extend_stream(self, ids, positions, past: KVCache):
+        """New tokens at the end of a cached causal stream (spm): ids (1, n) -> their hidden states (1, n, D) and
+        (k, v). They see the whole past and each other causally. The engine may run a compiled copy of this."""
+        mask = append_attention_mask(past[0][0].shape[2], ids.shape[1], ids.device)
+        return self.hidden(ids, positions, attn_mask=mask, past=past, keep_kv=True)
+
     def canvas_logits(self, ids, positions, cache: KVCache, last: torch.Tensor) -> torch.Tensor:
         """One spm denoising step: canvas ids (1, n) after a cached stream whose final hidden state is `last`
         (1, D) -> float logits (n, V), slot 0 read off `last`, slot j off canvas position j-1 (shifted logits).

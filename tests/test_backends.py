@@ -70,17 +70,20 @@ def test_spm_canvas_never_changes_the_context(spm_engine):
     assert not torch.allclose(a[1:], b[1:], atol=1e-3)  # later slots see the canvas
 
 
-def test_compiled_canvas_step_equals_eager(spm_dir):
+def test_compiled_steps_equal_eager(spm_dir):
     compiled, eager = Engine.load(spm_dir, "cpu", threads=1), Engine.load(spm_dir, "cpu", threads=1)
     assert compiled.compile() == "compiled"
     be = compiled.backend
-    for prefix, suffix, n in ((PREFIX, SUFFIX, 6), (PREFIX + "a + b", SUFFIX, 11), ("x = 1\n", "", 1)):
+    edits = ((PREFIX, SUFFIX, 6), (PREFIX + "a", SUFFIX, 6), (PREFIX + "a + b", SUFFIX, 11),  # typing: compiled extension
+             (PREFIX + "a +", SUFFIX, 1), ("x = 1\n", "", 3))
+    for prefix, suffix, n in edits:
         canvas = torch.tensor([be.mask_id, 5, be.mask_id, 7, be.mask_id, 9, 4, be.mask_id, 8, 8, 3][:n])
         got, _ = _spm_logits(be, prefix, suffix, canvas, cached=True)
-        want, _ = _spm_logits(be, prefix, suffix, canvas, cached=False)
+        want, _ = _spm_logits(be, prefix, suffix, canvas, cached=False)  # the eager full forward
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
-    opts = SampleOptions(max_tokens=24, mode="block")
-    assert compiled.infill(PREFIX, SUFFIX, opts).texts == eager.infill(PREFIX, SUFFIX, opts).texts
+    for rule in ("threshold", "ar"):
+        opts = SampleOptions(max_tokens=24, mode="block", rule=rule)
+        assert compiled.infill(PREFIX, SUFFIX, opts).texts == eager.infill(PREFIX, SUFFIX, opts).texts
 
 
 @pytest.mark.parametrize("style,shifted", [("llada", False), ("dream", True)])
