@@ -218,7 +218,7 @@ class RemoteEngine:
     def _call(self, method: str, path: str, body: bytes | None, cancel: threading.Event | None,
               timeout: float) -> tuple[int, bytes]:
         """(status, body) of an answer that is not a transient failure. Raises Unreachable (and starts the retry
-        wait) when the service does not answer; Cancelled when `cancel` is set; RemoteError for 401."""
+        wait) when the service does not answer; Cancelled when `cancel` is set; Refused for 401."""
         if self._clock() < self._down_until:
             raise Unreachable(self.problem)
         status, data, kind = 0, b"", ""
