@@ -37,6 +37,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--max-tokens", type=int, default=None, help="hone.maxTokens (default: the server's)")
     _add(parser, "--deadline-ms", type=int, default=None, help="hone.deadlineMs (default: the server's)")
     _add(parser, "--seed", type=int, default=0)
+    _add(parser, "--no-compile", action="store_true", help="the server keeps its steps eager (hone-lsp --no-compile)")
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -168,6 +169,8 @@ async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dic
     cmd = [sys.executable, "-m", "lsp_server", "--device", device, "--log-file", str(log_file)]
     if getattr(args, "model", None):
         cmd += ["--model", str(args.model)]
+    if getattr(args, "no_compile", False):
+        cmd.append("--no-compile")
     c = _Client()
     t = c.types
     t_spawn = time.perf_counter()
@@ -184,6 +187,10 @@ async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dic
     print(f"process start to model ready: {ready_ms:.0f} ms; to first completion: {startup_ms:.0f} ms")
     if status.get("state") == "error":
         raise SystemExit(f"the server could not load the model: {status.get('message')}")
+    t_wait = time.perf_counter()
+    while c.statuses[-1].get("steps") == "compiling" and time.perf_counter() - t_wait < 600:
+        await asyncio.sleep(0.2)  # time the steps users get once the server has settled
+    print(f"model steps: {c.statuses[-1].get('steps')} ({time.perf_counter() - t_wait:.1f} s after the first completion)")
     return c, status, startup_ms, ready_ms
 
 

@@ -21,6 +21,7 @@ class Target:
     remote: str = ""  # URL of a `hone serve` service; "" = run the model here
     remote_token: str = field(default="", repr=False)  # its bearer token (never shown)
     remote_fallback: bool = False  # load the local model while the service is unreachable
+    compile: bool = True  # compile the local model's hot steps in the background once it is loaded
 
 
 def load_local(target: Target, threads: int | None = None) -> Engine:
@@ -66,6 +67,7 @@ class ModelManager:
         self.state = "idle"  # idle | loading | ready | error
         self.engine: Engine | None = None
         self.error = ""
+        self.steps = ""  # how the model's steps run: "compiling", "compiled" or "eager (why)"; "" before a model
         self.future: Future = Future()
 
     def request(self, target: Target) -> bool:
@@ -75,7 +77,7 @@ class ModelManager:
                 return False
             self._generation += 1
             gen = self._generation
-            self.target, self.state, self.error = target, "loading", ""
+            self.target, self.state, self.error, self.steps = target, "loading", "", ""
             self.future = fut = Future()
             fut.set_running_or_notify_cancel()  # waiters may time out, but cannot cancel the load
         threading.Thread(target=self._load, args=(gen, target, fut), name=f"hone-load-{gen}", daemon=True).start()
@@ -91,14 +93,32 @@ class ModelManager:
         else:
             error = ""
             log.info("model %s loaded on %s", getattr(engine, "name", "?"), getattr(engine, "device", "?"))
+        compile_steps = getattr(engine, "compile", None)  # the local engine; a remote one compiles nothing here
         with self._lock:
             current = gen == self._generation
             if current:
                 self.engine, self.error = engine, error
                 self.state = "ready" if engine is not None else "error"
+                if compile_steps is not None:
+                    self.steps = "compiling" if target.compile else "eager (--no-compile)"
         if current:
             self.on_change()
         fut.set_result(engine)
+        if current and compile_steps is not None and target.compile:
+            self._compile(gen, compile_steps)
+
+    def _compile(self, gen: int, compile_steps: Callable[[], str]) -> None:
+        """Compile the engine's steps while it already answers (eagerly); the status says how its steps run."""
+        try:
+            outcome = compile_steps()
+        except Exception as e:  # the engine keeps its eager steps
+            outcome = f"eager (compiling failed: {type(e).__name__})"
+        log.info("model steps: %s", outcome)
+        with self._lock:
+            if gen != self._generation:
+                return
+            self.steps = outcome
+        self.on_change()
 
     def label(self) -> str:
         """The model's name for status messages."""

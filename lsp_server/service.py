@@ -114,7 +114,7 @@ class Service:
         return Target(s.model or cli.model, s.device if s.device != "auto" else cli.device,
                       s.trust_remote_code or cli.trust_remote_code, remote=s.remote or cli.remote,
                       remote_token=s.remote_token or cli.remote_token,
-                      remote_fallback=s.remote_fallback or cli.remote_fallback)
+                      remote_fallback=s.remote_fallback or cli.remote_fallback, compile=cli.compile)
 
     def configure(self, raw: Any, *, initial: bool) -> list[str]:
         """Merge settings (initializationOptions when `initial`, else workspace settings); reload the
@@ -140,7 +140,7 @@ class Service:
             message = "completions are off (hone.enabled)"
         device = str(m.engine.device) if m.engine is not None else (m.target.device if m.target else "")
         return {"state": state, "model": m.label(), "device": device, "lastLatencyMs": self.last_latency_ms,
-                "tokensPerForward": self.tokens_per_forward, "message": message}
+                "tokensPerForward": self.tokens_per_forward, "message": message, "steps": m.steps}
 
     def publish_status(self, force: bool = False) -> None:
         st = self.status()

@@ -70,9 +70,34 @@ async def test_capabilities(client):
 
 
 async def test_status_reports_the_model(client):
+    while client.statuses[-1]["steps"] == "compiling":  # settles at once: an infill model has no compiled steps
+        await asyncio.wait_for(client.wait_for_notification("hone/status"), 30)
     st = client.statuses[-1]
-    assert set(st) == {"state", "model", "device", "lastLatencyMs", "tokensPerForward", "message"}
+    assert set(st) == {"state", "model", "device", "lastLatencyMs", "tokensPerForward", "message", "steps"}
     assert st["state"] == "ready" and st["model"] == "tiny" and st["device"] == "cpu"
+    assert st["steps"].startswith("eager")  # only spm models have compiled steps; this tiny one is infill
+
+
+async def test_compiled_steps_while_serving(spm_dir, lsp_start_client, lsp_stop_client, lsp_server_command):
+    """An spm model answers at once (eager steps) while its steps compile in the background, and after."""
+    command = [*lsp_server_command[:3], "--model", str(spm_dir), "--device", "cpu"]
+    c = await lsp_start_client(FAST, command=command)
+    try:
+        uri = open_doc(c, "import os\n\ndef size(path):\n    return \n")
+
+        async def steps(*wanted):
+            while not (c.statuses and c.statuses[-1]["steps"] in wanted):
+                await c.wait_for_notification("hone/status")
+            return c.statuses[-1]["steps"]
+
+        assert await asyncio.wait_for(steps("compiling", "compiled"), 60)
+        await inline(c, uri, 3, 11)  # (a random tiny network may well answer nothing: count the model runs)
+        assert await asyncio.wait_for(steps("compiled"), 240) == "compiled"
+        await inline(c, open_doc(c, "import sys\n\ndef main(argv):\n    return \n"), 3, 11)
+        counts = await stats(c)
+        assert counts["modelRuns"] == 2 and counts["errors"] == 0
+    finally:
+        await lsp_stop_client(c)
 
 
 async def test_inline_completion(client, lsp_wait_status):

@@ -169,3 +169,43 @@ def test_model_manager_newest_load_wins():
     gates["old"].set()
     old_future.result(30)  # the older load finishes later and is discarded
     assert m.engine == "engine-new" and m.target.model == "new"
+
+
+def test_model_manager_compiles_steps_after_loading():
+    """A loaded engine answers at once; its steps compile afterwards and the outcome (or the failure) is kept."""
+    import threading
+    import time
+
+    from lsp_server.models import ModelManager, Target
+
+    def settled(m, timeout=30):
+        end = time.monotonic() + timeout
+        while m.steps == "compiling" and time.monotonic() < end:
+            time.sleep(0.02)
+
+    class Compiles:
+        def __init__(self, outcome):
+            self.outcome, self.release = outcome, threading.Event()
+
+        def compile(self):
+            self.release.wait(30)
+            if isinstance(self.outcome, Exception):
+                raise self.outcome
+            return self.outcome
+
+    engines = {"ok": Compiles("compiled"), "bad": Compiles(RuntimeError("no compiler")), "off": Compiles("compiled")}
+    m = ModelManager(loader=lambda t: engines[t.model])
+    m.request(Target("ok", "cpu", False))
+    m.future.result(30)
+    assert m.state == "ready" and m.steps == "compiling"  # serving (eagerly) while it compiles
+    engines["ok"].release.set()
+    settled(m)
+    assert m.steps == "compiled"
+    m.request(Target("bad", "cpu", False))
+    engines["bad"].release.set()
+    m.future.result(30)
+    settled(m)
+    assert m.steps == "eager (compiling failed: RuntimeError)" and m.state == "ready"
+    m.request(Target("off", "cpu", False, compile=False))
+    m.future.result(30)
+    assert m.steps == "eager (--no-compile)"
