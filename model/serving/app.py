@@ -54,10 +54,13 @@ class HoneService:
     """One replica: the engine, the routes, this replica's counters and Ray metrics."""
 
     def __init__(self, model_dir: str | None, device: str, token: str | None, threads: int | None = None,
-                 max_batch_size: int = BATCH_SIZE, batch_wait_s: float = BATCH_WAIT_S):
+                 max_batch_size: int = BATCH_SIZE, batch_wait_s: float = BATCH_WAIT_S, compile: bool = True):
         from ..engine import Engine
 
         self.engine = Engine.load(model_dir or None, device, threads=threads)
+        self.steps = "compiling" if compile else "eager (--no-compile)"  # how the engine's steps run (/hone/stats)
+        if compile:  # in the background: the replica answers with eager steps meanwhile
+            threading.Thread(target=self._compile, name="hone-compile", daemon=True).start()
         self._token = token.encode() if token else None
         self._run.set_max_batch_size(max_batch_size)
         self._run.set_batch_wait_timeout_s(batch_wait_s)
@@ -162,7 +165,13 @@ class HoneService:
 
     async def _stats(self, body: bytes) -> Response:
         ctx = serve.get_replica_context()
-        return _json({**self.counters, "replica": str(getattr(ctx, "replica_id", ""))})
+        return _json({**self.counters, "replica": str(getattr(ctx, "replica_id", "")), "steps": self.steps})
+
+    def _compile(self) -> None:
+        try:
+            self.steps = self.engine.compile()
+        except Exception as e:  # the eager steps keep serving
+            self.steps = f"eager (compiling failed: {type(e).__name__})"
 
     async def _models(self, body: bytes) -> Response:
         return _json({"object": "list", "data": [{"id": self.engine.name, "object": "model", "owned_by": "hone"}]})
@@ -204,7 +213,7 @@ class HoneService:
 
 def build_app(model_dir: str | None, device: str = "auto", replicas: int = 1, token: str | None = None, *,
               threads: int | None = None, max_replicas: int | None = None, max_batch_size: int = BATCH_SIZE,
-              batch_wait_s: float = BATCH_WAIT_S) -> serve.Application:
+              batch_wait_s: float = BATCH_WAIT_S, compile: bool = True) -> serve.Application:
     """The deployment, ready for `serve.run`. Needs a connected Ray (`ray.init`): device "auto" asks the
     cluster for GPUs; with GPUs each replica holds one, on CPUs each holds `threads` CPUs (default 1).
     max_replicas > replicas turns on Ray Serve's autoscaling between the two."""
@@ -217,7 +226,7 @@ def build_app(model_dir: str | None, device: str = "auto", replicas: int = 1, to
                                           "target_ongoing_requests": max_batch_size}}
     deployment = serve.deployment(HoneService, name=DEPLOYMENT_NAME).options(
         ray_actor_options=actor, max_ongoing_requests=max(ONGOING_PER_REPLICA, max_batch_size), **scaling)
-    return deployment.bind(model_dir, device, token, threads, max_batch_size, batch_wait_s)
+    return deployment.bind(model_dir, device, token, threads, max_batch_size, batch_wait_s, compile)
 
 
 def _cores() -> int:
@@ -236,7 +245,7 @@ def is_loopback(host: str) -> bool:
 
 def start(model_dir: str | None, *, device: str = "auto", host: str = "127.0.0.1", port: int = 8000,
           replicas: int | None = None, token: str | None = None, threads: int | None = None,
-          max_replicas: int | None = None, address: str | None = None) -> str:
+          max_replicas: int | None = None, address: str | None = None, compile: bool = True) -> str:
     """Start Ray (a local instance, or join `address`), then the service; returns its URL."""
     if not ray.is_initialized():
         ray.init(address=address or "local", include_dashboard=None if address else False,
@@ -247,7 +256,7 @@ def start(model_dir: str | None, *, device: str = "auto", host: str = "127.0.0.1
     if threads is None and not (gpus and device in ("auto", "cuda")):
         threads = max(1, _cores() // replicas)  # CPU replicas share this machine's cores
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(model_dir, device, replicas, token, threads=threads, max_replicas=max_replicas),
+    serve.run(build_app(model_dir, device, replicas, token, threads=threads, max_replicas=max_replicas, compile=compile),
               name=APP_NAME, route_prefix="/", blocking=False)
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
