@@ -3,6 +3,8 @@ diffusion LMs loaded through transformers (LLaDA-style unshifted, Dream-style sh
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 
 import torch
@@ -66,16 +68,21 @@ class ContextStream:
     stream reuses the keys/values of the longest run of tokens it shares with the last one from the start, so
     typing at the end of the prefix encodes only the new tokens (an exact cache: causal tokens never see later ones)."""
 
-    def __init__(self, model: Denoiser, device: torch.device):
+    def __init__(self, model: Denoiser, device: torch.device, lock: threading.Lock | None = None):
         self.model, self.device = model, device
+        self.lock = lock or contextlib.nullcontext()  # held while encoding (streams of concurrent requests share one)
         self.ids: list[int] = []
         self.kv: KVCache = []  # per layer (1, H, T, Dh)
         self.h: torch.Tensor | None = None  # final hidden states (1, T, D)
         self.last_encoded = 0  # tokens the last update() had to run through the network
         self.extend = model.extend_stream  # HoneBackend.compile may swap in a compiled copy
 
-    @torch.no_grad()
     def update(self, ids: list[int]) -> None:
+        with self.lock:
+            self._update(ids)
+
+    @torch.no_grad()
+    def _update(self, ids: list[int]) -> None:
         keep = 0
         for a, b in zip(self.ids, ids):
             if a != b:
@@ -177,6 +184,15 @@ class HoneBackend:
             return f"eager (compiling failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
         self.canvas_logits, self.context.extend = canvas_fn, extend_fn
         return "compiled"
+
+    def job_view(self, canvas_logits, encode_lock: threading.Lock) -> HoneBackend:
+        """A backend for one of several requests run together (model.batching): the same network and steps, its
+        own context stream (encoded under `encode_lock`), canvas steps through `canvas_logits` (a batcher)."""
+        view = HoneBackend(self.model, self.tokenizer, self.device)
+        view.context = ContextStream(self.model, self.device, encode_lock)
+        view.context.extend = self.context.extend
+        view.canvas_logits = canvas_logits
+        return view
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)

@@ -10,6 +10,7 @@ import torch
 
 from . import DEFAULT_MODEL_DIR
 from .backends import HFBackend, HoneBackend
+from .batching import run_together
 from .checkpoint import CheckpointError, load_model, read_json
 from .sampler import sample
 from .types import Result, SampleOptions
@@ -40,6 +41,13 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+def _attempt(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - returned to the caller, who decides what it means
+        return e
 
 
 class Engine:
@@ -73,6 +81,17 @@ class Engine:
         """Fill the len(pieces) - 1 holes between the pieces in one pass."""
         with self.lock:
             return sample(self.backend, pieces, opts, cancel, seed)
+
+    def fill_many(self, calls: list[tuple[list[str], SampleOptions, threading.Event | None, int | None]]
+                  ) -> list[Result | Exception]:
+        """Several fill() calls at once, (pieces, opts, cancel, seed) each -> each one's Result, or the exception
+        it raised. An spm model runs them together: one thread and context stream per call, their canvas steps
+        batched into shared forwards (model.batching); other backends run them one after another."""
+        with self.lock:
+            b = self.backend
+            if len(calls) > 1 and isinstance(b, HoneBackend) and b.spm:
+                return run_together(b, calls, sample)
+            return [_attempt(sample, b, *call) for call in calls]
 
     def infill(self, prefix: str, suffix: str, opts: SampleOptions, cancel: threading.Event | None = None,
                seed: int | None = None) -> Result:

@@ -124,6 +124,23 @@ def test_batch_stops_a_running_job_when_its_client_goes(lsp_fake_engine):
     assert job.out.status == CLIENT_GONE and engine.cancelled == 1
 
 
+def test_batch_of_jobs_runs_together_on_an_spm_engine(spm_dir):
+    """Several jobs reach the engine in one fill_many call (their steps share forwards), each answered as alone."""
+    from model.engine import Engine
+
+    engine = Engine.load(spm_dir, "cpu", threads=1)
+    jobs = [Job(["def f(x):\n    return ", "\n"], SampleOptions(mode="line", max_tokens=12)),
+            Job(["import os\n", "\n"], SampleOptions(mode="block", max_tokens=16)),
+            Job(["x = [", "]\n"], SampleOptions(mode="line", max_tokens=12, deadline_s=30.0))]
+    alone = [engine.fill(j.pieces, j.opts).texts for j in jobs]
+    calls = []
+    fill_many = engine.fill_many
+    engine.fill_many = lambda c: calls.append(len(c)) or fill_many(c)
+    outs = run_batch(engine, jobs)
+    assert calls == [3] and [o.status for o in outs] == [200, 200, 200]
+    assert [o.result.texts for o in outs] == alone
+
+
 # ---- a real Ray Serve instance --------------------------------------------------------------------------
 
 

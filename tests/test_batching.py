@@ -1,0 +1,59 @@
+"""Several requests in one engine call: batched canvas steps equal single ones, and fill_many answers each
+call as fill would (greedy decoding: the same text), with far fewer forwards than the calls took alone."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+import model.batching as batching
+from model.engine import Engine
+from model.types import Cancelled, SampleOptions
+from sampling import PREFIX, SUFFIX
+
+
+def _step(be, prefix: str, n: int):
+    stream = be.spm_stream(be.encode(prefix), be.encode(SUFFIX) + [be.eos_id])
+    with torch.no_grad():
+        h, kv = be.model.hidden(torch.tensor([stream]), causal=True, keep_kv=True)
+    ids = torch.tensor([[be.mask_id, 5, be.mask_id, 7, 9, be.mask_id, 4, 8][:n]])
+    return ids, torch.arange(len(stream), len(stream) + n), kv, h[0, -1:]
+
+
+def test_batched_canvas_step_equals_single_steps(spm_engine):
+    be = spm_engine.backend
+    steps = [_step(be, PREFIX, 6), _step(be, "x = 1\n", 3), _step(be, PREFIX + "a + b", 8)]
+    with torch.no_grad():
+        got = batching.batched_canvas_logits(be.model, be.mask_id, steps)
+        for out, step in zip(got, steps):
+            torch.testing.assert_close(out, be.model.canvas_logits(*step), rtol=1e-4, atol=1e-4)
+
+
+def test_fill_many_answers_each_call_as_fill_would(spm_dir, monkeypatch):
+    engine = Engine.load(spm_dir, "cpu", threads=1)
+    cancelled = threading.Event()
+    cancelled.set()
+    calls = [([PREFIX, SUFFIX], SampleOptions(mode="line", max_tokens=16), None, None),
+             (["import os\n", "\n"], SampleOptions(mode="block", max_tokens=24), None, None),
+             ([PREFIX + "a + b", SUFFIX], SampleOptions(mode="block", max_tokens=24, rule="one"), None, None),
+             ([PREFIX, SUFFIX], SampleOptions(mode="line", rule="ar"), None, None),
+             ([PREFIX, SUFFIX], SampleOptions(), cancelled, None)]
+    alone = [engine.fill(*c[:2]).texts for c in calls[:-1]]
+    widths = []
+    real = batching.batched_canvas_logits
+    monkeypatch.setattr(batching, "batched_canvas_logits", lambda m, k, steps: widths.append(len(steps)) or real(m, k, steps))
+    results = engine.fill_many(calls)
+    assert [r.texts for r in results[:-1]] == alone
+    assert isinstance(results[-1], Cancelled)
+    assert widths and max(widths) >= 3  # the diffusion calls' steps ran together
+    steps_alone = sum(r.stats.forwards for r in results[:3])
+    assert len(widths) < steps_alone  # fewer forwards than the calls took one by one
+
+
+def test_fill_many_on_other_backends_runs_calls_in_turn(engine):
+    calls = [([PREFIX, SUFFIX], SampleOptions(max_tokens=8), None, None),
+             ([PREFIX, SUFFIX], SampleOptions(rule="ar"), None, None)]  # rule 'ar' needs an spm model
+    first, second = engine.fill_many(calls)
+    assert first.texts == engine.fill(*calls[0][:2]).texts
+    assert isinstance(second, ValueError)
