@@ -38,7 +38,7 @@ export function expandPath(path: string, ctx: Pick<LaunchContext, 'workspaceFold
   return out;
 }
 
-/** `--model` / `--device` / `--trust-remote-code` for the server's command line (the same values also go in initializationOptions). */
+/** `--model` / `--device` / `--trust-remote-code` / `--remote` for the server's command line (the same values also go in initializationOptions). */
 export function serverArgs(s: HoneSettings, ctx: Pick<LaunchContext, 'workspaceFolder' | 'home'>): string[] {
   const args: string[] = [];
   if (s.model !== '') {
@@ -49,6 +49,14 @@ export function serverArgs(s: HoneSettings, ctx: Pick<LaunchContext, 'workspaceF
   }
   if (s.trustRemoteCode) {
     args.push('--trust-remote-code'); // user-level only (readSettings); lets the server load it at startup
+  }
+  if (s.remote !== '') {
+    // user-level only too: the server starts as the service's client instead of loading a local model first
+    // (the token travels in initializationOptions, never on a command line other processes can read)
+    args.push('--remote', s.remote);
+    if (s.remoteFallback) {
+      args.push('--remote-fallback');
+    }
   }
   return args;
 }

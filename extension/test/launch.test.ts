@@ -33,6 +33,10 @@ describe('planLaunch', () => {
   it('passes --trust-remote-code only when the user allowed it', () => {
     assert.deepEqual(planLaunch(settings({ pythonPath: '/p', trustRemoteCode: true }), ctx).args, ['-m', 'lsp_server', '--trust-remote-code']);
   });
+  it('starts the server as the team service client when hone.remote is set (never with the token)', () => {
+    const args = planLaunch(settings({ pythonPath: '/p', remote: 'http://gpu-box:8000', remoteToken: 'secret', remoteFallback: true }), ctx).args;
+    assert.deepEqual(args, ['-m', 'lsp_server', '--remote', 'http://gpu-box:8000', '--remote-fallback']);
+  });
   it('passes no --device for auto', () => {
     assert.deepEqual(planLaunch(settings({ pythonPath: '/p', device: 'auto' }), ctx).args, ['-m', 'lsp_server']);
   });
