@@ -138,6 +138,9 @@ def sample(
         raise ValueError("need at least two pieces (prefix and suffix) around one hole")
     if backend.max_holes is not None and len(pieces) - 1 > backend.max_holes:
         return _sample_in_turn(backend, pieces, opts, cancel, seed)
+    if opts.rule == "auto":
+        line_ar = opts.mode == "line" and getattr(backend, "spm", False)
+        opts = msgspec.structs.replace(opts, rule="ar" if line_ar else "threshold")
     if opts.rule == "ar" and not getattr(backend, "spm", False):
         raise ValueError("commit rule 'ar' (autoregressive decoding) needs a Hone model with the spm layout")
     req = _Request(backend, pieces, opts, cancel, seed)

@@ -15,7 +15,7 @@ LINE_SLOTS = 8  # a hole starts with this many canvas slots for one line,
 BLOCK_SLOTS = 32  # this many for a block,
 GROW_SLOTS = 8  # and grows by this many while content fills it (training sizes canvases the same way)
 
-RULES = ("threshold", "entropy", "one", "ar")
+RULES = ("auto", "threshold", "entropy", "one", "ar")
 MODES = ("free", "line", "block")
 DRAFTS = ("both", "lookup", "canvas", "none")
 
@@ -25,8 +25,9 @@ class Cancelled(Exception):
 
 
 class SampleOptions(msgspec.Struct, kw_only=True):
-    rule: str = "threshold"  # threshold | entropy | one (one-per-step lowest entropy: the quality reference) |
-    # ar (spm models: left to right through the causal context stream, one token per forward, KV-cached)
+    rule: str = "auto"  # threshold | entropy | one (one-per-step lowest entropy: the quality reference) |
+    # ar (spm models: left to right through the causal context stream, one token per forward, KV-cached) |
+    # auto: ar for line completions of spm models (their causal stream predicts lines best), else threshold
     threshold: float = 0.9  # τ for rule=threshold: commit every slot whose top probability ≥ τ
     gamma: float = 0.5  # γ for rule=entropy: commit in confidence order while summed entropy (nats) ≤ γ
     temperature: float = 0.0  # 0 = greedy

@@ -34,7 +34,7 @@ def test_fill_many_answers_each_call_as_fill_would(spm_dir, monkeypatch):
     engine = Engine.load(spm_dir, "cpu", threads=1)
     cancelled = threading.Event()
     cancelled.set()
-    calls = [([PREFIX, SUFFIX], SampleOptions(mode="line", max_tokens=16), None, None),
+    calls = [([PREFIX, SUFFIX], SampleOptions(mode="line", max_tokens=16, rule="threshold"), None, None),
              (["import os\n", "\n"], SampleOptions(mode="block", max_tokens=24), None, None),
              ([PREFIX + "a + b", SUFFIX], SampleOptions(mode="block", max_tokens=24, rule="one"), None, None),
              ([PREFIX, SUFFIX], SampleOptions(mode="line", rule="ar"), None, None),

@@ -207,3 +207,10 @@ def test_drafts_change_nothing_but_the_forward_count(spm_engine, draft):
     assert drafted.texts == plain.texts  # a draft the model rejects changes nothing
     if draft == "lookup":
         assert drafted.stats.forwards <= plain.stats.forwards
+
+
+def test_auto_rule_is_ar_for_spm_lines_and_threshold_otherwise(spm_engine, engine):
+    for eng, mode, same_as in ((spm_engine, "line", "ar"), (spm_engine, "free", "threshold"), (engine, "line", "threshold")):
+        auto = eng.infill(PREFIX, SUFFIX, SampleOptions(mode=mode, max_tokens=12))
+        explicit = eng.infill(PREFIX, SUFFIX, SampleOptions(mode=mode, max_tokens=12, rule=same_as))
+        assert auto.texts == explicit.texts and auto.stats.forwards == explicit.stats.forwards

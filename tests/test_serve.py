@@ -129,7 +129,7 @@ def test_batch_of_jobs_runs_together_on_an_spm_engine(spm_dir):
     from model.engine import Engine
 
     engine = Engine.load(spm_dir, "cpu", threads=1)
-    jobs = [Job(["def f(x):\n    return ", "\n"], SampleOptions(mode="line", max_tokens=12)),
+    jobs = [Job(["def f(x):\n    return ", "\n"], SampleOptions(mode="line", max_tokens=12, rule="threshold")),
             Job(["import os\n", "\n"], SampleOptions(mode="block", max_tokens=16)),
             Job(["x = [", "]\n"], SampleOptions(mode="line", max_tokens=12, deadline_s=30.0))]
     alone = [engine.fill(j.pieces, j.opts).texts for j in jobs]

@@ -2,7 +2,7 @@
 // Pure module (no `vscode` import) so it is unit tested without VS Code.
 
 export const DEVICES = ['auto', 'cpu', 'cuda', 'mps'] as const;
-export const COMMIT_RULES = ['threshold', 'entropy', 'one', 'ar'] as const;
+export const COMMIT_RULES = ['auto', 'threshold', 'entropy', 'one', 'ar'] as const;
 export const MODES = ['auto', 'line', 'block'] as const;
 
 export type Device = (typeof DEVICES)[number];
@@ -54,7 +54,7 @@ export const DEFAULTS: Readonly<HoneSettings> = Object.freeze({
   device: 'auto',
   maxTokens: 64,
   threshold: 0.9,
-  commitRule: 'threshold',
+  commitRule: 'auto',
   debounceMs: 30,
   deadlineMs: 1500,
   mode: 'auto',

@@ -191,7 +191,7 @@ def run_ar_baseline(ar_dir: str, n: int = 30, device: str = "cpu", threads: int 
 
 
 SPEED_DECODINGS = {  # label -> SampleOptions overrides; "ar" is the AR twin (the spm network through its causal stream)
-    "diffusion τ=0.9": {},
+    "diffusion τ=0.9": {"rule": "threshold"},
     "diffusion one-per-step": dict(rule="one"),
     "ar": dict(rule="ar", draft="none"),  # plain greedy AR, one token per forward: the baseline
     "ar + lookup drafts": dict(rule="ar", draft="lookup"),  # the same text, drafts from the document verified

@@ -14,13 +14,15 @@ from ..training.corpus import load_texts
 from ..training.data import Budgets, choose_middle
 from .card import TABLE_END, TABLE_START, put_block
 
-DEFAULT_DECODING = "threshold τ=0.9, window 4 (default)"
+DEFAULT_DECODING = "auto: ar for lines, threshold τ=0.9 otherwise (default)"
 ONE_PER_STEP = "one per step, window 4"
-THRESHOLDS = {0.9: DEFAULT_DECODING, 0.7: "threshold τ=0.7, window 4", 0.5: "threshold τ=0.5, window 4"}
-# the threshold rule at several τ (calibration), the other commit rules with the default window, strict left to
-# right, and the spm network as its own AR twin. (Any order instead of the window lost 0.02-0.17 ES: measured once.)
+THRESHOLDS = {0.9: "threshold τ=0.9, window 4", 0.7: "threshold τ=0.7, window 4", 0.5: "threshold τ=0.5, window 4"}
+# the default, the threshold rule at several τ (calibration), the other commit rules with the default window,
+# strict left to right, and the spm network as its own AR twin. (Any order instead of the window lost
+# 0.02-0.17 ES: measured once.)
 DECODINGS: dict[str, dict] = {
-    **{label: {"threshold": tau} for tau, label in THRESHOLDS.items()},
+    DEFAULT_DECODING: {},
+    **{label: {"rule": "threshold", "threshold": tau} for tau, label in THRESHOLDS.items()},
     "entropy γ=0.5, window 4": {"rule": "entropy"},
     ONE_PER_STEP: {"rule": "one"},
     "left to right (one, window 1)": {"rule": "one", "window": 1},
