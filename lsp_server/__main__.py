@@ -26,8 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--remote-token-file", default=None, metavar="FILE", help="the service's bearer token")
     p.add_argument("--remote-fallback", action="store_true",
                    help="while the service is unreachable, load and use the local model")
-    p.add_argument("--no-compile", action="store_true",
-                   help="keep the model's steps eager (by default they are compiled in the background after loading)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the model's hot steps in the background after loading (torch.compile; experimental: "
+                        "a new input shape can still stall one completion for seconds while it recompiles)")
     p.add_argument("--log-file", help="write logs here instead of stderr")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
         token = read_token_file(args.remote_token_file) or ""
     target = Target(args.model, args.device, args.trust_remote_code, remote=args.remote, remote_token=token,
-                    remote_fallback=args.remote_fallback, compile=not args.no_compile)
+                    remote_fallback=args.remote_fallback, compile=args.compile)
     models = ModelManager(loader=functools.partial(load_engine, threads=args.threads))
     models.request(target)  # import torch and load the model while pygls imports and the client starts up
     from .server import build_server

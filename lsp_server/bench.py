@@ -37,7 +37,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--max-tokens", type=int, default=None, help="hone.maxTokens (default: the server's)")
     _add(parser, "--deadline-ms", type=int, default=None, help="hone.deadlineMs (default: the server's)")
     _add(parser, "--seed", type=int, default=0)
-    _add(parser, "--no-compile", action="store_true", help="the server keeps its steps eager (hone-lsp --no-compile)")
+    _add(parser, "--compile", action="store_true", help="engine, speed, lsp: compile the model's steps first (torch.compile)")
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -169,8 +169,8 @@ async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dic
     cmd = [sys.executable, "-m", "lsp_server", "--device", device, "--log-file", str(log_file)]
     if getattr(args, "model", None):
         cmd += ["--model", str(args.model)]
-    if getattr(args, "no_compile", False):
-        cmd.append("--no-compile")
+    if getattr(args, "compile", False):
+        cmd.append("--compile")
     c = _Client()
     t = c.types
     t_spawn = time.perf_counter()

@@ -128,7 +128,7 @@ def _serve(a) -> int:
     if token is None and not is_loopback(a.host):
         raise SystemExit(f"--host {a.host} reaches other machines: give a --token-file (e.g. openssl rand -hex 32 > token)")
     serve_forever(a.model, device=a.device, host=a.host, port=a.port, replicas=a.replicas, token=token,
-                  threads=a.threads, max_replicas=a.max_replicas, address=a.address, compile=not a.no_compile)
+                  threads=a.threads, max_replicas=a.max_replicas, address=a.address, compile=a.compile)
     return 0
 
 
@@ -260,8 +260,8 @@ def _args_serve(sub) -> None:
     c.add_argument("--token-file", default=None, help="file holding the bearer token clients must send")
     c.add_argument("--address", default=None,
                    help="join this Ray cluster (e.g. auto after `ray start --head`) instead of starting a local one")
-    c.add_argument("--no-compile", action="store_true", help="keep each replica's model steps eager (by default "
-                   "they are compiled in the background after loading)")
+    c.add_argument("--compile", action="store_true", help="each replica compiles its model's steps in the background "
+                   "after loading (torch.compile; experimental: a new input shape can stall a request while it recompiles)")
     c.set_defaults(fn=_serve)
 
 
@@ -272,7 +272,6 @@ def _args_bench(sub) -> None:
     c.add_argument("--device", default="cpu")
     c.add_argument("--n", type=int, default=30)
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: all free cores)")
-    c.add_argument("--compile", action="store_true", help="engine, speed: compile the canvas step first (torch.compile)")
     from lsp_server.bench import add_args as add_lsp_bench_args
 
     c.add_argument("--ar-model", default=None, help="engine: also time this autoregressive network (e.g. runs/main/ar_model)")

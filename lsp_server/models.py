@@ -21,7 +21,7 @@ class Target:
     remote: str = ""  # URL of a `hone serve` service; "" = run the model here
     remote_token: str = field(default="", repr=False)  # its bearer token (never shown)
     remote_fallback: bool = False  # load the local model while the service is unreachable
-    compile: bool = True  # compile the local model's hot steps in the background once it is loaded
+    compile: bool = False  # compile the local model's hot steps in the background once it is loaded
 
 
 def load_local(target: Target, threads: int | None = None) -> Engine:
@@ -100,7 +100,7 @@ class ModelManager:
                 self.engine, self.error = engine, error
                 self.state = "ready" if engine is not None else "error"
                 if compile_steps is not None:
-                    self.steps = "compiling" if target.compile else "eager (--no-compile)"
+                    self.steps = "compiling" if target.compile else "eager"
         if current:
             self.on_change()
         fut.set_result(engine)

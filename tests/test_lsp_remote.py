@@ -257,7 +257,7 @@ def hone_service(service_model, tmp_path_factory, lsp_server_env):
     out = open(folder / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "lsp_server.cli", "serve", "--model", str(service_model),
                              "--device", "cpu", "--port", str(port), "--replicas", "1", "--threads", "1",
-                             "--token-file", str(token_file), "--no-compile"], stdout=out, stderr=subprocess.STDOUT,
+                             "--token-file", str(token_file)], stdout=out, stderr=subprocess.STDOUT,
                             env=lsp_server_env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -195,17 +195,17 @@ def test_model_manager_compiles_steps_after_loading():
 
     engines = {"ok": Compiles("compiled"), "bad": Compiles(RuntimeError("no compiler")), "off": Compiles("compiled")}
     m = ModelManager(loader=lambda t: engines[t.model])
-    m.request(Target("ok", "cpu", False))
+    m.request(Target("ok", "cpu", False, compile=True))
     m.future.result(30)
     assert m.state == "ready" and m.steps == "compiling"  # serving (eagerly) while it compiles
     engines["ok"].release.set()
     settled(m)
     assert m.steps == "compiled"
-    m.request(Target("bad", "cpu", False))
+    m.request(Target("bad", "cpu", False, compile=True))
     engines["bad"].release.set()
     m.future.result(30)
     settled(m)
     assert m.steps == "eager (compiling failed: RuntimeError)" and m.state == "ready"
-    m.request(Target("off", "cpu", False, compile=False))
+    m.request(Target("off", "cpu", False))  # compiling is opt-in
     m.future.result(30)
-    assert m.steps == "eager (--no-compile)"
+    assert m.steps == "eager"

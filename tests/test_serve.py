@@ -167,8 +167,7 @@ def service(long_model):
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        url = app.start(str(long_model), device="cpu", port=free_port(), replicas=2, token=TOKEN, threads=1,
-                        compile=False)
+        url = app.start(str(long_model), device="cpu", port=free_port(), replicas=2, token=TOKEN, threads=1)
         yield url
     finally:
         app.stop()
@@ -193,7 +192,7 @@ def replica_stats(url: str) -> dict[str, int]:
     for _ in range(40):
         status, st = call(url, "/hone/stats")
         assert status == 200
-        assert st.pop("steps") == "eager (--no-compile)"  # the tests start the service with compile=False
+        assert st.pop("steps") == "eager"  # compiling is opt-in
         seen[st.pop("replica")] = st
         if len(seen) == 2:
             break

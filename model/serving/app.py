@@ -54,11 +54,11 @@ class HoneService:
     """One replica: the engine, the routes, this replica's counters and Ray metrics."""
 
     def __init__(self, model_dir: str | None, device: str, token: str | None, threads: int | None = None,
-                 max_batch_size: int = BATCH_SIZE, batch_wait_s: float = BATCH_WAIT_S, compile: bool = True):
+                 max_batch_size: int = BATCH_SIZE, batch_wait_s: float = BATCH_WAIT_S, compile: bool = False):
         from ..engine import Engine
 
         self.engine = Engine.load(model_dir or None, device, threads=threads)
-        self.steps = "compiling" if compile else "eager (--no-compile)"  # how the engine's steps run (/hone/stats)
+        self.steps = "compiling" if compile else "eager"  # how the engine's steps run (/hone/stats)
         if compile:  # in the background: the replica answers with eager steps meanwhile
             threading.Thread(target=self._compile, name="hone-compile", daemon=True).start()
         self._token = token.encode() if token else None
@@ -213,7 +213,7 @@ class HoneService:
 
 def build_app(model_dir: str | None, device: str = "auto", replicas: int = 1, token: str | None = None, *,
               threads: int | None = None, max_replicas: int | None = None, max_batch_size: int = BATCH_SIZE,
-              batch_wait_s: float = BATCH_WAIT_S, compile: bool = True) -> serve.Application:
+              batch_wait_s: float = BATCH_WAIT_S, compile: bool = False) -> serve.Application:
     """The deployment, ready for `serve.run`. Needs a connected Ray (`ray.init`): device "auto" asks the
     cluster for GPUs; with GPUs each replica holds one, on CPUs each holds `threads` CPUs (default 1).
     max_replicas > replicas turns on Ray Serve's autoscaling between the two."""
@@ -245,7 +245,7 @@ def is_loopback(host: str) -> bool:
 
 def start(model_dir: str | None, *, device: str = "auto", host: str = "127.0.0.1", port: int = 8000,
           replicas: int | None = None, token: str | None = None, threads: int | None = None,
-          max_replicas: int | None = None, address: str | None = None, compile: bool = True) -> str:
+          max_replicas: int | None = None, address: str | None = None, compile: bool = False) -> str:
     """Start Ray (a local instance, or join `address`), then the service; returns its URL."""
     if not ray.is_initialized():
         ray.init(address=address or "local", include_dashboard=None if address else False,
