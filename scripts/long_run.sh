@@ -14,6 +14,6 @@ case "${1:-train}" in
   cool)
     rm -rf runs/long-cool && cp -r runs/long runs/long-cool
     hone train "${FLAGS[@]}" --run-dir runs/long-cool --cooldown "${2:-0.25}"
-    hone eval --model runs/long-cool/model --write-card --threads 2 --compile ;;
+    hone eval --model runs/long-cool/model --write-card --threads 2 ;;
   *) echo "usage: $0 train | cool HOURS" >&2; exit 2 ;;
 esac
