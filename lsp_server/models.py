@@ -67,7 +67,7 @@ class ModelManager:
         self.state = "idle"  # idle | loading | ready | error
         self.engine: Engine | None = None
         self.error = ""
-        self.steps = ""  # how the model's steps run: "compiling", "compiled" or "eager (why)"; "" before a model
+        self.steps = ""  # how the model's steps run: "eager", "compiling", "compiled" or "eager (why)"; "" before a model
         self.future: Future = Future()
 
     def request(self, target: Target) -> bool:
