@@ -15,7 +15,10 @@ def _complete(a) -> int:
     path = Path(a.file)
     text = path.read_text(encoding="utf-8", errors="surrogateescape")
     engine = Engine.load(a.model, a.device, trust_remote_code=a.trust_remote_code)
-    print(complete_file(engine, text, a.line, a.col))
+    completion = complete_file(engine, text, a.line, a.col)
+    print(completion)
+    if not completion:
+        print("(no completion: the model proposes nothing to insert here)", file=sys.stderr)
     return 0
 
 
