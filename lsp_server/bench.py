@@ -21,23 +21,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def _add(parser: argparse.ArgumentParser, *flags: str, **kw: Any) -> None:
-    """Add an option unless the shared `hone bench` parser already has it (--model, --device, --n)."""
-    if not any(f in parser._option_string_actions for f in flags):
-        parser.add_argument(*flags, **kw)
+from model.serving.bench import add_option
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    _add(parser, "--model", default=None, help="model folder (default: the shipped model)")
-    _add(parser, "--device", default="cpu")
-    _add(parser, "--lines", type=int, default=12, help="lines typed (one per file)")
-    _add(parser, "--cps", type=float, default=8.0, help="typing speed, characters per second")
-    _add(parser, "--cancel-trials", type=int, default=5)
-    _add(parser, "--max-tokens", type=int, default=None, help="hone.maxTokens (default: the server's)")
-    _add(parser, "--deadline-ms", type=int, default=None, help="hone.deadlineMs (default: the server's)")
-    _add(parser, "--seed", type=int, default=0)
-    _add(parser, "--compile", action="store_true", help="engine, speed, lsp: compile the model's steps first (torch.compile)")
+    add_option(parser, "--model", default=None, help="model folder (default: the shipped model)")
+    add_option(parser, "--device", default="cpu")
+    add_option(parser, "--lines", type=int, default=12, help="lines typed (one per file)")
+    add_option(parser, "--cps", type=float, default=8.0, help="typing speed, characters per second")
+    add_option(parser, "--cancel-trials", type=int, default=5)
+    add_option(parser, "--max-tokens", type=int, default=None, help="hone.maxTokens (default: the server's)")
+    add_option(parser, "--deadline-ms", type=int, default=None, help="hone.deadlineMs (default: the server's)")
+    add_option(parser, "--seed", type=int, default=0)
+    add_option(parser, "--compile", action="store_true", help="engine, speed, lsp: compile the model's steps first (torch.compile)")
 
 
 def pct(xs: list[float], q: float) -> float | None:

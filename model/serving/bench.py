@@ -28,26 +28,27 @@ PREFIX_CHARS = 4000  # what an editor plugin sends around the cursor (the engine
 SUFFIX_CHARS = 1000
 
 
-def _add(parser: argparse.ArgumentParser, *flags: str, **kw: Any) -> None:
-    """Add an option unless the shared `hone bench` parser already has it."""
+def add_option(parser: argparse.ArgumentParser, *flags: str, **kw: Any) -> None:
+    """Add an option unless the shared `hone bench` parser already has it (each benchmark adds what it needs;
+    `hone bench lsp` uses this too)."""
     if not any(f in parser._option_string_actions for f in flags):
         parser.add_argument(*flags, **kw)
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    _add(parser, "--model", default=None, help="model folder (default: the shipped model)")
-    _add(parser, "--device", default="cpu")
-    _add(parser, "--threads", type=int, default=None, help="CPU threads (default: all free cores)")
-    _add(parser, "--cps", type=float, default=8.0, help="typing speed, characters per second")
-    _add(parser, "--max-tokens", type=int, default=None, help="tokens per completion (default: 16 here)")
-    _add(parser, "--deadline-ms", type=int, default=None, help="per-request deadline (default: 1500 here)")
-    _add(parser, "--seed", type=int, default=0)
-    _add(parser, "--editors", default="1,4,16", help="serve: comma-separated numbers of simulated editors")
-    _add(parser, "--seconds", type=float, default=8.0, help="serve: typing time per number of editors")
-    _add(parser, "--url", default=None, help="serve: a running service (default: start one on a local Ray instance)")
-    _add(parser, "--token-file", default=None, help="serve: the service's bearer token")
-    _add(parser, "--replicas", type=int, default=1, help="serve: replicas of the service started here")
-    _add(parser, "--no-local", action="store_true", help="serve: skip the independent local engines")
+    add_option(parser, "--model", default=None, help="model folder (default: the shipped model)")
+    add_option(parser, "--device", default="cpu")
+    add_option(parser, "--threads", type=int, default=None, help="CPU threads (default: all free cores)")
+    add_option(parser, "--cps", type=float, default=8.0, help="typing speed, characters per second")
+    add_option(parser, "--max-tokens", type=int, default=None, help="tokens per completion (default: 16 here)")
+    add_option(parser, "--deadline-ms", type=int, default=None, help="per-request deadline (default: 1500 here)")
+    add_option(parser, "--seed", type=int, default=0)
+    add_option(parser, "--editors", default="1,4,16", help="serve: comma-separated numbers of simulated editors")
+    add_option(parser, "--seconds", type=float, default=8.0, help="serve: typing time per number of editors")
+    add_option(parser, "--url", default=None, help="serve: a running service (default: start one on a local Ray instance)")
+    add_option(parser, "--token-file", default=None, help="serve: the service's bearer token")
+    add_option(parser, "--replicas", type=int, default=1, help="serve: replicas of the service started here")
+    add_option(parser, "--no-local", action="store_true", help="serve: skip the independent local engines")
 
 
 def pct(xs: list[float], q: float) -> float | None:
