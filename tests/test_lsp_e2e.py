@@ -4,7 +4,6 @@ The tiny model writes gibberish, so these tests check structure (ranges, edits, 
 never the text itself."""
 
 import asyncio
-import itertools
 import time
 
 import pytest
@@ -13,11 +12,11 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
 
 from conftest import lsp_plain
+from lsp_docs import configure, inline, inline_params, open_doc, stats
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 FAST = {"maxTokens": 6, "debounceMs": 0, "deadlineMs": 0}
-_uris = itertools.count()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -28,35 +27,11 @@ async def client(lsp_start_client, lsp_stop_client, lsp_wait_status):
     await lsp_stop_client(c)
 
 
-def open_doc(client, text: str) -> str:
-    uri = f"file:///work/e2e_{next(_uris)}.py"
-    client.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "python", 1, text)))
-    return uri
-
-
 def edit(client, uri: str, version: int, start: tuple, end: tuple, text: str) -> None:
     change = types.TextDocumentContentChangePartial(range=types.Range(types.Position(*start), types.Position(*end)),
                                                     text=text)
     client.text_document_did_change(types.DidChangeTextDocumentParams(
         types.VersionedTextDocumentIdentifier(version=version, uri=uri), [change]))
-
-
-def inline_params(uri, line, character, kind=types.InlineCompletionTriggerKind.Invoked):
-    return types.InlineCompletionParams(text_document=types.TextDocumentIdentifier(uri),
-                                        position=types.Position(line, character),
-                                        context=types.InlineCompletionContext(trigger_kind=kind))
-
-
-async def inline(client, uri, line, character, kind=types.InlineCompletionTriggerKind.Invoked):
-    return await client.text_document_inline_completion_async(inline_params(uri, line, character, kind))
-
-
-async def stats(client) -> dict:
-    return lsp_plain(await client.protocol.send_request_async("hone/stats", None))
-
-
-def configure(client, settings: dict) -> None:
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"hone": settings}))
 
 
 async def test_capabilities(client):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import itertools
 import json
 import queue
 import select
@@ -27,6 +26,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
 from conftest import REPO, lsp_plain
+from lsp_docs import configure, inline_params, open_doc, stats
 from lsp_server.remote import RETRY_S, Refused, RemoteEngine, RemoteError, Unreachable, split_url
 from lsp_server.settings import Settings, merge, needs_reload
 from model.serving import api
@@ -295,7 +295,6 @@ def _get(url: str, path: str, token: str | None) -> tuple[int, dict]:
 
 
 FAST = {"maxTokens": 6, "debounceMs": 0, "deadlineMs": 0}
-_uris = itertools.count()
 
 
 def _lsp_command(*extra: str) -> list[str]:
@@ -313,34 +312,13 @@ async def remote_client(hone_service, lsp_start_client, lsp_stop_client, lsp_wai
     await lsp_stop_client(c)
 
 
-def open_doc(client, text: str) -> str:
-    uri = f"file:///work/remote_{next(_uris)}.py"
-    client.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "python", 1, text)))
-    return uri
-
-
-def inline_params(uri, line, character):
-    return types.InlineCompletionParams(text_document=types.TextDocumentIdentifier(uri),
-                                        position=types.Position(line, character),
-                                        context=types.InlineCompletionContext(
-                                            trigger_kind=types.InlineCompletionTriggerKind.Invoked))
-
-
-async def _stats(client) -> dict:
-    return lsp_plain(await client.protocol.send_request_async("hone/stats", None))
-
-
-def configure(client, settings: dict) -> None:
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"hone": settings}))
-
-
 @pytest.mark.e2e
 @pytest.mark.asyncio(loop_scope="module")
 async def test_every_feature_through_the_service(remote_client, hone_service, lsp_wait_status):
     c = remote_client
     st = c.statuses[-1]
     assert st["state"] == "ready" and st["model"] == "tiny" and st["device"].startswith("cpu via 127.0.0.1:")
-    before, served = await _stats(c), _get(hone_service["url"], "/hone/stats", TOKEN)[1]
+    before, served = await stats(c), _get(hone_service["url"], "/hone/stats", TOKEN)[1]
     uri = open_doc(c, f"import os\n\ndef {MARKER}(path):\n    return \n")
     seen = len(c.statuses)
     res = await c.text_document_inline_completion_async(inline_params(uri, 3, 11))
@@ -353,7 +331,7 @@ async def test_every_feature_through_the_service(remote_client, hone_service, ls
     comp = await c.text_document_completion_async(types.CompletionParams(
         text_document=types.TextDocumentIdentifier(other), position=types.Position(1, 8)))
     assert len(comp.items) <= 1
-    after = await _stats(c)
+    after = await stats(c)
     assert after["modelRuns"] == before["modelRuns"] + 2 and after["errors"] == before["errors"]
     assert _get(hone_service["url"], "/hone/stats", TOKEN)[1]["answered"] == served["answered"] + 2
     holes = open_doc(c, "a = ???\nb = ???\n")
