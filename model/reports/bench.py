@@ -115,10 +115,10 @@ def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | N
         figures["step_ms_compiled"] = step_times(engine)["cached"]
         print(f"one canvas step, compiled: {figures['step_ms_compiled']:.2f} ms")
     if hasattr(engine.backend, "model"):
-        gflops = matmul_gflops()
-        figures["step_ms_flop_limit"] = canvas_step_flops(engine) / gflops / 1e6
+        flops, gflops = canvas_step_flops(engine), matmul_gflops()
+        figures["step_ms_flop_limit"] = flops / gflops / 1e6
         print(f"compute limit of that step: {figures['step_ms_flop_limit']:.2f} ms "
-              f"({canvas_step_flops(engine) / 1e9:.2f} GFLOP at this machine's {gflops:.0f} GFLOP/s float32 matmul)")
+              f"({flops / 1e9:.2f} GFLOP at this machine's {gflops:.0f} GFLOP/s float32 matmul)")
     ks = keystroke_cost(engine)
     if ks:
         figures["keystroke"] = ks
