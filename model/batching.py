@@ -33,8 +33,9 @@ class CanvasBatcher:
     or after `gather_s`. `single` runs a batch of one (the backend's step, compiled or not)."""
 
     def __init__(self, model: Denoiser, mask_id: int, requests: int, single: Callable[..., torch.Tensor],
-                 gather_s: float = GATHER_S):
-        self.model, self.mask_id, self.single, self.gather_s = model, mask_id, single, gather_s
+                 gather_s: float | None = None):
+        self.model, self.mask_id, self.single = model, mask_id, single
+        self.gather_s = GATHER_S if gather_s is None else gather_s
         self.cond = threading.Condition()
         self.active = requests  # requests still sampling
         self.pending: list[_Step] = []

@@ -42,6 +42,9 @@ def test_fill_many_answers_each_call_as_fill_would(spm_dir, monkeypatch):
     alone = [engine.fill(*c[:2]).texts for c in calls[:-1]]
     widths = []
     real = batching.batched_canvas_logits
+    # a ready step waits for the others as long as they may need on a loaded machine (the context encodes run
+    # one at a time, and 2 ms is shorter than one of them on a busy CI core): the widths no longer race
+    monkeypatch.setattr(batching, "GATHER_S", 2.0)
     monkeypatch.setattr(batching, "batched_canvas_logits", lambda m, k, steps: widths.append(len(steps)) or real(m, k, steps))
     results = engine.fill_many(calls)
     assert [r.texts for r in results[:-1]] == alone
