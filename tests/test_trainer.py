@@ -136,3 +136,30 @@ def test_wsd_schedule_holds_the_peak_and_a_cooldown_ends_where_asked(tmp_path, t
     tr.cool_down(0.5)
     assert tr.cfg.hours == pytest.approx(1.5) and tr.progress == pytest.approx(2 / 3)
     assert lr_at(tr.cfg, 100, tr.progress) == pytest.approx(tr.cfg.lr)  # the decay starts now
+
+
+def test_muon_float32_iteration_follows_torch():
+    """Our Muon runs torch's update with the Newton-Schulz iteration in float32: the same step as torch's bf16 one
+    within bf16 error, and the same state (checkpoints carry over)."""
+    from model.training.trainer import Muon, _orthogonalize
+
+    g = torch.randn(48, 20, generator=torch.Generator().manual_seed(0))
+    coef = (3.4445, -4.775, 2.0315)
+    ours = _orthogonalize(g, coef, 5, 1e-7)
+    assert ours.dtype == torch.float32 and ours.shape == g.shape
+    torchs = torch.optim._muon._zeropower_via_newtonschulz
+    theirs = torchs(g, coef, 5, 1e-7).float()
+    torch.testing.assert_close(ours, theirs, atol=0.03, rtol=0.05)
+
+    params = []
+    for _ in range(2):
+        w = torch.nn.Parameter(torch.ones(20, 48))
+        w.grad = g.T.clone()
+        params.append(w)
+    ref, mine = torch.optim.Muon([params[0]], lr=0.1), Muon([params[1]], lr=0.1)
+    ref.step()
+    mine.step()
+    assert not torch.equal(params[1].detach(), torch.ones(20, 48))
+    torch.testing.assert_close(params[1].detach(), params[0].detach(), atol=3e-3, rtol=1e-2)
+    assert mine.state_dict()["state"][0].keys() == ref.state_dict()["state"][0].keys()
+    assert torch.optim._muon._zeropower_via_newtonschulz is torchs  # torch's own is back after the step
