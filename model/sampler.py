@@ -290,14 +290,23 @@ def _sample_in_turn(backend: Backend, pieces: list[str], opts: SampleOptions, ca
     return Result(texts, total)
 
 
-def lookup_draft(tokens: list[int], k: int, ngram: int = 3) -> list[int]:
-    """Prompt-lookup draft: the `k` tokens that followed the latest earlier occurrence of the last `ngram` tokens."""
-    if len(tokens) <= ngram:
-        return []
-    tail = tokens[-ngram:]
-    for i in range(len(tokens) - ngram - 1, -1, -1):
-        if tokens[i : i + ngram] == tail:
-            return tokens[i + ngram : i + ngram + k]
+LOOKUP_NGRAMS = (3, 2, 1)  # the tail lengths a lookup draft tries, longest first: verifying a draft costs about one
+# single-token forward (a CPU step reads every weight once whatever the rows), so even a weak guess pays
+
+
+def lookup_draft(tokens: list[int], k: int, ngrams: tuple[int, ...] = LOOKUP_NGRAMS, after: list[int] = ()) -> list[int]:
+    """Prompt-lookup draft: the `k` tokens that followed the latest earlier occurrence of the last n tokens, for the
+    longest n of `ngrams` that occurs, in `tokens` or else in `after` (the text after the cursor)."""
+    for n in ngrams:
+        if len(tokens) < n:
+            continue
+        tail = tokens[-n:]
+        for i in range(len(tokens) - n - 1, -1, -1):
+            if tokens[i : i + n] == tail:
+                return tokens[i + n : i + n + k]
+        for i in range(len(after) - n):
+            if after[i : i + n] == tail:
+                return after[i + n : i + n + k]
     return []
 
 
@@ -320,7 +329,7 @@ def _sample_ar(req: _Request) -> str:
         room = opts.max_tokens - len(out) - 1
         draft: list[int] = []
         if greedy and room > 0 and opts.draft in ("lookup", "both"):
-            draft = lookup_draft(toks[0] + out, min(room, opts.draft_tokens))
+            draft = lookup_draft(toks[0] + out, min(room, opts.draft_tokens), after=toks[1])
         if greedy and room > 0 and not draft and opts.draft in ("canvas", "both"):
             # its first slot is read off the stream's last token, so the verify pass always keeps it
             draft = backend.canvas_draft(stream + out, min(room, opts.draft_tokens))

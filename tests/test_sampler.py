@@ -197,6 +197,11 @@ def test_lookup_draft_finds_the_latest_earlier_match():
     assert lookup_draft([1, 2, 3, 4, 5, 9, 1, 2, 3], 2) == [4, 5]
     assert lookup_draft([7, 1, 2, 3, 8, 1, 2, 3, 6, 6, 1, 2, 3], 3) == [6, 6, 1]  # the latest match wins
     assert lookup_draft([1, 2, 3], 4) == [] and lookup_draft([5, 6, 7, 8], 4) == []
+    assert lookup_draft([4, 2, 3, 9, 5, 2, 3], 2) == [9, 5]  # no earlier (5, 2, 3): the longest tail that recurs
+    assert lookup_draft([8, 3, 7, 1, 3], 2) == [7, 1]  # down to the last token alone
+    assert lookup_draft([4, 5, 6], 2, after=[0, 5, 6, 7, 8]) == [7, 8]  # the text after the cursor, too
+    assert lookup_draft([5, 6, 1, 0, 5, 6], 1, after=[6, 2]) == [1]  # a longer tail wins, wherever it is
+    assert lookup_draft([1, 6, 4, 9, 6], 1, after=[4, 9, 6, 3]) == [3]
 
 
 @pytest.mark.parametrize("draft", ["lookup", "canvas", "both"])
