@@ -66,16 +66,32 @@ class _InfillSession:
 class ContextStream:
     """The spm layout's causal context stream ([BOS] suffix [EOS?] [BOS] prefix) kept across requests: a new
     stream reuses the keys/values of the longest run of tokens it shares with the last one from the start, so
-    typing at the end of the prefix encodes only the new tokens (an exact cache: causal tokens never see later ones)."""
+    typing at the end of the prefix encodes only the new tokens (an exact cache: causal tokens never see later ones).
+    Keys, values and hidden states live in buffers with room to grow: an update writes only its new tokens' rows
+    (a copy of the whole cache per token cost about as much as the token's forward)."""
 
     def __init__(self, model: Denoiser, device: torch.device, lock: threading.Lock | None = None):
         self.model, self.device = model, device
         self.lock = lock or contextlib.nullcontext()  # held while encoding (streams of concurrent requests share one)
         self.ids: list[int] = []
-        self.kv: KVCache = []  # per layer (1, H, T, Dh)
-        self.h: torch.Tensor | None = None  # final hidden states (1, T, D)
+        self._k: list[torch.Tensor] = []  # per layer (1, H, capacity, Dh); the first len(ids) rows are the stream's
+        self._v: list[torch.Tensor] = []
+        self._h: torch.Tensor | None = None  # final hidden states (1, capacity, D)
         self.last_encoded = 0  # tokens the last update() had to run through the network
         self.extend = model.extend_stream  # HoneBackend.compile may swap in a compiled copy
+
+    def _views(self, n: int) -> KVCache:
+        return [(k[:, :, :n], v[:, :, :n]) for k, v in zip(self._k, self._v)]
+
+    @property
+    def kv(self) -> KVCache:
+        """Per layer (k, v) of the stream (1, H, T, Dh): views, valid until the next update."""
+        return self._views(len(self.ids))
+
+    @property
+    def h(self) -> torch.Tensor:
+        """Final hidden states of the stream (1, T, D): a view, valid until the next update."""
+        return self._h[:, : len(self.ids)]
 
     def update(self, ids: list[int]) -> None:
         with self.lock:
@@ -89,20 +105,33 @@ class ContextStream:
                 break
             keep += 1
         if keep == len(ids):  # the last stream or a prefix of it (a rejected draft, a deletion): causal, so just cut
-            self.ids, self.h = self.ids[:keep], self.h[:, :keep]
-            self.kv = [(k[:, :, :keep], v[:, :, :keep]) for k, v in self.kv]
-            self.last_encoded = 0
+            self.ids, self.last_encoded = self.ids[:keep], 0
             return
         new = torch.tensor([ids[keep:]], device=self.device)
         pos = torch.arange(keep, len(ids), device=self.device)
         if keep == 0:
             h, kv = self.model.hidden(new, pos, causal=True, keep_kv=True)
         else:
-            past = [(k[:, :, :keep], v[:, :, :keep]) for k, v in self.kv]
-            h, kv = self.extend(new, pos, past)
-            kv = [(torch.cat((pk, k), 2), torch.cat((pv, v), 2)) for (pk, pv), (k, v) in zip(past, kv)]
-            h = torch.cat((self.h[:, :keep], h), 1)
-        self.ids, self.kv, self.h, self.last_encoded = list(ids), kv, h, len(ids) - keep
+            h, kv = self.extend(new, pos, self._views(keep))
+        self._store(keep, h, kv)
+        self.ids, self.last_encoded = list(ids), len(ids) - keep
+
+    def _store(self, at: int, h: torch.Tensor, kv: KVCache) -> None:
+        """Write the rows of tokens at..at+n (h (1, n, D), kv per layer (1, H, n, Dh)), growing the buffers if needed."""
+        end = at + h.shape[1]
+        if self._h is None or end > self._h.shape[1]:
+            cap = max(256, 2 * end)  # doubling: a long stream grows its buffers a few times, not per token
+            old_k, old_v, old_h = self._k, self._v, self._h
+            self._h = h.new_empty((1, cap, h.shape[2]))
+            self._k = [k.new_empty((*k.shape[:2], cap, k.shape[3])) for k, _ in kv]
+            self._v = [torch.empty_like(k) for k in self._k]
+            if old_h is not None and at:
+                self._h[:, :at] = old_h[:, :at]
+                for new_k, new_v, k, v in zip(self._k, self._v, old_k, old_v):
+                    new_k[:, :, :at], new_v[:, :, :at] = k[:, :, :at], v[:, :, :at]
+        self._h[:, at:end] = h
+        for buf_k, buf_v, (k, v) in zip(self._k, self._v, kv):
+            buf_k[:, :, at:end], buf_v[:, :, at:end] = k, v
 
 
 class _SpmSession:
