@@ -72,7 +72,8 @@ class ContextStream:
 
     def __init__(self, model: Denoiser, device: torch.device, lock: threading.Lock | None = None):
         self.model, self.device = model, device
-        self.lock = lock or contextlib.nullcontext()  # held while encoding (streams of concurrent requests share one)
+        self.lock = lock or contextlib.nullcontext()  # held while encoding a stream afresh (concurrent requests'
+        # streams share one); extensions are short and go through `extend` (a batcher, for requests run together)
         self.ids: list[int] = []
         self._k: list[torch.Tensor] = []  # per layer (1, H, capacity, Dh); the first len(ids) rows are the stream's
         self._v: list[torch.Tensor] = []
@@ -93,12 +94,8 @@ class ContextStream:
         """Final hidden states of the stream (1, T, D): a view, valid until the next update."""
         return self._h[:, : len(self.ids)]
 
-    def update(self, ids: list[int]) -> None:
-        with self.lock:
-            self._update(ids)
-
     @torch.no_grad()
-    def _update(self, ids: list[int]) -> None:
+    def update(self, ids: list[int]) -> None:
         keep = 0
         for a, b in zip(self.ids, ids):
             if a != b:
@@ -110,7 +107,8 @@ class ContextStream:
         new = torch.tensor([ids[keep:]], device=self.device)
         pos = torch.arange(keep, len(ids), device=self.device)
         if keep == 0:
-            h, kv = self.model.hidden(new, pos, causal=True, keep_kv=True)
+            with self.lock:
+                h, kv = self.model.hidden(new, pos, causal=True, keep_kv=True)
         else:
             h, kv = self.extend(new, pos, self._views(keep))
         self._store(keep, h, kv)
@@ -214,13 +212,13 @@ class HoneBackend:
         self.canvas_logits, self.context.extend = canvas_fn, extend_fn
         return "compiled"
 
-    def job_view(self, canvas_logits, encode_lock: threading.Lock) -> HoneBackend:
-        """A backend for one of several requests run together (model.batching): the same network and steps, its
-        own context stream (encoded under `encode_lock`), canvas steps through `canvas_logits` (a batcher)."""
+    def job_view(self, batcher, encode_lock: threading.Lock) -> HoneBackend:
+        """A backend for one of several requests run together (model.batching): the same network, its own context
+        stream (first encoded under `encode_lock`), canvas steps and stream extensions through `batcher`."""
         view = HoneBackend(self.model, self.tokenizer, self.device)
         view.context = ContextStream(self.model, self.device, encode_lock)
-        view.context.extend = self.context.extend
-        view.canvas_logits = canvas_logits
+        view.context.extend = batcher.extend_stream
+        view.canvas_logits = batcher.canvas_logits
         return view
 
     def encode(self, text: str) -> list[int]:
