@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
-# The default model's long run (spm recipe, warmup-stable-decay over 8 hours, from the shipped weights).
-#   scripts/long_run.sh train      start it, or resume it from $HONE_RUNS/long/state.pt (Ctrl-C / SIGINT checkpoints)
-#   scripts/long_run.sh cool HOURS copy $HONE_RUNS/long to $HONE_RUNS/long-cool and cool that copy down for HOURS,
-#                                  then evaluate it into its card (ship it with `hone ship $HONE_RUNS/long-cool/model`)
-# The run folder and the corpus live outside the work tree (default ~/.cache/hone), so a checkout laid anew on the
-# same machine still resumes. Without the run folder (a fresh machine) `train` starts from model/default with a
-# fresh optimizer; without the corpus it is built first.
+# The default model's long run, one segment per session (spm recipe + Muon). Sessions rarely get the same machine
+# twice, so each segment is a whole warmup-stable-decay schedule that ends cooled down and ready to ship:
+#   scripts/long_run.sh train [HOURS]  a segment of HOURS (default 1.8) from the shipped weights with a fresh
+#                                      optimizer; rerun the same command to resume it ($HONE_RUNS/long/state.pt,
+#                                      Ctrl-C / SIGINT checkpoints).
+#   scripts/long_run.sh eval           evaluate the segment's model into its card; then `hone ship $HONE_RUNS/long/model`
+#                                      and move $HONE_RUNS/long aside, so the next segment starts from the new default.
+# The run folder and the corpus live outside the work tree (default ~/.cache/hone); without the corpus it is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 HONE_RUNS=${HONE_RUNS:-${XDG_CACHE_HOME:-$HOME/.cache}/hone}
 CORPUS=$HONE_RUNS/corpus
 [ -f "$CORPUS/corpus.json" ] || hone corpus --out "$CORPUS"
-FLAGS=(--preset cpu --route spm --optimizer muon --init-from model/default --schedule wsd --hours ${HONE_LONG_HOURS:-8} --lr 1e-3 --warmup-steps 100
-       --threads 2 --eval-every 600 --corpus "$CORPUS" ${HONE_LONG_FLAGS:-})
 case "${1:-train}" in
-  train) exec hone train "${FLAGS[@]}" --run-dir "$HONE_RUNS/long" ;;
-  cool)
-    rm -rf "$HONE_RUNS/long-cool" && cp -r "$HONE_RUNS/long" "$HONE_RUNS/long-cool"
-    hone train "${FLAGS[@]}" --run-dir "$HONE_RUNS/long-cool" --cooldown "${2:-0.25}"
-    hone eval --model "$HONE_RUNS/long-cool/model" --corpus "$CORPUS" --write-card --threads 2 ;;
-  *) echo "usage: $0 train | cool HOURS" >&2; exit 2 ;;
+  train)
+    # lr 7e-4 (not the 1e-3 of the first segments): re-warming from cooled weights loses less; decay over the last 30%
+    exec hone train --preset cpu --route spm --optimizer muon --init-from model/default --schedule wsd \
+      --hours "${2:-1.8}" --decay-share 0.3 --lr 7e-4 --warmup-steps 100 --threads 2 --eval-every 600 \
+      --corpus "$CORPUS" --run-dir "$HONE_RUNS/long" ${HONE_LONG_FLAGS:-} ;;
+  eval) exec hone eval --model "$HONE_RUNS/long/model" --corpus "$CORPUS" --write-card --threads 2 ;;
+  *) echo "usage: $0 train [HOURS] | eval" >&2; exit 2 ;;
 esac
