@@ -181,6 +181,7 @@ class HoneBackend:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.mask_id, self.bos_id, self.eos_id = tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id
         self.null_ids = frozenset({tokenizer.null_id, tokenizer.pad_id})
+        self.newline_ids = frozenset(i for i in range(tokenizer.vocab_size) if "\n" in tokenizer.decode([i]))
         self.spm = model.cfg.layout == "spm"
         self.max_holes = 1 if self.spm else None  # None: any number of holes in one canvas
         self.context = ContextStream(model, device)
@@ -249,6 +250,17 @@ class HoneBackend:
         logits = self.canvas_logits(masks, pos, self.context.kv, self.context.h[0, -1:])  # (n, V)
         logits[:, self.mask_id] = -float("inf")
         return logits.argmax(-1).tolist()
+
+    @torch.no_grad()
+    def canvas_null_prob(self, n_stream: int, content: list[int]) -> float:
+        """p(null) for the canvas slot after `content`, laid on the canvas after the first `n_stream` tokens of the
+        current context stream (which must start with them): whether the middle ends there."""
+        kv = [(k[:, :, :n_stream], v[:, :, :n_stream]) for k, v in self.context.kv]
+        ids = torch.tensor([content + [self.mask_id]], device=self.device)
+        pos = torch.arange(n_stream, n_stream + ids.shape[1], device=self.device)
+        logits = self.canvas_logits(ids, pos, kv, self.context.h[0, n_stream - 1 : n_stream])  # (n, V)
+        logits[:, self.mask_id] = -float("inf")
+        return float(torch.softmax(logits[-1], -1)[list(self.null_ids)].sum())
 
     def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> _InfillSession | _SpmSession:
         if len(ids) + self.spm > self.model.cfg.max_seq_len:
@@ -324,6 +336,17 @@ class HFBackend:
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode([i for i in ids if i not in self.null_ids and i != self.mask_id], skip_special_tokens=False)
+
+    @torch.no_grad()
+    def canvas_null_prob(self, n_stream: int, content: list[int]) -> float:
+        """p(null) for the canvas slot after `content`, laid on the canvas after the first `n_stream` tokens of the
+        current context stream (which must start with them): whether the middle ends there."""
+        kv = [(k[:, :, :n_stream], v[:, :, :n_stream]) for k, v in self.context.kv]
+        ids = torch.tensor([content + [self.mask_id]], device=self.device)
+        pos = torch.arange(n_stream, n_stream + ids.shape[1], device=self.device)
+        logits = self.canvas_logits(ids, pos, kv, self.context.h[0, n_stream - 1 : n_stream])  # (n, V)
+        logits[:, self.mask_id] = -float("inf")
+        return float(torch.softmax(logits[-1], -1)[list(self.null_ids)].sum())
 
     def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> _HFSession:
         return _HFSession(self, ids, slot_pos)

@@ -86,16 +86,33 @@ def prefix_window_start(n_tokens: int, budget: int) -> int:
     return 0 if excess <= 0 else -(-excess // PREFIX_SLIDE) * PREFIX_SLIDE
 
 
-def cut_text(text: str, mode: str, block_indent: int, first_line_prefix: str = "") -> tuple[str, bool]:
-    """Apply the mode's end rule: (kept text, whether the rule ended it)."""
+def suffix_anchor(after: str) -> str:
+    """The first line with a letter or digit in the text after a hole, stripped ("" when none): a middle that
+    writes it as a line of its own has reached the code after the hole (its stream has no stop token)."""
+    for line in after.split("\n"):
+        if any(c.isalnum() for c in line):
+            return line.strip()
+    return ""
+
+
+def cut_text(text: str, mode: str, block_indent: int, first_line_prefix: str = "", anchor: str = "") -> tuple[str, bool]:
+    """Apply the mode's end rule: (kept text, whether the rule ended it). Line: the end of the line. Otherwise the
+    text ends before a complete line that repeats `anchor` (the code after the hole), and in block mode at the
+    first line indented less than `block_indent` after some content."""
     if mode == "line":
         i = text.find("\n")
         return (text, False) if i < 0 else (text[:i], True)
+    lines = text.split("\n")
+    if anchor:
+        pos = 0
+        for i, line in enumerate(lines[:-1]):  # the last line may still be incomplete
+            if ((first_line_prefix if i == 0 else "") + line).strip() == anchor:
+                return text[:pos], True
+            pos += len(line) + 1
     if mode == "block":
-        lines = text.split("\n")
         pos = len(lines[0]) + 1
         seen_content = bool((first_line_prefix + lines[0]).strip())
-        for line in lines[1:-1]:  # the last line may still be incomplete
+        for line in lines[1:-1]:
             if line.strip():
                 if seen_content and len(line) - len(line.lstrip(" \t")) < block_indent:
                     return text[: pos - 1], True
@@ -104,9 +121,11 @@ def cut_text(text: str, mode: str, block_indent: int, first_line_prefix: str = "
     return text, False
 
 
-@dataclass
+@dataclass(eq=False)
 class _Hole:
     slots: list[int]  # current token per slot (mask id while undecided)
+    line_prefix: str = ""  # the text before the hole on its line
+    anchor: str = ""  # the first line with content after the hole (suffix_anchor), "" for line completions
     done: bool = False
     text: str = ""
     cut: bool = False
@@ -174,8 +193,8 @@ class _Request:
         toks[-1] = toks[-1][: opts.suffix_budget]
         self.toks = toks
         start = opts.initial_slots or (LINE_SLOTS if opts.mode == "line" else BLOCK_SLOTS)
-        self.holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens)) for _ in range(len(pieces) - 1)]
-        self.first_line_prefix = pieces[0].rsplit("\n", 1)[-1]
+        self.holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens), before.rsplit("\n", 1)[-1],
+                            "" if opts.mode == "line" else suffix_anchor(after)) for before, after in zip(pieces, pieces[1:])]
         self.stats = Stats()
 
     def check_cancel(self) -> None:
@@ -199,8 +218,7 @@ class _Request:
             run.append(t)
         else:
             closed = final
-        kept, cut = cut_text(b.decode(run), self.opts.mode, self.opts.block_indent,
-                             self.first_line_prefix if hole is self.holes[0] else "")
+        kept, cut = cut_text(b.decode(run), self.opts.mode, self.opts.block_indent, hole.line_prefix, hole.anchor)
         hole.text, hole.cut = kept, cut
         hole.done = closed or cut
 
@@ -315,7 +333,7 @@ def _sample_ar(req: _Request) -> str:
     or the mode's end rule cuts. Greedy decoding drafts several tokens and verifies them in one forward of the
     stream (the longest run it agrees with is kept, plus its own next token): drafts come from the document
     (prompt lookup) or from one canvas step (the diffusion head). The text is exactly plain greedy AR's."""
-    backend, toks, opts, stats = req.backend, req.toks, req.opts, req.stats
+    backend, toks, opts, stats, hole = req.backend, req.toks, req.opts, req.stats, req.holes[0]
     stream = backend.spm_stream(toks[0], toks[1] + ([backend.eos_id] if req.at_end else []))
     greedy = opts.temperature <= 0
     out: list[int] = []
@@ -348,8 +366,15 @@ def _sample_ar(req: _Request) -> str:
             if t in backend.null_ids:
                 ended = True
                 break
+            if opts.mode != "line" and out and t in backend.newline_ids:
+                # the stream hardly ever predicts null (it is trained on it only where a middle is empty); the
+                # canvas is, after every middle: ask it whether the middle ends before this line break
+                stats.forwards += 1
+                if backend.canvas_null_prob(len(stream), out) >= opts.empty_threshold:
+                    ended = True
+                    break
             out.append(t)
-            text, cut = cut_text(backend.decode(out), opts.mode, opts.block_indent, req.first_line_prefix)
+            text, cut = cut_text(backend.decode(out), opts.mode, opts.block_indent, hole.line_prefix, hole.anchor)
             if cut or len(out) >= opts.max_tokens:
                 ended = True
                 break

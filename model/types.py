@@ -38,7 +38,8 @@ class SampleOptions(msgspec.Struct, kw_only=True):
     window: int = 4  # commit only among the first `window` undecided slots of each hole (0 = anywhere): in any
     # order the model fills the easy trailing nulls first and cuts multi-line middles short (ES 0.02 -> 0.16)
     empty_threshold: float = 0.5  # a hole may stay empty only when p(null) at its first slot reaches this; below
-    # it the first slot takes the best content token (null is often the argmax at ~10% while content spreads thin)
+    # it the first slot takes the best content token (null is often the argmax at ~10% while content spreads thin).
+    # Rule ar, beyond line completions: the middle ends at a line break where the canvas puts p(null) this high
     mode: str = "free"  # free | line (stop at the end of the current line) | block (stop when the block dedents)
     block_indent: int = 0  # with mode=block: a completed line indented less than this ends the block
     cached: bool = True  # encode fixed context once and run only the canvas each step

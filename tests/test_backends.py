@@ -62,6 +62,21 @@ def test_spm_cached_context_equals_recompute_after_every_kind_of_edit(spm_dir):
     assert encoded[5] > len(be.encode("import os\n" + PREFIX + "a +"))
 
 
+def test_canvas_end_probability_is_the_canvas_view_while_the_stream_runs_on(spm_engine):
+    """Autoregressive decoding asks the canvas whether the middle ends after its tokens, with the stream already
+    holding them: the answer is the diffusion path's p(null) for that slot, and the stream stays as it was."""
+    be = spm_engine.backend
+    content = be.encode("x = a + b")
+    logits, _ = _spm_logits(be, PREFIX, SUFFIX, torch.tensor(content + [be.mask_id]), cached=False)
+    logits[:, be.mask_id] = -float("inf")
+    want = float(torch.softmax(logits[-1], -1)[list(be.null_ids)].sum())
+    stream = be.spm_stream(be.encode(PREFIX), be.encode(SUFFIX) + [be.eos_id])
+    be.stream_logits(stream + content + [7, 8])  # the stream has run on: decoded tokens and a draft
+    kept = be.context.h.clone()
+    assert be.canvas_null_prob(len(stream), content) == pytest.approx(want, abs=1e-4)
+    assert torch.equal(be.context.h, kept)
+
+
 def test_spm_canvas_never_changes_the_context(spm_engine):
     be = spm_engine.backend
     a, _ = _spm_logits(be, PREFIX, SUFFIX, torch.tensor([be.mask_id] * 4), cached=False)

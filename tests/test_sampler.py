@@ -161,6 +161,19 @@ def test_cut_text_rules():
     assert cut_text("a\nb", "free", 0) == ("a\nb", False)
 
 
+def test_a_middle_ends_where_it_writes_the_code_after_the_hole():
+    from model.sampler import suffix_anchor
+
+    after = "\n\n    )\n    return total\n"
+    assert suffix_anchor(after) == "return total" and suffix_anchor("\n  )\n") == ""
+    body = "x = 1\n    y = 2\n    return total\n    more"
+    assert cut_text(body, "free", 0, anchor="return total") == ("x = 1\n    y = 2\n", True)
+    assert cut_text(body, "block", 4, anchor="return total") == ("x = 1\n    y = 2\n", True)
+    assert cut_text("x = 1\n    return total", "free", 0, anchor="return total") == ("x = 1\n    return total", False)  # not a whole line yet
+    assert cut_text("total\nz", "free", 0, first_line_prefix="    return ", anchor="return total") == ("", True)
+    assert cut_text("return total", "line", 0, anchor="return total") == ("return total", False)  # lines end at their end
+
+
 def test_spm_autoregressive_rule_decodes_through_the_stream(spm_engine, engine):
     r = spm_engine.infill(PREFIX, SUFFIX, SampleOptions(rule="ar", draft="none", max_tokens=10, mode="line"))
     assert "\n" not in r.texts[0] and 1 <= r.stats.forwards <= 10 and r.stats.context_encodes == 1
