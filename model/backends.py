@@ -81,13 +81,13 @@ class ContextStream:
         self.last_encoded = 0  # tokens the last update() had to run through the network
         self.extend = model.extend_stream  # HoneBackend.compile may swap in a compiled copy
 
-    def _views(self, n: int) -> KVCache:
+    def views(self, n: int) -> KVCache:
+        """Per layer (k, v) of the stream's first n tokens (1, H, n, Dh): views, valid until the next update."""
         return [(k[:, :, :n], v[:, :, :n]) for k, v in zip(self._k, self._v)]
 
     @property
     def kv(self) -> KVCache:
-        """Per layer (k, v) of the stream (1, H, T, Dh): views, valid until the next update."""
-        return self._views(len(self.ids))
+        return self.views(len(self.ids))
 
     @property
     def h(self) -> torch.Tensor:
@@ -110,7 +110,7 @@ class ContextStream:
             with self.lock:
                 h, kv = self.model.hidden(new, pos, causal=True, keep_kv=True)
         else:
-            h, kv = self.extend(new, pos, self._views(keep))
+            h, kv = self.extend(new, pos, self.views(keep))
         self._store(keep, h, kv)
         self.ids, self.last_encoded = list(ids), len(ids) - keep
 
@@ -181,7 +181,8 @@ class HoneBackend:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.mask_id, self.bos_id, self.eos_id = tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id
         self.null_ids = frozenset({tokenizer.null_id, tokenizer.pad_id})
-        self.newline_ids = frozenset(i for i in range(tokenizer.vocab_size) if "\n" in tokenizer.decode([i]))
+        # tokens that open a line break (where rule ar asks the canvas whether the middle ends)
+        self.newline_ids = frozenset(i for i in range(tokenizer.vocab_size) if tokenizer.decode([i]).startswith("\n"))
         self.spm = model.cfg.layout == "spm"
         self.max_holes = 1 if self.spm else None  # None: any number of holes in one canvas
         self.context = ContextStream(model, device)
@@ -255,10 +256,9 @@ class HoneBackend:
     def canvas_null_prob(self, n_stream: int, content: list[int]) -> float:
         """p(null) for the canvas slot after `content`, laid on the canvas after the first `n_stream` tokens of the
         current context stream (which must start with them): whether the middle ends there."""
-        kv = [(k[:, :, :n_stream], v[:, :, :n_stream]) for k, v in self.context.kv]
         ids = torch.tensor([content + [self.mask_id]], device=self.device)
         pos = torch.arange(n_stream, n_stream + ids.shape[1], device=self.device)
-        logits = self.canvas_logits(ids, pos, kv, self.context.h[0, n_stream - 1 : n_stream])  # (n, V)
+        logits = self.canvas_logits(ids, pos, self.context.views(n_stream), self.context.h[0, n_stream - 1 : n_stream])  # (n, V)
         logits[:, self.mask_id] = -float("inf")
         return float(torch.softmax(logits[-1], -1)[list(self.null_ids)].sum())
 
@@ -336,17 +336,6 @@ class HFBackend:
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode([i for i in ids if i not in self.null_ids and i != self.mask_id], skip_special_tokens=False)
-
-    @torch.no_grad()
-    def canvas_null_prob(self, n_stream: int, content: list[int]) -> float:
-        """p(null) for the canvas slot after `content`, laid on the canvas after the first `n_stream` tokens of the
-        current context stream (which must start with them): whether the middle ends there."""
-        kv = [(k[:, :, :n_stream], v[:, :, :n_stream]) for k, v in self.context.kv]
-        ids = torch.tensor([content + [self.mask_id]], device=self.device)
-        pos = torch.arange(n_stream, n_stream + ids.shape[1], device=self.device)
-        logits = self.canvas_logits(ids, pos, kv, self.context.h[0, n_stream - 1 : n_stream])  # (n, V)
-        logits[:, self.mask_id] = -float("inf")
-        return float(torch.softmax(logits[-1], -1)[list(self.null_ids)].sum())
 
     def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> _HFSession:
         return _HFSession(self, ids, slot_pos)

@@ -329,8 +329,9 @@ def lookup_draft(tokens: list[int], k: int, ngrams: tuple[int, ...] = LOOKUP_NGR
 
 
 def _sample_ar(req: _Request) -> str:
-    """Left-to-right decoding through the causal context stream of an spm model, until the model predicts null
-    or the mode's end rule cuts. Greedy decoding drafts several tokens and verifies them in one forward of the
+    """Left-to-right decoding through the causal context stream of an spm model, until the model predicts null,
+    the mode's end rule cuts, or (beyond line completions) the canvas says the middle ends at a line break. Greedy
+    decoding drafts several tokens and verifies them in one forward of the
     stream (the longest run it agrees with is kept, plus its own next token): drafts come from the document
     (prompt lookup) or from one canvas step (the diffusion head). The text is exactly plain greedy AR's."""
     backend, toks, opts, stats, hole = req.backend, req.toks, req.opts, req.stats, req.holes[0]
