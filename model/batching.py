@@ -43,7 +43,6 @@ class StepBatcher:
         self.active = requests  # requests still sampling
         self.pending: list[_Step] = []
         self.running = False
-        self.batches = self.rows = 0  # forwards run, and the request steps they carried
 
     def leave(self) -> None:
         """A request has finished: the others no longer wait for its steps."""
@@ -99,8 +98,6 @@ class StepBatcher:
                 got = batched_extend(self.model, args)
             for i, out in zip(idx, got):
                 outs[i] = out
-            self.batches += 1
-            self.rows += len(idx)
         return outs
 
 
@@ -153,7 +150,7 @@ def batched_extend(model: Denoiser, steps: list[tuple]) -> list[tuple[torch.Tens
     """Denoiser.extend_stream for several requests in one forward: each request's new tokens see its own cached
     stream and each other causally; padding is never attended to by a real token.
     steps: (ids (1, n_i), positions (n_i,), past) -> (hidden (1, n_i, D), per layer (k, v) (1, H, n_i, Dh)) each."""
-    ids, pos, sizes = _padded_rows([(s[0], s[1]) for s in steps], 0)
+    ids, pos, sizes = _padded_rows([(s[0], s[1]) for s in steps], model.cfg.pad_id)
     past, lengths, ctx = _padded([s[2] for s in steps])
     b, n = ids.shape
     causal = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril()
