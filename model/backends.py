@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, read_json
+from .compiled import AotSteps
 from .network import Denoiser, KVCache, infill_attention_mask, spm_attention_mask
 from .tokenizer import HoneTokenizer
 
@@ -189,29 +190,30 @@ class HoneBackend:
         self.canvas_logits = model.canvas_logits  # one spm denoising step; compile() may swap in a compiled copy
 
     def compile(self) -> str:
-        """Build compiled copies of the spm model's two hot steps (torch.compile, dynamic shapes): a canvas step
-        and the stream extension (typing, autoregressive tokens, verified drafts); check each against the eager
-        one on a sample stream and switch to them; returns what happened. Tens of seconds of CPU the first time
-        (torch keeps an on-disk cache): call it off the request path, requests run eagerly meanwhile. Any failure
-        (no C++ compiler, a mismatch) leaves the eager steps in place."""
+        """Switch the spm model's two hot steps (a canvas step; a stream extension: typing, autoregressive tokens,
+        verified drafts) to ahead-of-time compiled copies (model.compiled), checked against the eager steps on a
+        sample stream; returns what happened. The first time for a model a minute of CPU (then cached on disk): call
+        it off the request path, requests run eagerly meanwhile. Any failure (no C++ compiler, a mismatch) leaves
+        the eager steps in place."""
         if not self.spm:
             return "eager (only the spm layout's steps are compiled)"
-        canvas_fn = torch.compile(self.model.canvas_logits, dynamic=True)
-        extend_fn = torch.compile(self.model.extend_stream, dynamic=True)
+        if self.device.type != "cpu":
+            return f"eager (compiled steps are built for the CPU, not {self.device.type})"
         sample = self.encode("import os\n\n\ndef read(path):\n    with open(path) as f:\n        return f.read()\n")
         try:
+            steps, _ = AotSteps.load_or_build(self.model)
             with torch.no_grad():
-                for length, n in ((len(sample) - 5, 8), (len(sample) - 3, 3)):  # two shapes: dynamic from the start
+                for length, n in ((len(sample) - 5, 8), (len(sample) - 3, 1)):
                     stream = torch.tensor([[self.bos_id, self.bos_id] + sample[:length]], device=self.device)
                     h, kv = self.model.hidden(stream, causal=True, keep_kv=True)
                     canvas = torch.full((1, n), self.mask_id, device=self.device)
                     pos = torch.arange(stream.shape[1], stream.shape[1] + n, device=self.device)
-                    _close(canvas_fn(canvas, pos, kv, h[0, -1:]), self.model.canvas_logits(canvas, pos, kv, h[0, -1:]))
+                    _close(steps.canvas_logits(canvas, pos, kv, h[0, -1:]), self.model.canvas_logits(canvas, pos, kv, h[0, -1:]))
                     new = torch.tensor([sample[length : length + n]], device=self.device)
-                    _close(extend_fn(new, pos[: new.shape[1]], kv), self.model.extend_stream(new, pos[: new.shape[1]], kv))
+                    _close(steps.extend_stream(new, pos[: new.shape[1]], kv), self.model.extend_stream(new, pos[: new.shape[1]], kv))
         except Exception as e:  # noqa: BLE001 - whatever broke, the eager steps keep serving
             return f"eager (compiling failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
-        self.canvas_logits, self.context.extend = canvas_fn, extend_fn
+        self.canvas_logits, self.context.extend = steps.canvas_logits, steps.extend_stream
         return "compiled"
 
     def job_view(self, batcher, encode_lock: threading.Lock) -> HoneBackend:

@@ -157,8 +157,8 @@ class Denoiser(nn.Module):
         """One spm denoising step: canvas ids (1, n) after a cached stream whose final hidden state is `last`
         (1, D) -> float logits (n, V), slot 0 read off `last`, slot j off canvas position j-1 (shifted logits).
         The engine may run a compiled copy of this (HoneBackend.compile)."""
-        h = self.forward_canvas(ids, positions, cache)[0]
-        return self.head(torch.cat((last, h[:-1]))).float()
+        h = self.forward_canvas(ids, positions, cache)[0]  # (n, D)
+        return self.head(torch.cat((last, h))[: ids.shape[1]]).float()  # (not h[:-1]: exports for any n >= 1)
 
 
 def spm_attention_mask(canvas: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

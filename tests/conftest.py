@@ -13,6 +13,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hone_cache(tmp_path_factory):
+    """Compiled model steps go to a folder of this test session (servers started by tests inherit it), never to the
+    user's cache; tests compiling the same tiny model share one build."""
+    old = os.environ.get("HONE_CACHE")
+    os.environ["HONE_CACHE"] = str(tmp_path_factory.mktemp("hone_cache"))
+    yield Path(os.environ["HONE_CACHE"])
+    if old is None:
+        os.environ.pop("HONE_CACHE")
+    else:
+        os.environ["HONE_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def tok():
     """A small BPE trained on standard-library sources (for training tests)."""
