@@ -26,9 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--remote-token-file", default=None, metavar="FILE", help="the service's bearer token")
     p.add_argument("--remote-fallback", action="store_true",
                    help="while the service is unreachable, load and use the local model")
-    p.add_argument("--compile", action="store_true",
-                   help="compile the model's hot steps in the background after loading (torch.compile; experimental: "
-                        "a new input shape can still stall one completion for seconds while it recompiles)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the model's hot steps compiled ahead of time (default): built in the background at low "
+                        "priority the first time for a model (about a minute of CPU, then cached), eager meanwhile")
     p.add_argument("--log-file", help="write logs here instead of stderr")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])

@@ -33,7 +33,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--max-tokens", type=int, default=None, help="hone.maxTokens (default: the server's)")
     add_option(parser, "--deadline-ms", type=int, default=None, help="hone.deadlineMs (default: the server's)")
     add_option(parser, "--seed", type=int, default=0)
-    add_option(parser, "--compile", action="store_true", help="engine, speed, lsp: compile the model's steps first (torch.compile)")
+    add_option(parser, "--compile", action="store_true", help="engine, speed: compile the model's steps first (model.compiled)")
+    add_option(parser, "--eager", action="store_true", help="lsp: start the server with --no-compile (it compiles by default)")
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -165,8 +166,8 @@ async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dic
     cmd = [sys.executable, "-m", "lsp_server", "--device", device, "--log-file", str(log_file)]
     if getattr(args, "model", None):
         cmd += ["--model", str(args.model)]
-    if getattr(args, "compile", False):
-        cmd.append("--compile")
+    if getattr(args, "eager", False):
+        cmd.append("--no-compile")
     c = _Client()
     t = c.types
     t_spawn = time.perf_counter()

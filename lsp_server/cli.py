@@ -147,6 +147,10 @@ def _bench(a) -> int:
         from model.reports.bench import run
 
         run(a.model, a.n, a.device, a.ar_model, a.threads, compile=a.compile)
+    elif a.what == "steps":
+        from model.reports.steps import run as run_steps
+
+        run_steps(a.model, a.threads)
     elif a.what == "speed":
         from model.reports.bench import run_speed
 
@@ -227,7 +231,7 @@ def _args_eval(sub) -> None:
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--write-card", action="store_true", help="write the table into the model's MODEL_CARD.md")
     c.add_argument("--quick", action="store_true", help="only the default decoding (not every commit rule and window)")
-    c.add_argument("--compile", action="store_true", help="compile the canvas step first (the ms columns then show it)")
+    c.add_argument("--compile", action="store_true", help="compile the model's steps first (the ms columns then show them)")
     c.set_defaults(fn=_eval)
 
 
@@ -263,14 +267,15 @@ def _args_serve(sub) -> None:
     c.add_argument("--token-file", default=None, help="file holding the bearer token clients must send")
     c.add_argument("--address", default=None,
                    help="join this Ray cluster (e.g. auto after `ray start --head`) instead of starting a local one")
-    c.add_argument("--compile", action="store_true", help="each replica compiles its model's steps in the background "
-                   "after loading (torch.compile; experimental: a new input shape can stall a request while it recompiles)")
+    c.add_argument("--compile", action="store_true", help="each CPU replica runs its model's steps compiled ahead of "
+                   "time (built or loaded from the cache in the background after loading, eager meanwhile)")
     c.set_defaults(fn=_serve)
 
 
 def _args_bench(sub) -> None:
-    c = sub.add_parser("bench", help="benchmarks: engine, speed (diffusion vs its AR twin), lsp or serve")
-    c.add_argument("what", choices=["engine", "speed", "lsp", "serve"])
+    c = sub.add_parser("bench", help="benchmarks: engine, steps (eager vs compiled ways), speed (diffusion vs its AR "
+                       "twin), lsp or serve")
+    c.add_argument("what", choices=["engine", "steps", "speed", "lsp", "serve"])
     c.add_argument("--model", default=None)
     c.add_argument("--device", default="cpu")
     c.add_argument("--n", type=int, default=30)

@@ -1,21 +1,28 @@
-"""Server-side debounce that follows the user's typing speed."""
+"""Server-side debounce that follows the user's typing speed and the model's."""
 
 from __future__ import annotations
 
 from .cache import LRU
 
 PAUSE_S = 1.0  # a gap longer than this is a pause, not typing
-FAST_S = 0.25  # typing faster than this (mean gap) waits for the next key
+FAST_S = 0.25  # typing faster than this (mean gap) may wait for the next key
 MAX_DELAY_S = 0.3
+KEEPS_UP = 0.8  # the model keeps up with typing when its recent run time is below this share of the mean gap
 
 
 class Debouncer:
-    """Per document, a moving mean of the gap between requests; during fast typing the wait grows to
-    a little more than that gap, so a request the next keystroke would cancel never reaches the model.
-    Slow typing waits the configured base; a base of 0 turns debouncing off."""
+    """Per document, a moving mean of the gap between requests, and for the model a moving mean of its completed
+    runs. A request waits the configured base, unless the user types faster than the model answers: then the wait
+    grows to a little more than one gap, so a request the next keystroke would cancel never reaches the model.
+    A model that keeps up answers during typing. A base of 0 turns debouncing off."""
 
     def __init__(self, max_docs: int = 256) -> None:
         self._seen: LRU[str, tuple[float, float | None]] = LRU(max_docs)  # uri -> (last time, mean gap)
+        self.run_s: float | None = None  # moving mean of the model's completed runs, seconds
+
+    def ran(self, seconds: float) -> None:
+        """A model run finished (not superseded) after `seconds`."""
+        self.run_s = seconds if self.run_s is None else 0.5 * seconds + 0.5 * self.run_s
 
     def delay(self, uri: str, base_s: float, now: float) -> float:
         last = self._seen.get(uri)
@@ -27,6 +34,6 @@ class Debouncer:
         self._seen.put(uri, (now, mean))
         if base_s <= 0:
             return 0.0
-        if mean is None or mean > FAST_S:
+        if mean is None or mean > FAST_S or (self.run_s is not None and self.run_s < KEEPS_UP * mean):
             return base_s
         return min(max(base_s, 1.5 * mean), max(base_s, MAX_DELAY_S))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
 from model.types import Engine
+
+COMPILE_NICE = 10  # niceness of the thread that builds compiled steps (0 normal, 19 lowest)
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,7 @@ class Target:
     remote: str = ""  # URL of a `hone serve` service; "" = run the model here
     remote_token: str = field(default="", repr=False)  # its bearer token (never shown)
     remote_fallback: bool = False  # load the local model while the service is unreachable
-    compile: bool = False  # compile the local model's hot steps in the background once it is loaded
+    compile: bool = False  # compile the local model's hot steps in the background once it is loaded (hone-lsp: on)
 
 
 def load_local(target: Target, threads: int | None = None) -> Engine:
@@ -109,6 +112,10 @@ class ModelManager:
 
     def _compile(self, gen: int, compile_steps: Callable[[], str]) -> None:
         """Compile the engine's steps while it already answers (eagerly); the status says how its steps run."""
+        try:  # a build competes with the editor and with completions: this thread (and the compilers it starts) yield
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPILE_NICE)
+        except (AttributeError, OSError):  # not Linux (a thread's priority is not its own there): normal priority
+            pass
         try:
             outcome = compile_steps()
         except Exception as e:  # the engine keeps its eager steps

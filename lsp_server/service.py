@@ -295,6 +295,7 @@ class Service:
             c.superseded += 1
             return None
         c.model_runs += 1
+        self.debouncer.ran(self._clock() - t0)
         self.recent.put(key, out[0])
         if cancel.is_set():  # finished, but a newer request for this document came meanwhile
             c.superseded += 1

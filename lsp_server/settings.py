@@ -24,7 +24,7 @@ class Settings(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1024)] = _ENGINE.max_tokens  # most tokens in one completion (per hole)
     threshold: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = _ENGINE.threshold  # τ of the threshold commit rule
     commit_rule: CommitRule = _ENGINE.rule  # which masked slots the sampler fixes each step
-    debounce_ms: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 30  # base wait before running the model
+    debounce_ms: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 10  # base wait before running the model
     trust_remote_code: bool = False  # run a third-party model's own Python code (initializationOptions only)
     mode: Mode = "auto"  # auto: finish the line mid-line, a block after ':'; or force line / block
     deadline_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1500  # wall-clock budget per completion; 0 = none

@@ -188,10 +188,11 @@ class HoneBackend:
         self.max_holes = 1 if self.spm else None  # None: any number of holes in one canvas
         self.context = ContextStream(model, device)
         self.canvas_logits = model.canvas_logits  # one spm denoising step; compile() may swap in a compiled copy
+        self.head = lambda h: model.head(h).float()  # (m, D) -> float logits (m, V); compile() may swap it too
 
     def compile(self) -> str:
-        """Switch the spm model's two hot steps (a canvas step; a stream extension: typing, autoregressive tokens,
-        verified drafts) to ahead-of-time compiled copies (model.compiled), checked against the eager steps on a
+        """Switch the spm model's hot steps (a canvas step; a stream extension: typing, autoregressive tokens,
+        verified drafts; the head on the stream's last states) to ahead-of-time compiled copies (model.compiled), checked against the eager steps on a
         sample stream; returns what happened. The first time for a model a minute of CPU (then cached on disk): call
         it off the request path, requests run eagerly meanwhile. Any failure (no C++ compiler, a mismatch) leaves
         the eager steps in place."""
@@ -211,9 +212,10 @@ class HoneBackend:
                     _close(steps.canvas_logits(canvas, pos, kv, h[0, -1:]), self.model.canvas_logits(canvas, pos, kv, h[0, -1:]))
                     new = torch.tensor([sample[length : length + n]], device=self.device)
                     _close(steps.extend_stream(new, pos[: new.shape[1]], kv), self.model.extend_stream(new, pos[: new.shape[1]], kv))
+                    _close(steps.head(h[0, -n:]), self.model.head(h[0, -n:]).float())
         except Exception as e:  # noqa: BLE001 - whatever broke, the eager steps keep serving
             return f"eager (compiling failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
-        self.canvas_logits, self.context.extend = steps.canvas_logits, steps.extend_stream
+        self.canvas_logits, self.context.extend, self.head = steps.canvas_logits, steps.extend_stream, steps.head
         return "compiled"
 
     def job_view(self, batcher, encode_lock: threading.Lock) -> HoneBackend:
@@ -223,6 +225,7 @@ class HoneBackend:
         view.context = ContextStream(self.model, self.device, encode_lock)
         view.context.extend = batcher.extend_stream
         view.canvas_logits = batcher.canvas_logits
+        view.head = self.head
         return view
 
     def encode(self, text: str) -> list[int]:
@@ -242,7 +245,7 @@ class HoneBackend:
             raise ValueError("autoregressive decoding (rule 'ar') needs a model with the spm layout")
         self.context.update(stream)
         with torch.no_grad():
-            return self.model.head(self.context.h[0, -last:]).float().cpu(), self.context.last_encoded
+            return self.head(self.context.h[0, -last:]).cpu(), self.context.last_encoded
 
     @torch.no_grad()
     def canvas_draft(self, stream: list[int], n: int) -> list[int]:

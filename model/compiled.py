@@ -1,4 +1,4 @@
-"""The spm model's two hot steps compiled ahead of time: torch.export, then AOTInductor with the weights frozen into
+"""The spm model's hot steps compiled ahead of time: torch.export, then AOTInductor with the weights frozen into
 the compiled code (oneDNN packs them once instead of on every small matmul). Chosen by `hone bench steps`, which
 times eager, torch.compile and ONNX Runtime beside it: on 2 CPU cores a step of 1-16 tokens runs 2-3x faster than
 eager, as fast as ONNX Runtime, with no dependency beyond torch and no recompiles at run time (the shapes are
@@ -23,7 +23,7 @@ from torch import nn
 
 from .network import Denoiser, KVCache
 
-AOT_FORMAT = 1  # bump when what is exported changes: old packages are then rebuilt, never loaded
+AOT_FORMAT = 2  # bump when what is exported changes: old packages are then rebuilt, never loaded
 MAX_NEW = 128  # the most tokens one compiled step takes (canvas slots or new stream tokens); larger steps run eagerly
 MIN_PAST = 2  # the shortest cached stream a compiled step takes ([BOS] + a token; streams start with [BOS] suffix)
 
@@ -87,8 +87,20 @@ class _StreamStep(nn.Module):
         return (h, *[t for pair in new for t in pair])
 
 
+class _HeadStep(nn.Module):
+    """The output head on hidden states (m, D) -> float logits (m, V): the autoregressive path's next-token logits
+    (eagerly a matmul of a few rows repacks the 8192 x D weight on every call)."""
+
+    def __init__(self, model: Denoiser):
+        super().__init__()
+        self.m = model
+
+    def forward(self, h):
+        return self.m.head(h).float()
+
+
 def _examples(model: Denoiser, past: int, n: int):
-    """Example arguments of the two steps: a random stream of `past` tokens and `n` new ones."""
+    """Example arguments of the canvas and stream steps: a random stream of `past` tokens and `n` new ones."""
     ids = torch.randint(5, model.cfg.vocab_size, (1, past))
     with torch.no_grad():
         h, kv = model.hidden(ids, causal=True, keep_kv=True)
@@ -99,13 +111,14 @@ def _examples(model: Denoiser, past: int, n: int):
 
 
 def _export(model: Denoiser, folder: Path, on_progress: Callable[[str], None]) -> None:
-    """Export and compile both steps into folder/canvas.pt2 and folder/stream.pt2."""
+    """Export and compile the steps into folder/{canvas,stream,head}.pt2."""
     n = torch.export.Dim("n", min=1, max=MAX_NEW)
     t = torch.export.Dim("t", min=MIN_PAST, max=model.cfg.max_seq_len - 1)
     kv_dims = tuple({2: t} for _ in range(2 * model.cfg.n_layers))
     canvas_args, stream_args = _examples(model, 37, 9)
     steps = (("canvas", _CanvasStep(model), canvas_args, ({1: n}, {0: n}, None, kv_dims)),
-             ("stream", _StreamStep(model), stream_args, ({1: n}, {0: n}, kv_dims)))
+             ("stream", _StreamStep(model), stream_args, ({1: n}, {0: n}, kv_dims)),
+             ("head", _HeadStep(model), (canvas_args[2].expand(9, -1).contiguous(),), ({0: n},)))
     for name, module, args, dims in steps:
         on_progress(f"exporting the {name} step")
         with torch.no_grad():
@@ -124,8 +137,8 @@ class AotSteps:
     """Compiled canvas and stream steps with the signatures of the Denoiser methods of those names. What they do not
     cover (more than MAX_NEW tokens, a shorter past, a batch, positions at the model's limit) runs eagerly."""
 
-    def __init__(self, model: Denoiser, canvas, stream):
-        self.model, self._canvas, self._stream = model, canvas, stream
+    def __init__(self, model: Denoiser, canvas, stream, head):
+        self.model, self._canvas, self._stream, self._head = model, canvas, stream, head
 
     @classmethod
     def load_or_build(cls, model: Denoiser, root: Path | None = None,
@@ -134,7 +147,7 @@ class AotSteps:
         were built now."""
         folder = (root or cache_root()) / package_key(model)
         built = False
-        if not (folder / "stream.pt2").is_file():
+        if not folder.is_dir():
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
             try:
@@ -146,9 +159,9 @@ class AotSteps:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             built = True
-        canvas = torch._inductor.aoti_load_package(str(folder / "canvas.pt2"))
-        stream = torch._inductor.aoti_load_package(str(folder / "stream.pt2"))
-        return cls(model, canvas, stream), built
+        canvas, stream, head = (torch._inductor.aoti_load_package(str(folder / f"{name}.pt2"))
+                                for name in ("canvas", "stream", "head"))
+        return cls(model, canvas, stream, head), built
 
     def _covers(self, ids: torch.Tensor, positions: torch.Tensor, past: int) -> bool:
         n = ids.shape[1]
@@ -165,3 +178,9 @@ class AotSteps:
             return self.model.extend_stream(ids, positions, past)
         out = self._stream(ids.contiguous(), positions.contiguous(), *_flat(past))
         return out[0], _pairs(out[1:])
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """h (m, D) -> float logits (m, V)."""
+        if not 1 <= h.shape[0] <= MAX_NEW or h.device.type != "cpu":
+            return self.model.head(h).float()
+        return self._head(h.contiguous())

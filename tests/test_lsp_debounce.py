@@ -14,3 +14,18 @@ def test_debounce_adapts_to_typing_speed():
     assert d.delay("u", 0.03, now + 5.0) == 0.03  # after a pause: the base again
     assert d.delay("u", 0.0, now + 5.1) == 0.0  # base 0 turns it off
     assert d.delay("v", 0.03, now + 5.1) == 0.03  # per document
+
+
+def test_a_model_that_keeps_up_answers_while_the_user_types():
+    d = Debouncer()
+    now = 0.0
+    d.delay("u", 0.01, now)
+    d.ran(0.2)  # slower than the 100 ms between keys: fast typing waits for a pause
+    for _ in range(4):
+        now += 0.1
+        delay = d.delay("u", 0.01, now)
+    assert delay > 0.1
+    for _ in range(3):
+        d.ran(0.03)  # now it answers well within one gap: only the base
+    now += 0.1
+    assert d.delay("u", 0.01, now) == 0.01

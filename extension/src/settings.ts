@@ -55,7 +55,7 @@ export const DEFAULTS: Readonly<HoneSettings> = Object.freeze({
   maxTokens: 64,
   threshold: 0.9,
   commitRule: 'auto',
-  debounceMs: 30,
+  debounceMs: 10,
   deadlineMs: 1500,
   mode: 'auto',
   trustRemoteCode: false,

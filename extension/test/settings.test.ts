@@ -70,7 +70,7 @@ describe('toServerSettings', () => {
     ]);
     assert.deepEqual(server, {
       enabled: true, model: '', device: 'auto', maxTokens: 64, threshold: 0.9,
-      commitRule: 'auto', debounceMs: 30, deadlineMs: 1500, mode: 'auto', trustRemoteCode: false,
+      commitRule: 'auto', debounceMs: 10, deadlineMs: 1500, mode: 'auto', trustRemoteCode: false,
       remote: '', remoteToken: '', remoteFallback: false,
     });
   });
