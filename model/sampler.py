@@ -312,6 +312,22 @@ LOOKUP_NGRAMS = (3, 2, 1)  # the tail lengths a lookup draft tries, longest firs
 # single-token forward (a CPU step reads every weight once whatever the rows), so even a weak guess pays
 
 
+LOOP_UNIT = 8  # units of up to this many tokens count as a loop ...
+LOOP_REPEATS = 4  # ... once this many copies of one end the output: the model is looping ("1.0, 1.0, 1.0, 1.0,")
+
+
+def loop_tail(tokens: list[int]) -> int:
+    """When `tokens` end in LOOP_REPEATS copies of a unit of 1..LOOP_UNIT tokens, how many to drop to keep one copy;
+    else 0."""
+    for p in range(1, LOOP_UNIT + 1):
+        if len(tokens) < p * LOOP_REPEATS:
+            break
+        unit = tokens[-p:]
+        if all(tokens[len(tokens) - (k + 1) * p : len(tokens) - k * p] == unit for k in range(1, LOOP_REPEATS)):
+            return p * (LOOP_REPEATS - 1)
+    return 0
+
+
 def lookup_draft(tokens: list[int], k: int, ngrams: tuple[int, ...] = LOOKUP_NGRAMS, after: list[int] = ()) -> list[int]:
     """Prompt-lookup draft: the `k` tokens that followed the latest earlier occurrence of the last n tokens, for the
     longest n of `ngrams` that occurs, in `tokens` or else in `after` (the text after the cursor)."""
@@ -330,10 +346,10 @@ def lookup_draft(tokens: list[int], k: int, ngrams: tuple[int, ...] = LOOKUP_NGR
 
 def _sample_ar(req: _Request) -> str:
     """Left-to-right decoding through the causal context stream of an spm model, until the model predicts null,
-    the mode's end rule cuts, or (beyond line completions) the canvas says the middle ends at a line break. Greedy
-    decoding drafts several tokens and verifies them in one forward of the
-    stream (the longest run it agrees with is kept, plus its own next token): drafts come from the document
-    (prompt lookup) or from one canvas step (the diffusion head). The text is exactly plain greedy AR's."""
+    the mode's end rule cuts, the output loops (one copy of the loop is kept), or (beyond line completions) the
+    canvas says the middle ends at a line break. Greedy decoding drafts several tokens and verifies them in one
+    forward of the stream (the longest run it agrees with is kept, plus its own next token): drafts come from the
+    document (prompt lookup) or from one canvas step (the diffusion head). Drafts never change the text."""
     backend, toks, opts, stats, hole = req.backend, req.toks, req.opts, req.stats, req.holes[0]
     stream = backend.spm_stream(toks[0], toks[1] + ([backend.eos_id] if req.at_end else []))
     greedy = opts.temperature <= 0
@@ -375,8 +391,10 @@ def _sample_ar(req: _Request) -> str:
                     ended = True
                     break
             out.append(t)
+            if looped := loop_tail(out):  # a loop only grows (lookup drafts even speed it up): one copy, then stop
+                del out[-looped:]
             text, cut = cut_text(backend.decode(out), opts.mode, opts.block_indent, hole.line_prefix, hole.anchor)
-            if cut or len(out) >= opts.max_tokens:
+            if cut or looped or len(out) >= opts.max_tokens:
                 ended = True
                 break
             if i >= len(draft) or draft[i] != t:

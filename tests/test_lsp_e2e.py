@@ -54,9 +54,9 @@ async def test_status_reports_the_model(client):
 
 
 async def test_compiled_steps_while_serving(spm_dir, lsp_start_client, lsp_stop_client, lsp_server_command):
-    """With --compile an spm model answers at once (eager steps) while its steps compile in the background, and
+    """By default an spm model answers at once (eager steps) while its steps compile in the background, and
     after."""
-    command = [*lsp_server_command[:3], "--model", str(spm_dir), "--device", "cpu", "--compile"]
+    command = [*lsp_server_command[:3], "--model", str(spm_dir), "--device", "cpu"]
     c = await lsp_start_client(FAST, command=command)
     try:
         uri = open_doc(c, "import os\n\ndef size(path):\n    return \n")

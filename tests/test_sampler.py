@@ -217,6 +217,18 @@ def test_lookup_draft_finds_the_latest_earlier_match():
     assert lookup_draft([1, 6, 4, 9, 6], 1, after=[4, 9, 6, 3]) == [3]
 
 
+def test_a_loop_keeps_one_copy():
+    from model.sampler import LOOP_REPEATS, LOOP_UNIT, loop_tail
+
+    unit = [5, 6]
+    assert loop_tail([1, 2] + unit * LOOP_REPEATS) == 2 * (LOOP_REPEATS - 1)  # drop all but one copy
+    assert loop_tail([1, 2] + unit * (LOOP_REPEATS - 1)) == 0  # not yet a loop
+    assert loop_tail([3] * LOOP_REPEATS) == LOOP_REPEATS - 1
+    long_unit = list(range(10, 10 + LOOP_UNIT + 1))
+    assert loop_tail(long_unit * LOOP_REPEATS) == 0  # units longer than LOOP_UNIT are not looked for
+    assert loop_tail([7, 5, 6, 5, 6, 6, 5, 6]) == 0
+
+
 @pytest.mark.parametrize("draft", ["lookup", "canvas", "both"])
 def test_drafts_change_nothing_but_the_forward_count(spm_engine, draft):
     prefix = PREFIX + "    x = add(1, 2)\n    y = add(1, 2)\n    z = add("  # repeats give lookup drafts something to find
