@@ -9,6 +9,7 @@ needed) and kept in the cache folder; later loads take a second."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import platform
@@ -111,7 +112,9 @@ def _examples(model: Denoiser, past: int, n: int):
 
 
 def _export(model: Denoiser, folder: Path, on_progress: Callable[[str], None]) -> None:
-    """Export and compile the steps into folder/{canvas,stream,head}.pt2."""
+    """Export and compile the steps into folder/{canvas,stream,head}.pt2. Exports trace a copy: tracing swaps a
+    module's parameters for stand-ins while it runs, and the engine keeps answering with the model meanwhile."""
+    model = copy.deepcopy(model)
     n = torch.export.Dim("n", min=1, max=MAX_NEW)
     t = torch.export.Dim("t", min=MIN_PAST, max=model.cfg.max_seq_len - 1)
     kv_dims = tuple({2: t} for _ in range(2 * model.cfg.n_layers))

@@ -1,6 +1,8 @@
 """Ahead-of-time compiled steps (model.compiled) on a tiny spm network: equal to the eager steps on the views the
 context stream hands them, eager beyond their ranges, built once per model."""
 
+import threading
+
 import torch
 
 from model.checkpoint import load_model
@@ -34,3 +36,22 @@ def test_another_model_gets_its_own_package(spm_dir):
     with torch.no_grad():
         model.head.weight[0, 0] += 1.0  # one weight changed: compiled code with the old weights frozen in is stale
     assert package_key(model) != key
+
+
+def test_building_leaves_the_model_serving_meanwhile(spm_dir, tmp_path):
+    """A build (here into a folder of its own, so it really builds) traces a copy of the model: the engine's
+    requests keep running on the model itself, and get the same answers as before."""
+    model, _ = load_model(spm_dir)
+    ids = torch.randint(5, model.cfg.vocab_size, (1, 40))
+    with torch.no_grad():
+        want = model(ids)
+    result: dict = {}
+    builder = threading.Thread(target=lambda: result.update(built=AotSteps.load_or_build(model, tmp_path)[1]))
+    builder.start()
+    calls = 0
+    with torch.no_grad():
+        while builder.is_alive():
+            torch.testing.assert_close(model(ids), want)
+            calls += 1
+    builder.join()
+    assert result.get("built") is True and calls > 0
