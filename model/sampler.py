@@ -312,19 +312,21 @@ LOOKUP_NGRAMS = (3, 2, 1)  # the tail lengths a lookup draft tries, longest firs
 # single-token forward (a CPU step reads every weight once whatever the rows), so even a weak guess pays
 
 
-LOOP_UNIT = 8  # units of up to this many tokens count as a loop ...
-LOOP_REPEATS = 4  # ... once this many copies of one end the output: the model is looping ("1.0, 1.0, 1.0, 1.0,")
+LOOP_UNIT = 16  # a unit of up to this many tokens ...
+LOOP_COPIES = 3  # ... ending the output in at least this many copies ...
+LOOP_SPAN = 8  # ... that cover at least this many tokens: the model is looping ("1.0, 1.0, 1.0, 1.0,")
 
 
 def loop_tail(tokens: list[int]) -> int:
-    """When `tokens` end in LOOP_REPEATS copies of a unit of 1..LOOP_UNIT tokens, how many to drop to keep one copy;
-    else 0."""
+    """When `tokens` end in a loop (LOOP_COPIES or more copies of a unit of 1..LOOP_UNIT tokens, LOOP_SPAN tokens or
+    more in all), how many to drop to keep one copy; else 0."""
     for p in range(1, LOOP_UNIT + 1):
-        if len(tokens) < p * LOOP_REPEATS:
+        copies = max(LOOP_COPIES, -(-LOOP_SPAN // p))
+        if len(tokens) < p * copies:
             break
         unit = tokens[-p:]
-        if all(tokens[len(tokens) - (k + 1) * p : len(tokens) - k * p] == unit for k in range(1, LOOP_REPEATS)):
-            return p * (LOOP_REPEATS - 1)
+        if all(tokens[len(tokens) - (k + 1) * p : len(tokens) - k * p] == unit for k in range(1, copies)):
+            return p * (copies - 1)
     return 0
 
 

@@ -218,14 +218,15 @@ def test_lookup_draft_finds_the_latest_earlier_match():
 
 
 def test_a_loop_keeps_one_copy():
-    from model.sampler import LOOP_REPEATS, LOOP_UNIT, loop_tail
+    from model.sampler import LOOP_COPIES, LOOP_SPAN, LOOP_UNIT, loop_tail
 
-    unit = [5, 6]
-    assert loop_tail([1, 2] + unit * LOOP_REPEATS) == 2 * (LOOP_REPEATS - 1)  # drop all but one copy
-    assert loop_tail([1, 2] + unit * (LOOP_REPEATS - 1)) == 0  # not yet a loop
-    assert loop_tail([3] * LOOP_REPEATS) == LOOP_REPEATS - 1
+    unit = [5, 6, 7, 8]
+    assert loop_tail([1, 2] + unit * LOOP_COPIES) == 4 * (LOOP_COPIES - 1)  # drop all but one copy
+    assert loop_tail([1, 2] + unit * (LOOP_COPIES - 1)) == 0  # not yet a loop
+    assert loop_tail([3] * LOOP_SPAN) == LOOP_SPAN - 1  # short units need more copies
+    assert loop_tail([1] + [3] * (LOOP_SPAN - 1)) == 0
     long_unit = list(range(10, 10 + LOOP_UNIT + 1))
-    assert loop_tail(long_unit * LOOP_REPEATS) == 0  # units longer than LOOP_UNIT are not looked for
+    assert loop_tail(long_unit * LOOP_COPIES) == 0  # units longer than LOOP_UNIT are not looked for
     assert loop_tail([7, 5, 6, 5, 6, 6, 5, 6]) == 0
 
 
