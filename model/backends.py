@@ -192,10 +192,10 @@ class HoneBackend:
 
     def compile(self) -> str:
         """Switch the spm model's hot steps (a canvas step; a stream extension: typing, autoregressive tokens,
-        verified drafts; the head on the stream's last states) to ahead-of-time compiled copies (model.compiled), checked against the eager steps on a
-        sample stream; returns what happened. The first time for a model a minute of CPU (then cached on disk): call
-        it off the request path, requests run eagerly meanwhile. Any failure (no C++ compiler, a mismatch) leaves
-        the eager steps in place."""
+        verified drafts; the head on the stream's last states) to ahead-of-time compiled copies (model.compiled),
+        checked against the eager steps on a sample stream; returns what happened. The first time for a model a
+        minute of CPU (then cached on disk): call it off the request path, requests run eagerly meanwhile. Any
+        failure (no C++ compiler, a mismatch) leaves the eager steps in place."""
         if not self.spm:
             return "eager (only the spm layout's steps are compiled)"
         if self.device.type != "cpu":
@@ -209,9 +209,11 @@ class HoneBackend:
                     h, kv = self.model.hidden(stream, causal=True, keep_kv=True)
                     canvas = torch.full((1, n), self.mask_id, device=self.device)
                     pos = torch.arange(stream.shape[1], stream.shape[1] + n, device=self.device)
-                    _close(steps.canvas_logits(canvas, pos, kv, h[0, -1:]), self.model.canvas_logits(canvas, pos, kv, h[0, -1:]))
+                    last = h[0, -1:]
+                    _close(steps.canvas_logits(canvas, pos, kv, last), self.model.canvas_logits(canvas, pos, kv, last))
                     new = torch.tensor([sample[length : length + n]], device=self.device)
-                    _close(steps.extend_stream(new, pos[: new.shape[1]], kv), self.model.extend_stream(new, pos[: new.shape[1]], kv))
+                    pos = pos[: new.shape[1]]
+                    _close(steps.extend_stream(new, pos, kv), self.model.extend_stream(new, pos, kv))
                     _close(steps.head(h[0, -n:]), self.model.head(h[0, -n:]).float())
         except Exception as e:  # noqa: BLE001 - whatever broke, the eager steps keep serving
             return f"eager (compiling failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"

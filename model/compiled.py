@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from .network import Denoiser, KVCache
 
 AOT_FORMAT = 2  # bump when what is exported changes: old packages are then rebuilt, never loaded
 MAX_NEW = 128  # the most tokens one compiled step takes (canvas slots or new stream tokens); larger steps run eagerly
+KEEP_PACKAGES = 4  # compiled packages kept in the cache (about 100 MB each for the default model)
 MIN_PAST = 2  # the shortest cached stream a compiled step takes ([BOS] + a token; streams start with [BOS] suffix)
 
 
@@ -131,6 +133,22 @@ def _export(model: Denoiser, folder: Path, on_progress: Callable[[str], None]) -
                                                     inductor_configs={"freezing": True})
 
 
+def _tidy(root: Path, keep: Path) -> None:
+    """Bound the cache: the KEEP_PACKAGES most recently used packages stay, and builds left half done (a process
+    killed mid-build) go once they are a day old."""
+    now = time.time()
+    packages = []
+    for p in root.iterdir():
+        if p.name.startswith(".building-"):
+            if now - p.stat().st_mtime > 86400:
+                shutil.rmtree(p, ignore_errors=True)
+        elif p.is_dir() and p != keep:
+            packages.append(p)
+    packages.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for p in packages[KEEP_PACKAGES - 1 :]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def _flat(kv: KVCache) -> list[torch.Tensor]:
     # compiled code assumes the strides it was exported with: views into a longer buffer must be copied out
     return [t.contiguous() for pair in kv for t in pair]
@@ -148,11 +166,12 @@ class AotSteps:
                       on_progress: Callable[[str], None] = lambda s: None) -> tuple[AotSteps, bool]:
         """The model's compiled steps from the cache, built there first if missing; returns them and whether they
         were built now."""
-        folder = (root or cache_root()) / package_key(model)
+        root = root or cache_root()
+        folder = root / package_key(model)
         built = False
         if not folder.is_dir():
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
             try:
                 _export(model, tmp, on_progress)
                 try:
@@ -162,6 +181,9 @@ class AotSteps:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             built = True
+            _tidy(root, keep=folder)
+        else:
+            os.utime(folder)  # recently used: kept by _tidy
         canvas, stream, head = (torch._inductor.aoti_load_package(str(folder / f"{name}.pt2"))
                                 for name in ("canvas", "stream", "head"))
         return cls(model, canvas, stream, head), built

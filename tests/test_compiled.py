@@ -1,6 +1,7 @@
 """Ahead-of-time compiled steps (model.compiled) on a tiny spm network: equal to the eager steps on the views the
 context stream hands them, eager beyond their ranges, built once per model."""
 
+import os
 import threading
 
 import torch
@@ -55,3 +56,21 @@ def test_building_leaves_the_model_serving_meanwhile(spm_dir, tmp_path):
             calls += 1
     builder.join()
     assert result.get("built") is True and calls > 0
+
+
+def test_the_cache_keeps_the_latest_packages(tmp_path):
+    from model.compiled import KEEP_PACKAGES, _tidy
+
+    dirs = []
+    for i in range(KEEP_PACKAGES + 2):
+        d = tmp_path / f"pkg{i}"
+        d.mkdir()
+        os.utime(d, (1000 + i, 1000 + i))  # pkg0 least recently used
+        dirs.append(d)
+    stale, fresh = tmp_path / ".building-old", tmp_path / ".building-now"
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (1000, 1000))
+    _tidy(tmp_path, keep=dirs[0])  # the package just built stays whatever its time
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([".building-now", "pkg0"] + [d.name for d in dirs[-(KEEP_PACKAGES - 1):]])
