@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
+
 from .cache import LRU
 
 PAUSE_S = 1.0  # a gap longer than this is a pause, not typing
 FAST_S = 0.25  # typing faster than this (mean gap) may wait for the next key
 MAX_DELAY_S = 0.3
 KEEPS_UP = 0.8  # the model keeps up with typing when its recent run time is below this share of the mean gap
+RECENT_RUNS = 8  # the model's recent run time: the median of this many completed runs (one slow block completion
+# must not switch waiting on: while the server waits, only the runs at pauses complete, and those are the long ones)
 
 
 class Debouncer:
-    """Per document, a moving mean of the gap between requests, and for the model a moving mean of its completed
-    runs. A request waits the configured base, unless the user types faster than the model answers: then the wait
-    grows to a little more than one gap, so a request the next keystroke would cancel never reaches the model.
-    A model that keeps up answers during typing. A base of 0 turns debouncing off."""
+    """Per document, a moving mean of the gap between requests, and for the model the median of its recent
+    completed runs. A request waits the configured base, unless the user types faster than the model answers:
+    then the wait grows to a little more than one gap, so a request the next keystroke would cancel never reaches
+    the model. A model that keeps up answers during typing. A base of 0 turns debouncing off."""
 
     def __init__(self, max_docs: int = 256) -> None:
         self._seen: LRU[str, tuple[float, float | None]] = LRU(max_docs)  # uri -> (last time, mean gap)
-        self.run_s: float | None = None  # moving mean of the model's completed runs, seconds
+        self._runs: deque[float] = deque(maxlen=RECENT_RUNS)  # the model's last completed runs, seconds
 
     def ran(self, seconds: float) -> None:
         """A model run finished (not superseded) after `seconds`."""
-        self.run_s = seconds if self.run_s is None else 0.5 * seconds + 0.5 * self.run_s
+        self._runs.append(seconds)
+
+    @property
+    def run_s(self) -> float | None:
+        return statistics.median(self._runs) if self._runs else None
 
     def delay(self, uri: str, base_s: float, now: float) -> float:
         last = self._seen.get(uri)
@@ -34,6 +43,7 @@ class Debouncer:
         self._seen.put(uri, (now, mean))
         if base_s <= 0:
             return 0.0
-        if mean is None or mean > FAST_S or (self.run_s is not None and self.run_s < KEEPS_UP * mean):
+        run_s = self.run_s
+        if mean is None or mean > FAST_S or (run_s is not None and run_s < KEEPS_UP * mean):
             return base_s
         return min(max(base_s, 1.5 * mean), max(base_s, MAX_DELAY_S))

@@ -29,3 +29,6 @@ def test_a_model_that_keeps_up_answers_while_the_user_types():
         d.ran(0.03)  # now it answers well within one gap: only the base
     now += 0.1
     assert d.delay("u", 0.01, now) == 0.01
+    d.ran(0.5)  # one slow run (a block, a cold context) does not switch waiting back on
+    now += 0.1
+    assert d.delay("u", 0.01, now) == 0.01
