@@ -1,11 +1,11 @@
 """The spm model's hot steps compiled ahead of time: torch.export, then AOTInductor with the weights frozen into
 the compiled code (oneDNN packs them once instead of on every small matmul). Chosen by `hone bench steps`, which
-times eager, torch.compile and ONNX Runtime beside it: on 2 CPU cores a step of 1-16 tokens runs 2-3x faster than
-eager, as fast as ONNX Runtime, with no dependency beyond torch and no recompiles at run time (the shapes are
-dynamic within fixed ranges; anything outside them runs eagerly).
+times eager, torch.compile and ONNX Runtime beside it: on 2 CPU cores a step of 1-16 tokens runs 1.7-2.9x faster
+than eager and 1.2-1.7x faster than ONNX Runtime, with no dependency beyond torch and no recompiles at run time (the
+shapes are dynamic within fixed ranges; anything outside them runs eagerly).
 
-A compiled package is built once per model, torch version and CPU (a minute of CPU on 2 cores, a C++ compiler
-needed) and kept in the cache folder; later loads take a second."""
+A compiled package is built once per model, torch version and CPU (a minute or more of CPU on 2 cores, a C++
+compiler needed) and kept in the cache folder; later loads take a few seconds."""
 
 from __future__ import annotations
 
