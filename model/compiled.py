@@ -65,7 +65,7 @@ def _pairs(flat) -> KVCache:
     return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
-class _CanvasStep(nn.Module):
+class CanvasStep(nn.Module):
     """Denoiser.canvas_logits with flat arguments (what torch.export takes): ids (1, n), positions (n,), last
     (1, D), then k and v of each layer (1, H, T, Dh) -> logits (n, V)."""
 
@@ -77,7 +77,7 @@ class _CanvasStep(nn.Module):
         return self.m.canvas_logits(ids, positions, _pairs(kv), last)
 
 
-class _StreamStep(nn.Module):
+class StreamStep(nn.Module):
     """Denoiser.extend_stream with flat arguments: ids (1, n), positions (n,), then the past's k and v per layer ->
     hidden states (1, n, D), then the new tokens' k and v per layer (1, H, n, Dh)."""
 
@@ -90,7 +90,7 @@ class _StreamStep(nn.Module):
         return (h, *[t for pair in new for t in pair])
 
 
-class _HeadStep(nn.Module):
+class HeadStep(nn.Module):
     """The output head on hidden states (m, D) -> float logits (m, V): the autoregressive path's next-token logits
     (eagerly a matmul of a few rows repacks the 8192 x D weight on every call)."""
 
@@ -102,29 +102,33 @@ class _HeadStep(nn.Module):
         return self.m.head(h).float()
 
 
-def _examples(model: Denoiser, past: int, n: int):
+def example_inputs(model: Denoiser, past: int, n: int):
     """Example arguments of the canvas and stream steps: a random stream of `past` tokens and `n` new ones."""
-    ids = torch.randint(5, model.cfg.vocab_size, (1, past))
+    g = torch.Generator().manual_seed(0)  # not the global generator: a build runs beside sampling requests
+    ids = torch.randint(5, model.cfg.vocab_size, (1, past), generator=g)
     with torch.no_grad():
         h, kv = model.hidden(ids, causal=True, keep_kv=True)
     flat = [t.contiguous() for pair in kv for t in pair]
-    new = torch.randint(5, model.cfg.vocab_size, (1, n))
+    new = torch.randint(5, model.cfg.vocab_size, (1, n), generator=g)
     pos = torch.arange(past, past + n)
     return (new, pos, h[0, -1:].contiguous(), *flat), (new, pos, *flat)
+
+
+def export_specs(model: Denoiser) -> list[tuple[str, nn.Module, tuple, tuple]]:
+    """The steps as torch.export takes them: (name, module, example arguments, dynamic shapes)."""
+    n = torch.export.Dim("n", min=1, max=MAX_NEW)
+    t = torch.export.Dim("t", min=MIN_PAST, max=model.cfg.max_seq_len - 1)
+    kv_dims = tuple({2: t} for _ in range(2 * model.cfg.n_layers))
+    canvas_args, stream_args = example_inputs(model, 37, 9)
+    return [("canvas", CanvasStep(model), canvas_args, ({1: n}, {0: n}, None, kv_dims)),
+            ("stream", StreamStep(model), stream_args, ({1: n}, {0: n}, kv_dims)),
+            ("head", HeadStep(model), (canvas_args[2].expand(9, -1).contiguous(),), ({0: n},))]
 
 
 def _export(model: Denoiser, folder: Path, on_progress: Callable[[str], None]) -> None:
     """Export and compile the steps into folder/{canvas,stream,head}.pt2. Exports trace a copy: tracing swaps a
     module's parameters for stand-ins while it runs, and the engine keeps answering with the model meanwhile."""
-    model = copy.deepcopy(model)
-    n = torch.export.Dim("n", min=1, max=MAX_NEW)
-    t = torch.export.Dim("t", min=MIN_PAST, max=model.cfg.max_seq_len - 1)
-    kv_dims = tuple({2: t} for _ in range(2 * model.cfg.n_layers))
-    canvas_args, stream_args = _examples(model, 37, 9)
-    steps = (("canvas", _CanvasStep(model), canvas_args, ({1: n}, {0: n}, None, kv_dims)),
-             ("stream", _StreamStep(model), stream_args, ({1: n}, {0: n}, kv_dims)),
-             ("head", _HeadStep(model), (canvas_args[2].expand(9, -1).contiguous(),), ({0: n},)))
-    for name, module, args, dims in steps:
+    for name, module, args, dims in export_specs(copy.deepcopy(model)):
         on_progress(f"exporting the {name} step")
         with torch.no_grad():
             program = torch.export.export(module, args, dynamic_shapes=dims)
@@ -181,7 +185,10 @@ class AotSteps:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             built = True
-            _tidy(root, keep=folder)
+            try:
+                _tidy(root, keep=folder)
+            except OSError:  # another process tidying at the same time: the next build tidies again
+                pass
         else:
             os.utime(folder)  # recently used: kept by _tidy
         canvas, stream, head = (torch._inductor.aoti_load_package(str(folder / f"{name}.pt2"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..compiled import MAX_NEW, MIN_PAST, AotSteps, _CanvasStep, _StreamStep, _examples
+from ..compiled import AotSteps, CanvasStep, StreamStep, example_inputs, export_specs
 from ..engine import Engine
 from ..network import Denoiser
 from .bench import matmul_gflops
@@ -68,21 +68,16 @@ def _torch_compile(model: Denoiser):
             with torch._inductor.config.patch(freezing=True):  # a recompile for a new shape freezes as well
                 return fn(*args)
         return call
-    return build(_CanvasStep(model)), build(_StreamStep(model))
+    return build(CanvasStep(model)), build(StreamStep(model))
 
 
 def _onnx(model: Denoiser, folder: Path):
     import onnxruntime as ort  # optional: reported as missing when absent
 
-    n = torch.export.Dim("n", min=1, max=MAX_NEW)
-    t = torch.export.Dim("t", min=MIN_PAST, max=model.cfg.max_seq_len - 1)
-    kv_dims = tuple({2: t} for _ in range(2 * model.cfg.n_layers))
-    canvas_args, stream_args = _examples(model, 37, 9)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
     calls = []
-    for name, module, args, dims in (("canvas", _CanvasStep(model), canvas_args, ({1: n}, {0: n}, None, kv_dims)),
-                                     ("stream", _StreamStep(model), stream_args, ({1: n}, {0: n}, kv_dims))):
+    for name, module, args, dims in export_specs(model)[:2]:  # the canvas and stream steps
         path = folder / f"{name}.onnx"
         torch.onnx.export(module, args, dynamic_shapes=dims, dynamo=True, verbose=False).save(str(path))
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -112,15 +107,15 @@ def run(model_dir: str | None, threads: int | None = None, reps: int = 30, ways:
     for n in SIZES:
         flop_ms, read_ms = step_limits(model, n, gflops, gbs)
         figures["limits"][n] = {"flop_ms": round(flop_ms, 3), "weight_read_ms": round(read_ms, 3)}
-    inputs = {n: _examples(model, CONTEXT, n) for n in SIZES}
+    inputs = {n: example_inputs(model, CONTEXT, n) for n in SIZES}
     with torch.no_grad():
-        eager = {n: (_CanvasStep(model)(*inputs[n][0]), _first(_StreamStep(model)(*inputs[n][1]))) for n in SIZES}
+        eager = {n: (CanvasStep(model)(*inputs[n][0]), _first(StreamStep(model)(*inputs[n][1]))) for n in SIZES}
 
         def aot():  # from the engine's cache when it has the package (the build time is then a load time)
             steps, _ = AotSteps.load_or_build(model)
             return steps._canvas, steps._stream
 
-        builders: dict[str, Callable] = {"eager": lambda: (_CanvasStep(model), _StreamStep(model)),
+        builders: dict[str, Callable] = {"eager": lambda: (CanvasStep(model), StreamStep(model)),
                                          "torch.compile": lambda: _torch_compile(model),
                                          "aotinductor": aot,
                                          "onnxruntime": lambda: _onnx(model, Path(tempfile.mkdtemp(prefix="hone-onnx-")))}
