@@ -94,11 +94,11 @@ def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
 
 
 def compile_engine(engine: Engine, figures: dict) -> None:
-    """Compile the engine's denoising step (timed) and say how it went."""
+    """Compile the engine's hot steps (timed) and say how it went."""
     t = time.perf_counter()
     figures["compiled"] = engine.compile()
     figures["compile_s"] = time.perf_counter() - t
-    print(f"compiling the canvas step: {figures['compiled']} in {figures['compile_s']:.1f} s")
+    print(f"compiling the model's steps: {figures['compiled']} in {figures['compile_s']:.1f} s")
 
 
 def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | None = None, threads: int | None = None,
