@@ -61,6 +61,11 @@ def package_key(model: Denoiser) -> str:
     return h.hexdigest()[:24]
 
 
+def _flat(kv: KVCache) -> list[torch.Tensor]:
+    # compiled code assumes the strides it was exported with: views into a longer buffer must be copied out
+    return [t.contiguous() for pair in kv for t in pair]
+
+
 def _pairs(flat) -> KVCache:
     return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
@@ -108,7 +113,7 @@ def example_inputs(model: Denoiser, past: int, n: int):
     ids = torch.randint(5, model.cfg.vocab_size, (1, past), generator=g)
     with torch.no_grad():
         h, kv = model.hidden(ids, causal=True, keep_kv=True)
-    flat = [t.contiguous() for pair in kv for t in pair]
+    flat = _flat(kv)
     new = torch.randint(5, model.cfg.vocab_size, (1, n), generator=g)
     pos = torch.arange(past, past + n)
     return (new, pos, h[0, -1:].contiguous(), *flat), (new, pos, *flat)
@@ -151,11 +156,6 @@ def _tidy(root: Path, keep: Path) -> None:
     packages.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     for p in packages[KEEP_PACKAGES - 1 :]:
         shutil.rmtree(p, ignore_errors=True)
-
-
-def _flat(kv: KVCache) -> list[torch.Tensor]:
-    # compiled code assumes the strides it was exported with: views into a longer buffer must be copied out
-    return [t.contiguous() for pair in kv for t in pair]
 
 
 class AotSteps:

@@ -61,6 +61,15 @@ def matmul_gflops(size: int = 1024, reps: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def memory_gbs(mb: int = 256) -> float:
+    """This machine's memory bandwidth for one large copy (read + write), GB/s."""
+    a = torch.empty(mb * 2**18)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    t = min(_timed(lambda: b.copy_(a)) for _ in range(3))
+    return 2 * a.numel() * 4 / t / 1e9
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()

@@ -18,7 +18,7 @@ import torch
 from ..compiled import AotSteps, CanvasStep, StreamStep, example_inputs, export_specs
 from ..engine import Engine
 from ..network import Denoiser
-from .bench import matmul_gflops
+from .bench import matmul_gflops, memory_gbs
 
 CONTEXT = 300  # stream tokens before the step: a typical completion's context
 SIZES = (1, 9, 16)  # new tokens: one AR token, a verified draft, a single-line canvas
@@ -35,21 +35,6 @@ def _ms(fn: Callable, reps: int) -> float:
 
 def _first(out) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
-
-
-def memory_gbs(mb: int = 256) -> float:
-    """This machine's memory bandwidth for one large copy (read + write), GB/s."""
-    a = torch.empty(mb * 2**18)
-    b = torch.empty_like(a)
-    b.copy_(a)
-    t = min(_timed(lambda: b.copy_(a)) for _ in range(3))
-    return 2 * a.numel() * 4 / t / 1e9
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def step_limits(model: Denoiser, n: int, gflops: float, gbs: float) -> tuple[float, float]:
