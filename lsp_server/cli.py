@@ -109,6 +109,24 @@ def _ship(a) -> int:
     return 0
 
 
+def _drafts(a) -> int:
+    from tqdm import tqdm
+
+    from model import DEFAULT_MODEL_DIR
+    from model.drafts import build_from_corpus
+
+    bar = tqdm(desc="drafts", unit="file")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    table, path = build_from_corpus(Path(a.corpus), Path(a.model) if a.model else DEFAULT_MODEL_DIR, a.min_count, progress)
+    bar.close()
+    print(f"{path}: {len(table):,} token pairs, {path.stat().st_size / 2**20:.1f} MiB")
+    return 0
+
+
 def read_token_file(path: str | None) -> str | None:
     """The bearer token in `path` (surrounding whitespace dropped); None without a path."""
     if not path:
@@ -154,7 +172,7 @@ def _bench(a) -> int:
     elif a.what == "speed":
         from model.reports.bench import run_speed
 
-        run_speed(a.model, a.n, a.device, a.ar_model, a.threads, compile=a.compile)
+        run_speed(a.model, a.n, a.device, a.ar_model, a.threads, compile=a.compile, corpus=a.corpus)
     else:
         from lsp_server.bench import run
 
@@ -254,6 +272,14 @@ def _args_ship(sub) -> None:
     c.set_defaults(fn=_ship)
 
 
+def _args_drafts(sub) -> None:
+    c = sub.add_parser("drafts", help="build a model's n-gram draft table (drafts.npz) from a corpus's training split")
+    c.add_argument("--model", default=None, help="model folder to write it into (default: the shipped model)")
+    c.add_argument("--corpus", default="data/corpus")
+    c.add_argument("--min-count", type=int, default=2, help="keep token pairs seen at least this often")
+    c.set_defaults(fn=_drafts)
+
+
 def _args_serve(sub) -> None:
     c = sub.add_parser("serve", help="the team service: the engine in Ray Serve replicas behind an HTTP API")
     c.add_argument("--model", default=None, help="model folder (default: the shipped model)")
@@ -283,6 +309,8 @@ def _args_bench(sub) -> None:
     from lsp_server.bench import add_args as add_lsp_bench_args
 
     c.add_argument("--ar-model", default=None, help="engine: also time this autoregressive network (e.g. runs/main/ar_model)")
+    c.add_argument("--corpus", default=None, help="speed: cases from this corpus's held-out split (default: the standard "
+                   "library, which the shipped model and its n-gram drafts were trained on)")
     add_lsp_bench_args(c)
     from model.serving.bench import add_args as add_serve_bench_args
 
@@ -293,7 +321,7 @@ def _args_bench(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hone", description="Hone: diffusion code completion")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_args_complete, _args_corpus, _args_tokenizer, _args_train, _args_eval, _args_routes, _args_ship, _args_serve, _args_bench):
+    for add in (_args_complete, _args_corpus, _args_tokenizer, _args_train, _args_eval, _args_routes, _args_ship, _args_drafts, _args_serve, _args_bench):
         add(sub)
     a = p.parse_args(argv)
     return a.fn(a)

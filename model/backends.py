@@ -11,6 +11,7 @@ import torch
 
 from .checkpoint import CheckpointError, read_json
 from .compiled import AotSteps
+from .drafts import NgramDrafts
 from .network import Denoiser, KVCache, infill_attention_mask, spm_attention_mask
 from .tokenizer import HoneTokenizer
 
@@ -178,8 +179,9 @@ def _close(got, want) -> None:
 class HoneBackend:
     """Hone's own denoiser and tokenizer."""
 
-    def __init__(self, model: Denoiser, tokenizer: HoneTokenizer, device: torch.device):
+    def __init__(self, model: Denoiser, tokenizer: HoneTokenizer, device: torch.device, drafts: NgramDrafts | None = None):
         self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.drafts = drafts  # the corpus n-gram table rule ar drafts from (model.drafts), when the model ships one
         self.mask_id, self.bos_id, self.eos_id = tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id
         self.null_ids = frozenset({tokenizer.null_id, tokenizer.pad_id})
         # tokens that open a line break (where rule ar asks the canvas whether the middle ends)
@@ -223,7 +225,7 @@ class HoneBackend:
     def job_view(self, batcher, encode_lock: threading.Lock) -> HoneBackend:
         """A backend for one of several requests run together (model.batching): the same network, its own context
         stream (first encoded under `encode_lock`), canvas steps and stream extensions through `batcher`."""
-        view = HoneBackend(self.model, self.tokenizer, self.device)
+        view = HoneBackend(self.model, self.tokenizer, self.device, self.drafts)
         view.context = ContextStream(self.model, self.device, encode_lock)
         view.context.extend = batcher.extend_stream
         view.canvas_logits = batcher.canvas_logits

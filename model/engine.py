@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -12,10 +13,12 @@ from . import DEFAULT_MODEL_DIR
 from .backends import HFBackend, HoneBackend
 from .batching import run_together
 from .checkpoint import CheckpointError, load_model, read_json
+from .drafts import DRAFTS_FILE, NgramDrafts
 from .sampler import sample
 from .types import Result, SampleOptions
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,6 +53,19 @@ def _attempt(fn, *args):
         return e
 
 
+def _load_drafts(folder: Path, vocab_size: int) -> NgramDrafts | None:
+    """The model's corpus n-gram drafts when it ships a table; a broken table is only a warning (drafts speed
+    decoding up, they never change its text)."""
+    path = folder / DRAFTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return NgramDrafts.load(path, vocab_size)
+    except ValueError as e:
+        log.warning("n-gram drafts not used: %s", e)
+        return None
+
+
 class Engine:
     """One loaded model. `lock` serialises inference; callers run it off their event loop."""
 
@@ -71,7 +87,7 @@ class Engine:
         cfg = read_json(folder / "config.json")
         if cfg.get("model_type") == "hone-diffusion":
             model, tokenizer = load_model(folder, dev)
-            backend = HoneBackend(model, tokenizer, dev)
+            backend = HoneBackend(model, tokenizer, dev, _load_drafts(folder, tokenizer.vocab_size))
         else:
             backend = HFBackend(folder, dev, trust_remote_code=trust_remote_code, style=style)
         return cls(backend, folder.name, dev)

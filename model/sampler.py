@@ -351,7 +351,8 @@ def _sample_ar(req: _Request) -> str:
     the mode's end rule cuts, the output loops (one copy of the loop is kept), or (beyond line completions) the
     canvas says the middle ends at a line break. Greedy decoding drafts several tokens and verifies them in one
     forward of the stream (the longest run it agrees with is kept, plus its own next token): drafts come from the
-    document (prompt lookup) or from one canvas step (the diffusion head). Drafts never change the text."""
+    document (prompt lookup), from the corpus (the model's n-gram table, model.drafts) or from one canvas step (the
+    diffusion head). Drafts never change the text."""
     backend, toks, opts, stats, hole = req.backend, req.toks, req.opts, req.stats, req.holes[0]
     stream = backend.spm_stream(toks[0], toks[1] + ([backend.eos_id] if req.at_end else []))
     greedy = opts.temperature <= 0
@@ -365,8 +366,11 @@ def _sample_ar(req: _Request) -> str:
             break
         room = opts.max_tokens - len(out) - 1
         draft: list[int] = []
-        if greedy and room > 0 and opts.draft in ("lookup", "both"):
+        if greedy and room > 0 and opts.draft in ("lookup", "ngram", "both"):
             draft = lookup_draft(toks[0] + out, min(room, opts.draft_tokens), after=toks[1])
+            table = getattr(backend, "drafts", None)
+            if not draft and table is not None and opts.draft != "lookup":
+                draft = table.draft(toks[0] + out, min(room, opts.draft_tokens))
         if greedy and room > 0 and not draft and opts.draft in ("canvas", "both"):
             # its first slot is read off the stream's last token, so the verify pass always keeps it
             draft = backend.canvas_draft(stream + out, min(room, opts.draft_tokens))

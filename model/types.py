@@ -17,7 +17,7 @@ GROW_SLOTS = 8  # and grows by this many while content fills it (training sizes 
 
 RULES = ("auto", "threshold", "entropy", "one", "ar")
 MODES = ("free", "line", "block")
-DRAFTS = ("both", "lookup", "canvas", "none")
+DRAFTS = ("ngram", "lookup", "canvas", "both", "none")
 
 
 class Cancelled(Exception):
@@ -45,7 +45,9 @@ class SampleOptions(msgspec.Struct, kw_only=True):
     cached: bool = True  # encode fixed context once and run only the canvas each step
     prefix_budget: int = _MODEL.prefix_tokens  # tokens kept from the end of the first piece; an engine serves
     suffix_budget: int = _MODEL.suffix_tokens  # its model's own (config.json); tokens kept from the start of the last
-    draft: str = "lookup"  # rule=ar, greedy: verify drafts from the document (lookup), one canvas step (canvas), both, none
+    draft: str = "ngram"  # rule=ar, greedy: the drafts verified. lookup: from the document (prompt lookup); ngram: from
+    # the document, else from the model's corpus n-gram table (model.drafts; lookup when it ships none); canvas: one
+    # canvas step; both: ngram, else canvas; none
     draft_tokens: int = 8  # longest draft verified in one forward
     doc_end: bool = True  # the last piece reaches the end of the document: EOS follows it unless truncated
     deadline_s: float | None = None  # wall-clock budget; past it the best draft so far is returned

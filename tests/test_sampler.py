@@ -230,7 +230,7 @@ def test_a_loop_keeps_one_copy():
     assert loop_tail([7, 5, 6, 5, 6, 6, 5, 6]) == 0
 
 
-@pytest.mark.parametrize("draft", ["lookup", "canvas", "both"])
+@pytest.mark.parametrize("draft", ["lookup", "ngram", "canvas", "both"])
 def test_drafts_change_nothing_but_the_forward_count(spm_engine, draft):
     prefix = PREFIX + "    x = add(1, 2)\n    y = add(1, 2)\n    z = add("  # repeats give lookup drafts something to find
     plain = spm_engine.infill(prefix, SUFFIX, SampleOptions(rule="ar", draft="none", max_tokens=24))

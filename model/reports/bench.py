@@ -12,6 +12,7 @@ import torch
 
 from ..engine import Engine
 from ..types import RULES, SampleOptions
+from ..training.corpus import load_texts
 from .evaluate import infill_cases
 
 
@@ -204,31 +205,34 @@ SPEED_DECODINGS = {  # label -> SampleOptions overrides; "ar" is the AR twin (th
     "diffusion one-per-step": dict(rule="one"),
     "ar": dict(rule="ar", draft="none"),  # plain greedy AR, one token per forward: the baseline
     "ar + lookup drafts": dict(rule="ar", draft="lookup"),  # the same text, drafts from the document verified
+    "ar + n-gram drafts": dict(rule="ar", draft="ngram"),  # ... else from the model's corpus n-gram table
 }
 
 
-def _speed_cases(n: int) -> dict[str, tuple[list, str, int]]:
-    texts = real_python_texts()
+def _speed_cases(n: int, corpus: str | None) -> dict[str, tuple[list, str, int]]:
+    texts = load_texts(Path(corpus) / "heldout.jsonl") if corpus else real_python_texts()
     return {"line": (infill_cases(texts, n, "rest_of_line", 11), "line", 32),
             "block": (infill_cases(texts, n, "lines", 12), "free", 64)}
 
 
 def run_speed(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | None = None,
-              threads: int | None = None, compile: bool = False) -> dict:
-    """The diffusion decodings and the AR twin on the same held-out-style cases: EM, forwards, tokens per forward,
-    p50/p95 ms, and the ratios. The AR twin is the same network's rule 'ar' for spm models, else `ar_dir`."""
+              threads: int | None = None, compile: bool = False, corpus: str | None = None) -> dict:
+    """The diffusion decodings and the AR twin on the same cases (from `corpus`'s held-out split, else the standard
+    library): EM, forwards, tokens per forward, p50/p95 ms, and the ratios. The AR twin is the same network's rule
+    'ar' for spm models, else `ar_dir`."""
     from .evaluate import edit_similarity
 
     engine = Engine.load(model_dir, device, threads=threads)
     ar_engine = engine if getattr(engine.backend, "spm", False) else (Engine.load(ar_dir, device, threads=threads) if ar_dir else None)
     if ar_engine is None:
         raise ValueError("this model has no causal stream to decode autoregressively: pass --ar-model DIR")
-    print(f"model {engine.name} on {engine.device}, {torch.get_num_threads()} threads; AR twin: "
+    print(f"model {engine.name} on {engine.device}, {torch.get_num_threads()} threads; cases from "
+          f"{corpus + ' (held out)' if corpus else 'the standard library (training data)'}; AR twin: "
           f"{'the same network (rule ar)' if ar_engine is engine else ar_dir}")
-    figures: dict = {"model": engine.name, "threads": torch.get_num_threads()}
+    figures: dict = {"model": engine.name, "threads": torch.get_num_threads(), "cases": "heldout" if corpus else "stdlib"}
     if compile:
         compile_engine(engine, figures)
-    for kind, (cases, mode, max_tokens) in _speed_cases(n).items():
+    for kind, (cases, mode, max_tokens) in _speed_cases(n, corpus).items():
         for label, over in SPEED_DECODINGS.items():
             eng = ar_engine if over.get("rule") == "ar" else engine
             if eng is not engine and over.get("rule") == "ar":  # a separate AR network decodes causally with its prefix

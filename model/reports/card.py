@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import DEFAULT_MODEL_DIR
 from ..checkpoint import load_config
+from ..drafts import DRAFTS_FILE
 from ..training.data import Budgets
 
 TABLE_START, TABLE_END = "<!-- eval:start -->", "<!-- eval:end -->"  # the eval table `hone eval --write-card` keeps fresh
@@ -149,7 +150,10 @@ def ship(run_model_dir: Path, corpus_dir: Path | None, dest: Path = DEFAULT_MODE
     table = (_block(run_card.read_text(), TABLE_START, TABLE_END) if run_card.exists() else None) or _unevaluated(dest)
     for f in dest.glob("model*.safetensors"):
         f.unlink()
-    files = [run_model_dir / f for f in ("config.json", "tokenizer.json", "loss.png", "train_state.json")]
+    old_tok, new_tok = dest / "tokenizer.json", run_model_dir / "tokenizer.json"
+    if (dest / DRAFTS_FILE).exists() and not (old_tok.exists() and new_tok.exists() and old_tok.read_bytes() == new_tok.read_bytes()):
+        (dest / DRAFTS_FILE).unlink()  # n-gram drafts are tied to the tokenizer: a new one needs `hone drafts`
+    files = [run_model_dir / f for f in ("config.json", "tokenizer.json", "loss.png", "train_state.json", DRAFTS_FILE)]
     for f in files + sorted(run_model_dir.glob("model*.safetensors")):
         if f.exists():
             shutil.copy2(f, dest / f.name)
