@@ -1,10 +1,10 @@
 """`hone bench lsp`: the real language server over stdio, as an editor drives it.
 
-Replays typing through lines of real Python files (standard library): each keystroke is a
-didChange and an inline-completion request, as VS Code sends them. Reports the latency of the
-requests that came back with a suggestion (p50/p95), how many keystrokes got one, the share of
-suggestions served without the model (typed-through and repeated contexts), the time from
-process start to the first completion, and the time from `$/cancelRequest` to its answer.
+Replays typing through lines of real Python files (the standard library, or with --corpus that corpus's held-out
+split): each keystroke is a didChange and an inline-completion request, as VS Code sends them. Reports the latency of
+the requests that came back with a suggestion (p50/p95), how many keystrokes got one, the share of suggestions served
+without the model (typed-through and repeated contexts), the time from process start to the first completion, and
+the time from `$/cancelRequest` to its answer.
 Human-readable lines, then one JSON line of the figures.
 """
 
@@ -44,16 +44,24 @@ def pct(xs: list[float], q: float) -> float | None:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def typing_cases(n: int, seed: int) -> list[tuple[str, str, int, str]]:
+def _files(corpus: str | None) -> list[tuple[str, str]]:
+    """(name, text) of the files to type in: a corpus's held-out split, else the standard library."""
+    if corpus:
+        with open(Path(corpus) / "heldout.jsonl", encoding="utf-8") as f:
+            return [(Path(r["path"]).name, r["text"]) for r in map(json.loads, f)]
+    return [(f.name, f.read_text(encoding="utf-8", errors="replace"))
+            for f in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))]
+
+
+def typing_cases(n: int, seed: int, corpus: str | None = None) -> list[tuple[str, str, int, str]]:
     """(name, document with one line cut back to its indentation, that line's number, the text to type)."""
     rng = random.Random(seed)
-    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    files = _files(corpus)
     rng.shuffle(files)
     cases = []
-    for f in files:
+    for name, text in files:
         if len(cases) >= n:
             break
-        text = f.read_text(encoding="utf-8", errors="replace")
         lines = text.split("\n")
         candidates = [i for i, ln in enumerate(lines[20:-5], 20)
                       if 20 <= len(ln.strip()) <= 60 and not ln.strip().startswith(("#", '"', "'"))]
@@ -63,7 +71,7 @@ def typing_cases(n: int, seed: int) -> list[tuple[str, str, int, str]]:
         indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
         typed = lines[i][len(indent):]
         doc = "\n".join(lines[:i] + [indent] + lines[i + 1:])
-        cases.append((f.name, doc, i, typed))
+        cases.append((name, doc, i, typed))
     return cases
 
 
@@ -195,7 +203,7 @@ async def _typing(c: _Client, args: argparse.Namespace, cps: float) -> tuple[lis
     """Type one line of each case -> (per keystroke: ms and whether a suggestion came, the ms after each line's
     last key, the server's counters over the typing)."""
     rng = random.Random(getattr(args, "seed", 0))
-    cases = typing_cases(getattr(args, "lines", 12), getattr(args, "seed", 0))
+    cases = typing_cases(getattr(args, "lines", 12), getattr(args, "seed", 0), getattr(args, "corpus", None))
     before = await c.stats()
     per_key: list[tuple[float, bool]] = []
     pauses: list[float] = []  # the last keystroke of each line: the typist stops and waits for it
@@ -265,7 +273,7 @@ async def _run(args: argparse.Namespace) -> dict:
         "startup_to_ready_ms": ready_ms, "startup_to_first_completion_ms": startup_ms,
         "cancel_to_ack_p50_ms": pct(acks, 0.5), "cancel_to_ack_max_ms": max(acks) if acks else None,
         "request_after_cancel_ms": after_cancel_ms,
-        "cps": cps, "settings": settings,
+        "cps": cps, "settings": settings, "cases": "heldout" if getattr(args, "corpus", None) else "stdlib",
     }
     _report(figures, delta)
     return figures

@@ -309,8 +309,8 @@ def _args_bench(sub) -> None:
     from lsp_server.bench import add_args as add_lsp_bench_args
 
     c.add_argument("--ar-model", default=None, help="engine: also time this autoregressive network (e.g. runs/main/ar_model)")
-    c.add_argument("--corpus", default=None, help="speed: cases from this corpus's held-out split (default: the standard "
-                   "library, which the shipped model and its n-gram drafts were trained on)")
+    c.add_argument("--corpus", default=None, help="speed, lsp: cases from this corpus's held-out split (default: the "
+                   "standard library, which the shipped model and its n-gram drafts were trained on)")
     add_lsp_bench_args(c)
     from model.serving.bench import add_args as add_serve_bench_args
 
