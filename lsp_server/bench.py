@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import sys
 import sysconfig
 import tempfile
@@ -87,6 +88,7 @@ class _Client:
         self.statuses: list[dict] = []
         self.busy = asyncio.Event()
         self.first_ready: float | None = None  # perf_counter() of the first ready (or error) status
+        self.log_file: Path | None = None  # the server's log (debug level: a line per model run)
 
         @self.lc.feature("hone/status")
         def on_status(ls, params):
@@ -166,17 +168,34 @@ def _bench_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+SLOW_MS = 100  # a model run slower than this is tail
+COLD_TOKENS = 64  # a run that encoded this many context tokens or more started (nearly) cold
+_RUN_LINE = re.compile(r"model run at file:///bench/\d+_\S+: ([\d.]+) ms, (\d+) forwards, (\d+) context tokens encoded")
+
+
+def model_runs(log_text: str) -> dict:
+    """What the server's debug log says of the typing replay's model runs: their ms, and what made the slow ones slow
+    (a cold context to encode, or many forwards)."""
+    runs = [(float(ms), int(fw), int(ctx)) for ms, fw, ctx in _RUN_LINE.findall(log_text)]
+    slow = [r for r in runs if r[0] > SLOW_MS]
+    return {"run_p50_ms": pct([r[0] for r in runs], 0.5), "run_p95_ms": pct([r[0] for r in runs], 0.95),
+            "runs_logged": len(runs), "slow_runs": len(slow), "slow_cold_runs": sum(r[2] >= COLD_TOKENS for r in slow),
+            "slow_mean_forwards": sum(r[1] for r in slow) / len(slow) if slow else None,
+            "mean_forwards": sum(r[1] for r in runs) / len(runs) if runs else None}
+
+
 async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dict, float, float]:
     """Spawn the server, initialize it and wait for a first completion -> (client, status, ms to first
     completion, ms to model ready)."""
     device = getattr(args, "device", "cpu") or "cpu"
     log_file = Path(tempfile.mkdtemp(prefix="hone-bench-lsp-")) / "server.log"
-    cmd = [sys.executable, "-m", "lsp_server", "--device", device, "--log-file", str(log_file)]
+    cmd = [sys.executable, "-m", "lsp_server", "--device", device, "--log-file", str(log_file), "--log-level", "debug"]
     if getattr(args, "model", None):
         cmd += ["--model", str(args.model)]
     if getattr(args, "eager", False):
         cmd.append("--no-compile")
     c = _Client()
+    c.log_file = log_file
     t = c.types
     t_spawn = time.perf_counter()
     await c.lc.start_io(*cmd)
@@ -274,6 +293,7 @@ async def _run(args: argparse.Namespace) -> dict:
         "cancel_to_ack_p50_ms": pct(acks, 0.5), "cancel_to_ack_max_ms": max(acks) if acks else None,
         "request_after_cancel_ms": after_cancel_ms,
         "cps": cps, "settings": settings, "cases": "heldout" if getattr(args, "corpus", None) else "stdlib",
+        **model_runs(c.log_file.read_text(encoding="utf-8", errors="replace") if c.log_file and c.log_file.exists() else ""),
     }
     _report(figures, delta)
     return figures
@@ -287,6 +307,11 @@ def _report(figures: dict, delta: dict) -> None:
         print(f"suggestion latency: p50 {f['inline_p50_ms']:.1f} ms, p95 {f['inline_p95_ms']:.1f} ms")
     if f["pause_p50_ms"] is not None:
         print(f"answer after the last key of a line: p50 {f['pause_p50_ms']:.1f} ms, p95 {f['pause_p95_ms']:.1f} ms")
+    if f["runs_logged"]:
+        print(f"model runs while typing: p50 {f['run_p50_ms']:.1f} ms, p95 {f['run_p95_ms']:.1f} ms, "
+              f"{f['mean_forwards']:.1f} forwards; {f['slow_runs']} over {SLOW_MS} ms, {f['slow_cold_runs']} of them "
+              f"encoding ≥ {COLD_TOKENS} context tokens (cold)"
+              + (f", {f['slow_mean_forwards']:.1f} forwards" if f["slow_runs"] else ""))
     print(f"served without the model: {f['cache_hit_rate']:.1%} "
           f"({delta['typedThrough']} typed-through, {delta['cacheHits']} repeated contexts)")
     if f["cancel_to_ack_p50_ms"] is not None:

@@ -296,6 +296,9 @@ class Service:
             return None
         c.model_runs += 1
         self.debouncer.ran(self._clock() - t0)
+        st = out[1]
+        log.debug("model run at %s: %.1f ms, %d forwards, %d context tokens encoded, %d tokens",
+                  where, (self._clock() - t0) * 1000, st.forwards, st.context_tokens, st.tokens)
         self.recent.put(key, out[0])
         if cancel.is_set():  # finished, but a newer request for this document came meanwhile
             c.superseded += 1
