@@ -169,19 +169,21 @@ def _bench_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 SLOW_MS = 100  # a model run slower than this is tail
-COLD_TOKENS = 64  # a run that encoded this many context tokens or more started (nearly) cold
 _RUN_LINE = re.compile(r"model run at file:///bench/\d+_\S+: ([\d.]+) ms, (\d+) forwards, (\d+) context tokens encoded")
 
 
 def model_runs(log_text: str) -> dict:
-    """What the server's debug log says of the typing replay's model runs: their ms, and what made the slow ones slow
-    (a cold context to encode, or many forwards)."""
-    runs = [(float(ms), int(fw), int(ctx)) for ms, fw, ctx in _RUN_LINE.findall(log_text)]
+    """What the server's debug log says of the typing replay's model runs: their ms, and the forwards and tokens
+    encoded (context changes, generated and drafted tokens) of all runs and of the slow ones."""
+    runs = [(float(ms), int(fw), int(enc)) for ms, fw, enc in _RUN_LINE.findall(log_text)]
     slow = [r for r in runs if r[0] > SLOW_MS]
+
+    def mean(rows, i):
+        return sum(r[i] for r in rows) / len(rows) if rows else None
+
     return {"run_p50_ms": pct([r[0] for r in runs], 0.5), "run_p95_ms": pct([r[0] for r in runs], 0.95),
-            "runs_logged": len(runs), "slow_runs": len(slow), "slow_cold_runs": sum(r[2] >= COLD_TOKENS for r in slow),
-            "slow_mean_forwards": sum(r[1] for r in slow) / len(slow) if slow else None,
-            "mean_forwards": sum(r[1] for r in runs) / len(runs) if runs else None}
+            "runs_logged": len(runs), "mean_forwards": mean(runs, 1), "mean_encoded": mean(runs, 2),
+            "slow_runs": len(slow), "slow_mean_forwards": mean(slow, 1), "slow_mean_encoded": mean(slow, 2)}
 
 
 async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dict, float, float]:
@@ -308,10 +310,11 @@ def _report(figures: dict, delta: dict) -> None:
     if f["pause_p50_ms"] is not None:
         print(f"answer after the last key of a line: p50 {f['pause_p50_ms']:.1f} ms, p95 {f['pause_p95_ms']:.1f} ms")
     if f["runs_logged"]:
-        print(f"model runs while typing: p50 {f['run_p50_ms']:.1f} ms, p95 {f['run_p95_ms']:.1f} ms, "
-              f"{f['mean_forwards']:.1f} forwards; {f['slow_runs']} over {SLOW_MS} ms, {f['slow_cold_runs']} of them "
-              f"encoding ≥ {COLD_TOKENS} context tokens (cold)"
-              + (f", {f['slow_mean_forwards']:.1f} forwards" if f["slow_runs"] else ""))
+        print(f"model runs while typing: p50 {f['run_p50_ms']:.1f} ms, p95 {f['run_p95_ms']:.1f} ms; "
+              f"{f['mean_forwards']:.1f} forwards, {f['mean_encoded']:.0f} tokens encoded on average")
+        if f["slow_runs"]:
+            print(f"  {f['slow_runs']} runs over {SLOW_MS} ms: {f['slow_mean_forwards']:.1f} forwards, "
+                  f"{f['slow_mean_encoded']:.0f} tokens encoded on average")
     print(f"served without the model: {f['cache_hit_rate']:.1%} "
           f"({delta['typedThrough']} typed-through, {delta['cacheHits']} repeated contexts)")
     if f["cancel_to_ack_p50_ms"] is not None:

@@ -7,14 +7,20 @@ import json
 
 
 
-def test_speed_bench_compares_diffusion_with_its_ar_twin(spm_dir, capsys):
+def test_speed_bench_compares_diffusion_with_its_ar_twin(spm_dir, tmp_path, capsys):
     from model.reports.bench import run_speed
+    from model.testing import sample_texts
 
-    figs = run_speed(str(spm_dir), n=2, threads=1)
+    with open(tmp_path / "heldout.jsonl", "w") as f:  # a corpus's held-out split (here: three stdlib modules)
+        for text in sample_texts():
+            f.write(json.dumps({"path": "m.py", "text": text}) + "\n")
+    figs = run_speed(str(spm_dir), n=2, threads=1, corpus=str(tmp_path))
     for key in ("speedup_vs_ar_block", "speedup_vs_ar_line", "em_diff_block", "em_diff_line"):
         assert isinstance(figs[key], float)
     assert figs["line.ar"]["forwards"] >= 1 and figs["block.diffusion τ=0.9"]["tokens_per_forward"] > 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == figs["model"]
+    assert figs["line.ar + n-gram drafts"]["forwards"] >= 1 and figs["cases"] == "heldout"
+    out = capsys.readouterr().out
+    assert "(held out)" in out and json.loads(out.strip().splitlines()[-1])["model"] == figs["model"]
 
 
 def test_engine_bench_times_the_compiled_step_against_the_compute_limit(spm_dir):

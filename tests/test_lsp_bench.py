@@ -23,3 +23,6 @@ def test_bench_lsp_smoke(lsp_tiny_model, lsp_server_env):
         assert key in figures
     assert figures["keystrokes"] > 0 and figures["model"] == "tiny"
     assert figures["cancel_to_ack_p50_ms"] < 2000
+    # the server's debug log has a line per model run; the bench reads the typing replay's runs back from it
+    assert 0 < figures["runs_logged"] <= figures["model_runs"] and figures["run_p50_ms"] > 0
+    assert any(line.startswith("model runs while typing") for line in lines)
