@@ -65,6 +65,12 @@ class _InfillSession:
         return self.model.head(h[0, self.gather]).float().cpu()  # (n, V)
 
 
+SAVED_STREAMS = 3  # streams kept aside besides the one in use (~9 MB of buffers each for the default model)
+SWITCH_SHARED = 32  # an update that would encode more than this many tokens looks for a saved stream; the current
+# one is set aside when it shares fewer than this many tokens with the new one (a slid prefix window re-encodes
+# ~190 tokens of the same place but shares the suffix: it stays in place)
+
+
 class ContextStream:
     """The spm layout's causal context stream ([BOS] suffix [EOS?] [BOS] prefix) kept across requests: a new
     stream reuses the keys/values of the longest run of tokens it shares with the last one from the start, so
@@ -82,6 +88,36 @@ class ContextStream:
         self._h: torch.Tensor | None = None  # final hidden states (1, capacity, D)
         self.last_encoded = 0  # tokens the last update() had to run through the network
         self.extend = model.extend_stream  # HoneBackend.compile may swap in a compiled copy
+        self.saved: list[tuple[list[int], list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = []  # streams set
+        # aside when another one took over (a jump to another file or place), most recent first: going back to
+        # one resumes it instead of encoding it afresh
+
+    def _common(self, ids: list[int], other: list[int]) -> int:
+        n = 0
+        for a, b in zip(other, ids):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def _switch(self, ids: list[int], keep: int) -> int:
+        """Before encoding more than a few tokens: resume the saved stream sharing most with `ids` when it shares
+        more than the current one (the current one is set aside); or set the current one aside and start anew
+        when it shares little. Returns how many tokens the stream now in use shares with `ids`."""
+        best = max(range(len(self.saved)), key=lambda i: self._common(ids, self.saved[i][0]), default=None)
+        shared = -1 if best is None else self._common(ids, self.saved[best][0])
+        if shared > keep:
+            current = (self.ids, self._k, self._v, self._h)
+            self.ids, self._k, self._v, self._h = self.saved.pop(best)
+            if current[3] is not None:
+                self.saved.insert(0, current)
+            return shared
+        if self._h is not None and keep < SWITCH_SHARED:  # an unrelated stream: keep this one for a return
+            self.saved.insert(0, (self.ids, self._k, self._v, self._h))
+            del self.saved[SAVED_STREAMS:]
+            self.ids, self._k, self._v, self._h = [], [], [], None
+            return 0
+        return keep
 
     def views(self, n: int) -> KVCache:
         """Per layer (k, v) of the stream's first n tokens (1, H, n, Dh): views, valid until the next update."""
@@ -98,11 +134,9 @@ class ContextStream:
 
     @torch.no_grad()
     def update(self, ids: list[int]) -> None:
-        keep = 0
-        for a, b in zip(self.ids, ids):
-            if a != b:
-                break
-            keep += 1
+        keep = self._common(ids, self.ids)
+        if len(ids) - keep > SWITCH_SHARED:  # a jump, not typing: maybe back to a stream set aside
+            keep = self._switch(ids, keep)
         if keep == len(ids):  # the last stream or a prefix of it (a rejected draft, a deletion): causal, so just cut
             self.ids, self.last_encoded = self.ids[:keep], 0
             return

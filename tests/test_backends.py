@@ -62,6 +62,32 @@ def test_spm_cached_context_equals_recompute_after_every_kind_of_edit(spm_dir):
     assert encoded[5] > len(be.encode("import os\n" + PREFIX + "a +"))
 
 
+def test_spm_streams_set_aside_by_a_jump_resume_on_return(spm_dir):
+    """A jump to another place sets the stream aside; going back resumes it without encoding (SAVED_STREAMS kept,
+    the least recent dropped), and every answer equals a recompute."""
+    from model.backends import SAVED_STREAMS, SWITCH_SHARED
+
+    be = Engine.load(spm_dir, "cpu", threads=1).backend
+    canvas = torch.tensor([be.mask_id, 5, be.mask_id, be.mask_id])
+    places = [(f"import mod{i}\n" + PREFIX * 2, f"\n\nclass Place{i}:\n    pass\n" + SUFFIX) for i in range(SAVED_STREAMS + 2)]
+    assert len(be.encode(places[0][1])) > SWITCH_SHARED  # the stream opens with the suffix: a jump shares ~nothing
+
+    def visit(i: int) -> int:
+        cached, n = _spm_logits(be, *places[i], canvas, cached=True)
+        full, _ = _spm_logits(be, *places[i], canvas, cached=False)
+        assert torch.allclose(cached, full, atol=1e-4), i
+        return n
+
+    visit(0)
+    first = visit(1)
+    assert first > SWITCH_SHARED and visit(0) == 0 and visit(1) == 0  # back and forth: both resumed
+    assert _spm_logits(be, places[0][0] + "x = 1", places[0][1], canvas, cached=True)[1] <= 5  # typing at 0 again
+    for i in range(2, SAVED_STREAMS + 2):
+        visit(i)
+    assert len(be.context.saved) == SAVED_STREAMS
+    assert visit(1) == first  # used longest ago: dropped, encoded afresh
+
+
 def test_canvas_end_probability_is_the_canvas_view_while_the_stream_runs_on(spm_engine):
     """Autoregressive decoding asks the canvas whether the middle ends after its tokens, with the stream already
     holding them: the answer is the diffusion path's p(null) for that slot, and the stream stays as it was."""

@@ -30,3 +30,5 @@ def test_engine_bench_times_the_compiled_step_against_the_compute_limit(spm_dir)
     assert figs["compiled"] == "compiled" and figs["compile_s"] > 0
     assert figs["step_ms_compiled"] > 0 and 0 < figs["step_ms_flop_limit"] < figs["step_ms_cached"]
     assert figs["ar.single_line"]["forwards"] >= 1
+    ks = figs["keystroke"]
+    assert ks["tokens_per_keystroke"] < 4 and ks["back_encoded"] == 0 and ks["jump_ms"] > 0  # a return is resumed
