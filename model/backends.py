@@ -71,6 +71,16 @@ SWITCH_SHARED = 32  # an update that would encode more than this many tokens loo
 # ~190 tokens of the same place but shares the suffix: it stays in place)
 
 
+def _shared(a: list[int], b: list[int]) -> int:
+    """How many tokens a and b share from the start."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class ContextStream:
     """The spm layout's causal context stream ([BOS] suffix [EOS?] [BOS] prefix) kept across requests: a new
     stream reuses the keys/values of the longest run of tokens it shares with the last one from the start, so
@@ -92,20 +102,12 @@ class ContextStream:
         # aside when another one took over (a jump to another file or place), most recent first: going back to
         # one resumes it instead of encoding it afresh
 
-    def _common(self, ids: list[int], other: list[int]) -> int:
-        n = 0
-        for a, b in zip(other, ids):
-            if a != b:
-                break
-            n += 1
-        return n
-
     def _switch(self, ids: list[int], keep: int) -> int:
         """Before encoding more than a few tokens: resume the saved stream sharing most with `ids` when it shares
         more than the current one (the current one is set aside); or set the current one aside and start anew
         when it shares little. Returns how many tokens the stream now in use shares with `ids`."""
-        best = max(range(len(self.saved)), key=lambda i: self._common(ids, self.saved[i][0]), default=None)
-        shared = -1 if best is None else self._common(ids, self.saved[best][0])
+        best = max(range(len(self.saved)), key=lambda i: _shared(ids, self.saved[i][0]), default=None)
+        shared = -1 if best is None else _shared(ids, self.saved[best][0])
         if shared > keep:
             current = (self.ids, self._k, self._v, self._h)
             self.ids, self._k, self._v, self._h = self.saved.pop(best)
@@ -134,7 +136,7 @@ class ContextStream:
 
     @torch.no_grad()
     def update(self, ids: list[int]) -> None:
-        keep = self._common(ids, self.ids)
+        keep = _shared(ids, self.ids)
         if len(ids) - keep > SWITCH_SHARED:  # a jump, not typing: maybe back to a stream set aside
             keep = self._switch(ids, keep)
         if keep == len(ids):  # the last stream or a prefix of it (a rejected draft, a deletion): causal, so just cut

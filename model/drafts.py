@@ -12,6 +12,7 @@ int32) and `next` (int16/int32), built by `hone drafts` from a corpus's training
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class NgramDrafts:
         try:
             with np.load(path, allow_pickle=False) as f:
                 keys, nxt, v = f["keys"], f["next"], int(f["vocab_size"])
-        except (OSError, KeyError, ValueError, EOFError) as e:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path}: not a drafts table ({type(e).__name__}: {e})") from e
         if v != vocab_size:
             raise ValueError(f"{path}: drafts for a vocabulary of {v} tokens, the model has {vocab_size}")

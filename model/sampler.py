@@ -373,14 +373,13 @@ def _sample_ar(req: _Request) -> str:
         room = opts.max_tokens - len(out) - 1
         draft: list[int] = []
         if greedy and room > 0 and opts.draft in ("lookup", "ngram", "both"):
-            k = min(room, opts.draft_tokens)
-            draft = lookup_draft(toks[0] + out, k, LOOKUP_NGRAMS[:-1], after=toks[1])
-            weak = min(k, WEAK_DRAFT)
-            if not draft:
-                draft = lookup_draft(toks[0] + out, weak, LOOKUP_NGRAMS[-1:], after=toks[1])
+            so_far, k = toks[0] + out, min(room, opts.draft_tokens)
+            draft = lookup_draft(so_far, k, LOOKUP_NGRAMS[:-1], after=toks[1])
+            if not draft:  # weak sources draft a few tokens only
+                draft = lookup_draft(so_far, min(k, WEAK_DRAFT), LOOKUP_NGRAMS[-1:], after=toks[1])
             table = getattr(backend, "drafts", None)
             if not draft and table is not None and opts.draft != "lookup":
-                draft = table.draft(toks[0] + out, weak)
+                draft = table.draft(so_far, min(k, WEAK_DRAFT))
         if greedy and room > 0 and not draft and opts.draft in ("canvas", "both"):
             # its first slot is read off the stream's last token, so the verify pass always keeps it
             draft = backend.canvas_draft(stream + out, min(room, opts.draft_tokens))

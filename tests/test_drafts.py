@@ -46,8 +46,10 @@ def test_file_round_trip_and_bad_files(tmp_path):
     with pytest.raises(ValueError, match="vocabulary of 10"):
         NgramDrafts.load(tmp_path / DRAFTS_FILE, 12)
     (tmp_path / "junk.npz").write_bytes(b"not a table")
-    with pytest.raises(ValueError, match="not a drafts table"):
-        NgramDrafts.load(tmp_path / "junk.npz", 10)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / DRAFTS_FILE).read_bytes()[:-40])  # a truncated download
+    for bad in ("junk.npz", "cut.npz"):
+        with pytest.raises(ValueError, match="not a drafts table"):
+            NgramDrafts.load(tmp_path / bad, 10)
     np.savez(tmp_path / "big.npz", keys=np.array([5]), next=np.array([99]), vocab_size=np.int64(10))
     with pytest.raises(ValueError, match="outside the vocabulary"):
         NgramDrafts.load(tmp_path / "big.npz", 10)
