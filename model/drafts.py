@@ -66,7 +66,7 @@ class NgramDrafts:
             raise ValueError(f"{path}: drafts for a vocabulary of {v} tokens, the model has {vocab_size}")
         if len(keys) and (int(keys.min()) < 0 or int(keys.max()) >= v * v or int(nxt.min()) < 0 or int(nxt.max()) >= v):
             raise ValueError(f"{path}: drafts table holds ids outside the vocabulary")
-        return cls(keys.astype(np.int64), nxt.astype(np.int64), v)
+        return cls(keys, nxt, v)  # int32 keys and int16 tokens as stored: ~7 MB in memory for the default table
 
     def save(self, path: str | Path) -> None:
         small = np.int16 if self.vocab_size <= 2**15 else np.int32
