@@ -106,9 +106,10 @@ class ContextStream:
         """Before encoding more than a few tokens: resume the saved stream sharing most with `ids` when it shares
         more than the current one (the current one is set aside); or set the current one aside and start anew
         when it shares little. Returns how many tokens the stream now in use shares with `ids`."""
-        best = max(range(len(self.saved)), key=lambda i: _shared(ids, self.saved[i][0]), default=None)
-        shared = -1 if best is None else _shared(ids, self.saved[best][0])
+        shares = [_shared(ids, saved[0]) for saved in self.saved]
+        shared = max(shares, default=-1)
         if shared > keep:
+            best = shares.index(shared)
             current = (self.ids, self._k, self._v, self._h)
             self.ids, self._k, self._v, self._h = self.saved.pop(best)
             if current[3] is not None:

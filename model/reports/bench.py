@@ -101,7 +101,8 @@ def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
     ms, encoded = ms[1:], encoded[1:]  # the first request encodes the whole stream
     # a jump elsewhere in the file (a new stream: encoded afresh), then back (the stream set aside is resumed)
     elsewhere = b.encode(text[1024 : at // 2])
-    there = b.spm_stream(elsewhere[prefix_window_start(len(elsewhere), budget):], b.encode(text[at // 2 : at // 2 + 400])[: opts.suffix_budget])
+    there = b.spm_stream(elsewhere[prefix_window_start(len(elsewhere), budget):],
+                         b.encode(text[at // 2 : at // 2 + 400])[: opts.suffix_budget])
     jump_ms = _timed(lambda: b.context.update(there)) * 1000
     back_ms = _timed(lambda: b.context.update(stream)) * 1000
     return {"p50_ms": pct(ms, 0.5), "p95_ms": pct(ms, 0.95), "tokens_per_keystroke": statistics.mean(encoded),
