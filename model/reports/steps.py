@@ -62,7 +62,7 @@ def _onnx(model: Denoiser, folder: Path):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
     calls = []
-    for name, module, args, dims in export_specs(model)[:2]:  # the canvas and stream steps
+    for name, module, args, dims, _ in export_specs(model)[:2]:  # the canvas and stream steps
         path = folder / f"{name}.onnx"
         torch.onnx.export(module, args, dynamic_shapes=dims, dynamo=True, verbose=False).save(str(path))
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
