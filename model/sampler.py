@@ -352,13 +352,23 @@ def lookup_draft(tokens: list[int], k: int, ngrams: tuple[int, ...] = LOOKUP_NGR
     return []
 
 
+def accept_draft(logits: torch.Tensor, best: int, drafted: int, share: float, null_ids: frozenset[int]) -> int:
+    """The token kept where the model's pick is `best` and the draft says `drafted`: the draft's when the model gives
+    it at least `share` of the best token's probability (share 0: never unless equal), else the model's. A null
+    (the end of the middle) is never drafted into the text."""
+    if drafted == best or share <= 0 or drafted in null_ids:
+        return best
+    return drafted if float(logits[drafted] - logits[best]) >= math.log(share) else best
+
+
 def _sample_ar(req: _Request) -> str:
     """Left-to-right decoding through the causal context stream of an spm model, until the model predicts null,
     the mode's end rule cuts, the output loops (one copy of the loop is kept), or (beyond line completions) the
     canvas says the middle ends at a line break. Greedy decoding drafts several tokens and verifies them in one
     forward of the stream (the longest run it agrees with is kept, plus its own next token): drafts come from the
     document (prompt lookup), from the corpus (the model's n-gram table, model.drafts) or from one canvas step (the
-    diffusion head). Drafts never change the text."""
+    diffusion head). Drafts change the text only through `draft_accept`: a document draft's token the model finds
+    nearly as likely as its best one is kept (0: exactly the greedy text)."""
     backend, toks, opts, stats, hole = req.backend, req.toks, req.opts, req.stats, req.holes[0]
     stream = backend.spm_stream(toks[0], toks[1] + ([backend.eos_id] if req.at_end else []))
     greedy = opts.temperature <= 0
@@ -372,9 +382,11 @@ def _sample_ar(req: _Request) -> str:
             break
         room = opts.max_tokens - len(out) - 1
         draft: list[int] = []
+        strong = False  # a 3- or 2-token match in the document: its tokens may be kept below the model's best
         if greedy and room > 0 and opts.draft in ("lookup", "ngram", "both"):
             so_far, k = toks[0] + out, min(room, opts.draft_tokens)
             draft = lookup_draft(so_far, k, LOOKUP_NGRAMS[:-1], after=toks[1])
+            strong = bool(draft)
             if not draft:  # weak sources draft a few tokens only
                 draft = lookup_draft(so_far, min(k, WEAK_DRAFT), LOOKUP_NGRAMS[-1:], after=toks[1])
             table = getattr(backend, "drafts", None)
@@ -394,6 +406,8 @@ def _sample_ar(req: _Request) -> str:
                              backend.null_ids, opts.empty_threshold)
         ended = False
         for i, t in enumerate(tok.tolist()):  # the verified draft, then the model's own token after it
+            if strong and out and i < len(draft):  # (the first token of a completion is always the model's own)
+                t = accept_draft(logits[i], t, draft[i], opts.draft_accept, backend.null_ids)
             stats.slots += 1
             if t in backend.null_ids:
                 ended = True

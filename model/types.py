@@ -49,6 +49,10 @@ class SampleOptions(msgspec.Struct, kw_only=True):
     # the document, else from the model's corpus n-gram table (model.drafts; lookup when it ships none); canvas: one
     # canvas step; both: ngram, else canvas; none
     draft_tokens: int = 8  # longest draft verified in one forward
+    draft_accept: float = 0.1  # rule ar: a token drafted from a 3- or 2-token match in the document is kept when the
+    # model gives it at least this share of its best token's probability (not only when it is the best); 0 keeps
+    # exactly the greedy text. Held-out (2 x 200 lines, 2 x 40 blocks): 0.1 left EM and ES as good or better
+    # (lines EM +0.5 point, ES +0.006 / +0.009) with 5-8 % fewer forwards on lines, up to 20 % on blocks
     doc_end: bool = True  # the last piece reaches the end of the document: EOS follows it unless truncated
     deadline_s: float | None = None  # wall-clock budget; past it the best draft so far is returned
 
@@ -59,6 +63,8 @@ class SampleOptions(msgspec.Struct, kw_only=True):
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {list(MODES)}")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError("threshold must be in (0, 1]")
+        if not 0.0 <= self.draft_accept <= 1.0:
+            raise ValueError("draft_accept must be in [0, 1]")
         if not 0.0 <= self.empty_threshold <= 1.0:
             raise ValueError("empty_threshold must be in [0, 1]")
         if self.gamma < 0 or self.temperature < 0 or not 0 < self.top_p <= 1:

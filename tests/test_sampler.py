@@ -3,6 +3,7 @@ cancellation, deadlines, several holes, the AR rule and its drafts."""
 
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
@@ -234,10 +235,37 @@ def test_a_loop_keeps_one_copy():
 def test_drafts_change_nothing_but_the_forward_count(spm_engine, draft):
     prefix = PREFIX + "    x = add(1, 2)\n    y = add(1, 2)\n    z = add("  # repeats give lookup drafts something to find
     plain = spm_engine.infill(prefix, SUFFIX, SampleOptions(rule="ar", draft="none", max_tokens=24))
-    drafted = spm_engine.infill(prefix, SUFFIX, SampleOptions(rule="ar", draft=draft, max_tokens=24))
+    drafted = spm_engine.infill(prefix, SUFFIX, SampleOptions(rule="ar", draft=draft, max_tokens=24, draft_accept=0.0))
     assert drafted.texts == plain.texts  # a draft the model rejects changes nothing
     if draft == "lookup":
         assert drafted.stats.forwards <= plain.stats.forwards
+
+
+def test_a_drafted_token_is_kept_only_when_the_model_finds_it_likely_enough():
+    from model.sampler import accept_draft
+
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.04, 0.16]))  # the model's best: token 0
+    assert accept_draft(logits, 0, 1, 0.5, frozenset()) == 1  # 0.3 >= 0.5 * 0.5
+    assert accept_draft(logits, 0, 3, 0.5, frozenset()) == 0  # 0.16 < 0.25
+    assert accept_draft(logits, 0, 3, 0.1, frozenset()) == 3
+    assert accept_draft(logits, 0, 2, 0.1, frozenset()) == 0  # 0.04 < 0.05
+    assert accept_draft(logits, 0, 1, 0.0, frozenset()) == 0  # share 0: only the model's own token
+    assert accept_draft(logits, 0, 1, 0.1, frozenset({1})) == 0  # a null is never drafted into the text
+    logits[3] = -math.inf  # a banned id (the mask)
+    assert accept_draft(logits, 0, 3, 1e-9, frozenset()) == 0
+
+
+def test_document_drafts_kept_below_the_best_token_still_decode_consistently(spm_engine):
+    """A share of 1 keeps only ties: the greedy text; a tiny share keeps (nearly) every document draft: no more
+    forwards than without drafts."""
+    prefix = PREFIX + "    x = add(1, 2)\n    y = add(1, 2)\n    z = add("
+    plain = spm_engine.infill(prefix, SUFFIX, SampleOptions(rule="ar", draft="none", max_tokens=24))
+    strict = spm_engine.infill(prefix, SUFFIX, SampleOptions(rule="ar", draft="lookup", max_tokens=24, draft_accept=1.0))
+    loose = spm_engine.infill(prefix, SUFFIX, SampleOptions(rule="ar", draft="lookup", max_tokens=24, draft_accept=1e-6))
+    assert strict.texts == plain.texts
+    assert loose.stats.forwards <= plain.stats.forwards
+    with pytest.raises(ValueError, match="draft_accept"):
+        SampleOptions(draft_accept=1.5).validate()
 
 
 def test_auto_rule_is_ar_for_spm_lines_and_threshold_otherwise(spm_engine, engine):
