@@ -44,10 +44,10 @@ class NgramDrafts:
             return []
         a, b = tokens[-2], tokens[-1]
         out: list[int] = []
-        keys, v = self.keys, self.vocab_size
+        keys, v, as_key = self.keys, self.vocab_size, self.keys.dtype.type
         while len(out) < k:
             key = a * v + b
-            i = int(np.searchsorted(keys, key))
+            i = int(keys.searchsorted(as_key(key)))  # a Python int would cast the whole table first (~0.5 ms)
             if i == len(keys) or int(keys[i]) != key:
                 break
             a, b = b, int(self.next[i])
