@@ -221,8 +221,10 @@ class HoneBackend:
         self.drafts = drafts  # the corpus n-gram table rule ar drafts from (model.drafts), when the model ships one
         self.mask_id, self.bos_id, self.eos_id = tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id
         self.null_ids = frozenset({tokenizer.null_id, tokenizer.pad_id})
+        self.token_texts = tokenizer.token_texts  # "" for special tokens
+        self.token_prefixes = tokenizer.prefixes  # rule ar heals a word the cursor cuts (sampler)
         # tokens that open a line break (where rule ar asks the canvas whether the middle ends)
-        self.newline_ids = frozenset(i for i in range(tokenizer.vocab_size) if tokenizer.decode([i]).startswith("\n"))
+        self.newline_ids = frozenset(i for i, t in enumerate(self.token_texts) if t.startswith("\n"))
         self.spm = model.cfg.layout == "spm"
         self.max_holes = 1 if self.spm else None  # None: any number of holes in one canvas
         self.context = ContextStream(model, device)

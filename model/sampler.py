@@ -9,6 +9,7 @@ dropped; a hole whose slots all hold content grows (up to max_tokens) because it
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -352,6 +353,26 @@ def lookup_draft(tokens: list[int], k: int, ngrams: tuple[int, ...] = LOOKUP_NGR
     return []
 
 
+HEAL_TOKENS = 4  # at most this many prefix tokens are backed up to heal the word the cursor is in
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+
+
+def heal_split(texts: list[str], prefix: list[int]) -> int:
+    """How many of the prefix's last tokens to back up when it ends inside a word (ASCII letters, digits, _): the
+    tokens of that word, its leading space included (at most HEAL_TOKENS); 0 when it ends in anything else.
+    A word cut by the cursor ("self.appen") is tokenized as the model rarely saw it in training ("app" "en" where
+    "append" is one token); rule ar backs those tokens up and makes its first tokens spell them again."""
+    k = 0
+    while k < min(HEAL_TOKENS, len(prefix)):
+        t = texts[prefix[-1 - k]]
+        if not _WORD.fullmatch(t[1:] if t.startswith(" ") else t):
+            break
+        k += 1
+        if t.startswith(" "):  # the word's first token
+            break
+    return k
+
+
 def accept_draft(logits: torch.Tensor, best: int, drafted: int, share: float, null_ids: frozenset[int]) -> int:
     """The token kept where the model's pick is `best` and the draft says `drafted`: the draft's when the model gives
     it at least `share` of the best token's probability (share 0: never unless equal), else the model's. A null
@@ -370,7 +391,11 @@ def _sample_ar(req: _Request) -> str:
     diffusion head). Drafts change the text only through `draft_accept`: a document draft's token the model finds
     nearly as likely as its best one is kept (0: exactly the greedy text)."""
     backend, toks, opts, stats, hole = req.backend, req.toks, req.opts, req.stats, req.holes[0]
-    stream = backend.spm_stream(toks[0], toks[1] + ([backend.eos_id] if req.at_end else []))
+    prefix, healed = toks[0], ""  # healing: the text of the backed-up tokens, which the output must spell first
+    if opts.heal and (k := heal_split(backend.token_texts, prefix)):
+        prefix, healed = prefix[:-k], backend.decode(prefix[-k:])
+    need = healed  # what of it is still to spell
+    stream = backend.spm_stream(prefix, toks[1] + ([backend.eos_id] if req.at_end else []))
     greedy = opts.temperature <= 0
     out: list[int] = []
     text = ""
@@ -383,8 +408,8 @@ def _sample_ar(req: _Request) -> str:
         room = opts.max_tokens - len(out) - 1
         draft: list[int] = []
         strong = False  # a 3- or 2-token match in the document: its tokens may be kept below the model's best
-        if greedy and room > 0 and opts.draft in ("lookup", "ngram", "both"):
-            so_far, k = toks[0] + out, min(room, opts.draft_tokens)
+        if greedy and room > 0 and not need and opts.draft in ("lookup", "ngram", "both"):
+            so_far, k = prefix + out, min(room, opts.draft_tokens)
             draft = lookup_draft(so_far, k, LOOKUP_NGRAMS[:-1], after=toks[1])
             strong = bool(draft)
             if not draft:  # weak sources draft a few tokens only
@@ -392,7 +417,7 @@ def _sample_ar(req: _Request) -> str:
             table = getattr(backend, "drafts", None)
             if not draft and table is not None and opts.draft != "lookup":
                 draft = table.draft(so_far, min(k, WEAK_DRAFT))
-        if greedy and room > 0 and not draft and opts.draft in ("canvas", "both"):
+        if greedy and room > 0 and not need and not draft and opts.draft in ("canvas", "both"):
             # its first slot is read off the stream's last token, so the verify pass always keeps it
             draft = backend.canvas_draft(stream + out, min(room, opts.draft_tokens))
             stats.forwards += 1
@@ -400,8 +425,11 @@ def _sample_ar(req: _Request) -> str:
         stats.context_tokens += encoded
         stats.forwards += 1
         logits[:, backend.mask_id] = -math.inf
+        if need:  # (no draft meanwhile: one row) only tokens that spell on what the cursor cut
+            agreeing = backend.token_prefixes.agreeing(need)
+            logits[0] = torch.full_like(logits[0], -math.inf).index_copy_(0, torch.tensor(agreeing), logits[0, agreeing])
         tok, conf, _ = _pick(logits, opts, req.gen)
-        if not out:  # the empty-hole rule of the diffusion path: stay empty only when null is likely enough
+        if not out and not healed:  # the empty-hole rule of the diffusion path: stay empty only when null is likely enough
             _no_unsure_empty(logits[:1], tok[:1], conf[:1], torch.ones(1, dtype=torch.bool), [_Hole([backend.mask_id])],
                              backend.null_ids, opts.empty_threshold)
         ended = False
@@ -420,9 +448,15 @@ def _sample_ar(req: _Request) -> str:
                     ended = True
                     break
             out.append(t)
+            if need:
+                spelled = backend.token_texts[t]
+                need = "" if spelled.startswith(need) else need[len(spelled):]
+                if need:
+                    break
             if looped := loop_tail(out):  # a loop only grows (lookup drafts even speed it up): one copy, then stop
                 del out[-looped:]
-            text, cut = cut_text(backend.decode(out), opts.mode, opts.block_indent, hole.line_prefix, hole.anchor)
+            text, cut = cut_text(backend.decode(out)[len(healed):], opts.mode, opts.block_indent, hole.line_prefix,
+                                 hole.anchor)
             if cut or looped or len(out) >= opts.max_tokens:
                 ended = True
                 break

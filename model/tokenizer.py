@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -49,6 +51,35 @@ class HoneTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tok.decode([i for i in ids if i not in self.special_ids], skip_special_tokens=False)
+
+    @cached_property
+    def token_texts(self) -> list[str]:
+        """The text of each token id alone ("" for the special tokens); computed once per tokenizer."""
+        return [self.decode([i]) for i in range(self.vocab_size)]
+
+    @cached_property
+    def prefixes(self) -> TokenPrefixes:
+        return TokenPrefixes(self.token_texts)
+
+
+class TokenPrefixes:
+    """Token ids by their text, to ask which tokens agree with a text that must come next."""
+
+    def __init__(self, texts: list[str]):
+        pairs = sorted((t, i) for i, t in enumerate(texts) if t)
+        self._texts, self._ids = [t for t, _ in pairs], [i for _, i in pairs]
+        self._by_text: dict[str, list[int]] = {}
+        for t, i in pairs:
+            self._by_text.setdefault(t, []).append(i)
+
+    def agreeing(self, need: str) -> list[int]:
+        """Tokens whose text starts with `need` (they spell all of it), or is a shorter start of it."""
+        lo = bisect.bisect_left(self._texts, need)
+        hi = bisect.bisect_left(self._texts, need + "\U0010ffff")
+        ids = self._ids[lo:hi]
+        for j in range(1, len(need)):
+            ids = ids + self._by_text.get(need[:j], [])
+        return ids
 
 
 def _new_tokenizer() -> Tokenizer:

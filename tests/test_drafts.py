@@ -59,7 +59,7 @@ def test_ngram_drafts_keep_the_greedy_text_and_save_forwards(spm_engine):
     """A table built from the model's own greedy text drafts it right: fewer forwards, the same text; then a table
     of wrong guesses: the same text again (a rejected draft changes nothing)."""
     b = spm_engine.backend
-    opts = dict(rule="ar", max_tokens=24, mode="free", draft_accept=0.0)  # exactly the greedy text
+    opts = dict(rule="ar", max_tokens=24, mode="free", draft_accept=0.0, heal=False)  # exactly the greedy text
     prefix, suffix = "def main():\n    return", "\n"  # no token repeats: the document offers no first draft
     plain = spm_engine.infill(prefix, suffix, SampleOptions(draft="lookup", **opts))
     # the tiny network repeats one token until the loop rule keeps one copy: its greedy text before the cut

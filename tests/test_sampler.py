@@ -273,3 +273,54 @@ def test_auto_rule_is_ar_for_spm_lines_and_threshold_otherwise(spm_engine, engin
         auto = eng.infill(PREFIX, SUFFIX, SampleOptions(mode=mode, max_tokens=12))
         explicit = eng.infill(PREFIX, SUFFIX, SampleOptions(mode=mode, max_tokens=12, rule=same_as))
         assert auto.texts == explicit.texts and auto.stats.forwards == explicit.stats.forwards
+
+
+def test_heal_split_backs_up_the_word_the_cursor_is_in():
+    from model.sampler import HEAL_TOKENS, heal_split
+
+    texts = ["", "self", ".", "app", "en", " py", "gmen", " ", "\n", "x1", "_", "("]
+    assert heal_split(texts, [1, 2, 3, 4]) == 2  # "self.appen": back to the "."
+    assert heal_split(texts, [2, 5, 6]) == 2  # ".pygmen": " py" opens the word, its space included
+    assert heal_split(texts, [1, 11]) == 0 and heal_split(texts, [3, 7]) == 0 and heal_split(texts, [8]) == 0
+    assert heal_split(texts, [11] + [3, 10, 9, 4, 4]) == HEAL_TOKENS  # a long run: at most HEAL_TOKENS
+    assert heal_split(texts, [0, 9]) == 1 and heal_split(texts, []) == 0
+
+
+def test_token_prefixes_name_the_tokens_that_agree_with_a_text():
+    from model.tokenizer import TokenPrefixes
+
+    index = TokenPrefixes(["", "a", "ab", "abc", "b", " ab", "abd", "ac"])
+    assert sorted(index.agreeing("ab")) == [1, 2, 3, 6]  # spell all of "ab" (ab, abc, abd) or start it (a)
+    assert sorted(index.agreeing(" a")) == [5] and index.agreeing("z") == []
+
+
+def test_healing_spells_the_cut_word_before_the_completion(spm_engine):
+    """A prefix ending inside a word: the stream stops before the word's tokens, the first decoded tokens spell
+    the word again, and the completion is what follows it."""
+    from model.sampler import heal_split
+
+    be = spm_engine.backend
+    prefix = PREFIX + "    value = comput"
+    toks = be.encode(prefix)
+    k = heal_split(be.token_texts, toks)
+    word = be.decode(toks[-k:])
+    assert k >= 1 and " comput".endswith(word)
+    streams, decoded = [], []
+    real_logits, real_decode = be.stream_logits, be.decode
+
+    def logits_spy(stream, last=1):
+        streams.append(list(stream))
+        return real_logits(stream, last)
+
+    def decode_spy(ids):
+        decoded.append(real_decode(ids))
+        return decoded[-1]
+
+    be.stream_logits, be.decode = logits_spy, decode_spy
+    try:
+        r = spm_engine.infill(prefix, SUFFIX, SampleOptions(rule="ar", mode="line", max_tokens=12, heal=True))
+    finally:
+        be.stream_logits, be.decode = real_logits, real_decode
+    assert streams[0][-(len(toks) - k):] == toks[:-k]  # the stream ends where the word starts
+    out = decoded[-1]  # the sampler's last look at its output tokens
+    assert out.startswith(word) and out[len(word):].startswith(r.texts[0])  # the completion goes on from the cursor
