@@ -355,20 +355,34 @@ def lookup_draft(tokens: list[int], k: int, ngrams: tuple[int, ...] = LOOKUP_NGR
 
 HEAL_TOKENS = 4  # at most this many prefix tokens are backed up to heal the word the cursor is in
 _WORD = re.compile(r"[A-Za-z0-9_]+")
+_PUNCT = re.compile(r"[^\sA-Za-z0-9_]+")
 
 
 def heal_split(texts: list[str], prefix: list[int]) -> int:
-    """How many of the prefix's last tokens to back up when it ends inside a word (ASCII letters, digits, _): the
-    tokens of that word, its leading space included (at most HEAL_TOKENS); 0 when it ends in anything else.
-    A word cut by the cursor ("self.appen") is tokenized as the model rarely saw it in training ("app" "en" where
-    "append" is one token); rule ar backs those tokens up and makes its first tokens spell them again."""
+    """How many of the prefix's last tokens to back up so that the model, not the cursor, decides where the last
+    tokens end (token healing). A word cut by the cursor ("self.appen") is tokenized as the model rarely saw it in
+    training ("app" "en" where "append" is one token); so is a run of punctuation ("(" where "()" follows) and a
+    space typed after code (the tokenizer joins a space to the word after it: "x =" " 1", never "x = " "1").
+    Backed up: the run of word tokens (ASCII letters, digits, _) or of punctuation tokens the prefix ends in, its
+    leading space included, at most HEAL_TOKENS; or one whitespace token after code on the line. Indentation is
+    left alone: training cuts middles right after it too, and healing it lost block ES (0.230 -> 0.191 on 40
+    held-out blocks). Rule ar then makes its first tokens spell the backed-up text again."""
+    if not prefix:
+        return 0
+    last = texts[prefix[-1]]
+    if last.isspace():  # a space after code on the line; not indentation, which training cuts before as well
+        inline = last[-1] in " \t" and "\n" not in last and len(prefix) > 1 and not texts[prefix[-2]].endswith("\n")
+        return int(inline)
+    kind = next((c for c in (_WORD, _PUNCT) if c.fullmatch(last.lstrip(" "))), None)
+    if kind is None:
+        return 0
     k = 0
     while k < min(HEAL_TOKENS, len(prefix)):
         t = texts[prefix[-1 - k]]
-        if not _WORD.fullmatch(t[1:] if t.startswith(" ") else t):
+        if not kind.fullmatch(t[1:] if t.startswith(" ") else t):
             break
         k += 1
-        if t.startswith(" "):  # the word's first token
+        if t.startswith(" "):  # the run's first token
             break
     return k
 

@@ -53,8 +53,9 @@ class SampleOptions(msgspec.Struct, kw_only=True):
     # model gives it at least this share of its best token's probability (not only when it is the best); 0 keeps
     # exactly the greedy text. Held-out (2 x 200 lines, 2 x 40 blocks): 0.1 left EM and ES as good or better
     # (lines EM +0.5 point, ES +0.006 / +0.009) with 5-8 % fewer forwards on lines, up to 20 % on blocks
-    heal: bool = True  # rule ar: when the prefix ends inside a word, back its tokens up and make the first tokens
-    # spell it again (token healing: "appen" is not the tokens the model saw before "d(")
+    heal: bool = True  # rule ar: back up the prefix's last word, punctuation run or space after code and make the
+    # first tokens spell it again (token healing, sampler.heal_split: "appen" is not the tokens the model saw before
+    # "d("). Held-out single lines (2 x 200): EM 6.5 -> 18.5 % and 7.0 -> 21.5 %, ES 0.300 -> 0.462 and 0.336 -> 0.489
     doc_end: bool = True  # the last piece reaches the end of the document: EOS follows it unless truncated
     deadline_s: float | None = None  # wall-clock budget; past it the best draft so far is returned
 

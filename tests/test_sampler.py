@@ -278,12 +278,15 @@ def test_auto_rule_is_ar_for_spm_lines_and_threshold_otherwise(spm_engine, engin
 def test_heal_split_backs_up_the_word_the_cursor_is_in():
     from model.sampler import HEAL_TOKENS, heal_split
 
-    texts = ["", "self", ".", "app", "en", " py", "gmen", " ", "\n", "x1", "_", "("]
+    texts = ["", "self", ".", "app", "en", " py", "gmen", " ", "\n", "x1", "_", "(", "\n    ", " [", ":", "\n\n"]
     assert heal_split(texts, [1, 2, 3, 4]) == 2  # "self.appen": back to the "."
     assert heal_split(texts, [2, 5, 6]) == 2  # ".pygmen": " py" opens the word, its space included
-    assert heal_split(texts, [1, 11]) == 0 and heal_split(texts, [3, 7]) == 0 and heal_split(texts, [8]) == 0
     assert heal_split(texts, [11] + [3, 10, 9, 4, 4]) == HEAL_TOKENS  # a long run: at most HEAL_TOKENS
     assert heal_split(texts, [0, 9]) == 1 and heal_split(texts, []) == 0
+    assert heal_split(texts, [1, 2]) == 1 and heal_split(texts, [1, 13, 11]) == 2  # punctuation: "." / " [("
+    assert heal_split(texts, [3, 7]) == 1 and heal_split(texts, [14, 7]) == 1  # a space typed after code
+    assert heal_split(texts, [14, 12]) == 0 and heal_split(texts, [8, 7]) == 0  # indentation stays
+    assert heal_split(texts, [1, 8]) == 0 and heal_split(texts, [1, 15]) == 0  # line breaks stay
 
 
 def test_token_prefixes_name_the_tokens_that_agree_with_a_text():
