@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .. import DEFAULT_MODEL_DIR
 from ..engine import Engine
 from ..types import SampleOptions
 from ..training.corpus import load_texts
@@ -145,7 +146,7 @@ def main(model_dir: str | None, corpus: Path, n_line: int, n_multi: int, write_c
     res = run_eval(engine, texts, n_line, n_multi, {DEFAULT_DECODING: {}} if quick else None)
     res["compiled"] = compiled
     print(table_markdown(res))
-    if write_card and model_dir:
-        write_card_table(Path(model_dir) / "MODEL_CARD.md", res)
+    if write_card:  # no folder given: the shipped default's card
+        write_card_table(Path(model_dir or DEFAULT_MODEL_DIR) / "MODEL_CARD.md", res)
     print(json.dumps(res))
     return res
