@@ -387,6 +387,23 @@ def heal_split(texts: list[str], prefix: list[int]) -> int:
     return k
 
 
+def spell_rows(texts: list[str], draft: list[int], need: str) -> tuple[list[int], list[str]]:
+    """Healing with a draft: the draft cut before its first token that does not spell on `need` (the backed-up
+    text still to spell), and what is left to spell before each verified row (len(draft) + 1 of them)."""
+    needs = [need]
+    for j, d in enumerate(draft):
+        if need:
+            t = texts[d]
+            if t and t.startswith(need):
+                need = ""
+            elif t and need.startswith(t):
+                need = need[len(t):]
+            else:
+                return draft[:j], needs
+        needs.append(need)
+    return draft, needs
+
+
 def accept_draft(logits: torch.Tensor, best: int, drafted: int, share: float, null_ids: frozenset[int]) -> int:
     """The token kept where the model's pick is `best` and the draft says `drafted`: the draft's when the model gives
     it at least `share` of the best token's probability (share 0: never unless equal), else the model's. A null
@@ -422,7 +439,7 @@ def _sample_ar(req: _Request) -> str:
         room = opts.max_tokens - len(out) - 1
         draft: list[int] = []
         strong = False  # a 3- or 2-token match in the document: its tokens may be kept below the model's best
-        if greedy and room > 0 and not need and opts.draft in ("lookup", "ngram", "both"):
+        if greedy and room > 0 and opts.draft in ("lookup", "ngram", "both"):
             so_far, k = prefix + out, min(room, opts.draft_tokens)
             draft = lookup_draft(so_far, k, LOOKUP_NGRAMS[:-1], after=toks[1])
             strong = bool(draft)
@@ -435,13 +452,15 @@ def _sample_ar(req: _Request) -> str:
             # its first slot is read off the stream's last token, so the verify pass always keeps it
             draft = backend.canvas_draft(stream + out, min(room, opts.draft_tokens))
             stats.forwards += 1
+        draft, needs = spell_rows(backend.token_texts, draft, need)
         logits, encoded = backend.stream_logits(stream + out + draft, len(draft) + 1)  # (len(draft) + 1, V)
         stats.context_tokens += encoded
         stats.forwards += 1
         logits[:, backend.mask_id] = -math.inf
-        if need:  # (no draft meanwhile: one row) only tokens that spell on what the cursor cut
-            agreeing = backend.token_prefixes.agreeing(need)
-            logits[0] = torch.full_like(logits[0], -math.inf).index_copy_(0, torch.tensor(agreeing), logits[0, agreeing])
+        for row, left in enumerate(needs):  # healing: only tokens that spell on what the cursor cut
+            if left:
+                agreeing = torch.tensor(backend.token_prefixes.agreeing(left))
+                logits[row] = torch.full_like(logits[row], -math.inf).index_copy_(0, agreeing, logits[row, agreeing])
         tok, conf, _ = _pick(logits, opts, req.gen)
         if not out and not healed:  # the empty-hole rule of the diffusion path: stay empty only when null is likely enough
             _no_unsure_empty(logits[:1], tok[:1], conf[:1], torch.ones(1, dtype=torch.bool), [_Hole([backend.mask_id])],
@@ -465,8 +484,6 @@ def _sample_ar(req: _Request) -> str:
             if need:
                 spelled = backend.token_texts[t]
                 need = "" if spelled.startswith(need) else need[len(spelled):]
-                if need:
-                    break
             if looped := loop_tail(out):  # a loop only grows (lookup drafts even speed it up): one copy, then stop
                 del out[-looped:]
             text, cut = cut_text(backend.decode(out)[len(healed):], opts.mode, opts.block_indent, hole.line_prefix,

@@ -327,3 +327,14 @@ def test_healing_spells_the_cut_word_before_the_completion(spm_engine):
     assert streams[0][-(len(toks) - k):] == toks[:-k]  # the stream ends where the word starts
     out = decoded[-1]  # the sampler's last look at its output tokens
     assert out.startswith(word) and out[len(word):].startswith(r.texts[0])  # the completion goes on from the cursor
+
+
+def test_a_draft_while_healing_keeps_only_tokens_that_spell_the_cut_text():
+    from model.sampler import spell_rows
+
+    texts = ["", "app", "append", "en", "d", "(", "apple"]
+    assert spell_rows(texts, [2, 5], "appen") == ([2, 5], ["appen", "", ""])  # "append" spells it all at once
+    assert spell_rows(texts, [1, 3, 4], "appen") == ([1, 3, 4], ["appen", "en", "", ""])
+    assert spell_rows(texts, [6, 5], "appen") == ([], ["appen"])  # "apple" does not spell "appen"
+    assert spell_rows(texts, [1, 0], "appen") == ([1], ["appen", "en"])  # a special token spells nothing
+    assert spell_rows(texts, [5], "") == ([5], ["", ""])  # nothing to heal: the draft as it is
