@@ -287,6 +287,7 @@ def test_heal_split_backs_up_the_word_the_cursor_is_in():
     assert heal_split(texts, [3, 7]) == 1 and heal_split(texts, [14, 7]) == 1  # a space typed after code
     assert heal_split(texts, [14, 12]) == 0 and heal_split(texts, [8, 7]) == 0  # indentation stays
     assert heal_split(texts, [1, 8]) == 0 and heal_split(texts, [1, 15]) == 0  # line breaks stay
+    assert heal_split(texts + ["→"], [1, 16]) == 0  # not ASCII: its bytes may not be tokens that spell it
 
 
 def test_token_prefixes_name_the_tokens_that_agree_with_a_text():
