@@ -93,6 +93,17 @@ def _eval(a) -> int:
     return 0
 
 
+def _eval_repo(a) -> int:
+    from model.reports.repo_eval import ARMS, default_repos, main as repo_main
+
+    arms = [x.strip() for x in a.arms.split(",") if x.strip()]
+    if bad := [x for x in arms if x not in ARMS]:
+        raise SystemExit(f"--arms: unknown {', '.join(bad)} (choose from {', '.join(ARMS)})")
+    repos = Path(a.repos) if a.repos else default_repos()
+    repo_main(a.model, repos, a.n, a.seed, arms, a.threads, a.write_card, a.device)
+    return 0
+
+
 def _routes(a) -> int:
     from model.reports.recipes import route_report
 
@@ -253,6 +264,21 @@ def _args_eval(sub) -> None:
     c.set_defaults(fn=_eval)
 
 
+def _args_eval_repo(sub) -> None:
+    c = sub.add_parser("eval-repo", help="repository-level held-out eval: lines using a name of another file of the "
+                       "project, file only vs + cross-file context vs a copy baseline")
+    c.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    c.add_argument("--repos", default=None, help="folder of held-out projects, one per subfolder (default: "
+                   "$HONE_RUNS/repos or ~/.cache/hone/repos; fetch them with scripts/repo_projects.sh)")
+    c.add_argument("--n", type=int, default=300, help="cases, spread over the projects and their files")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--arms", default="file,context,copy", help="comma-separated: file, context, copy")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--threads", type=int, default=None)
+    c.add_argument("--write-card", action="store_true", help="write the table into the model's MODEL_CARD.md")
+    c.set_defaults(fn=_eval_repo)
+
+
 def _args_routes(sub) -> None:
     c = sub.add_parser("routes", help="compare runs of several recipes (same token budget): curves, eval, card section")
     c.add_argument("runs", nargs="+", help="run folders, e.g. runs/recipe-spm runs/recipe-ar-then-diffusion")
@@ -321,7 +347,7 @@ def _args_bench(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hone", description="Hone: diffusion code completion")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_args_complete, _args_corpus, _args_tokenizer, _args_train, _args_eval, _args_routes, _args_ship, _args_drafts, _args_serve, _args_bench):
+    for add in (_args_complete, _args_corpus, _args_tokenizer, _args_train, _args_eval, _args_eval_repo, _args_routes, _args_ship, _args_drafts, _args_serve, _args_bench):
         add(sub)
     a = p.parse_args(argv)
     return a.fn(a)

@@ -1,0 +1,356 @@
+"""`hone eval-repo`: repository-level held-out evaluation (DESIGN §5). A case is a line of a held-out project whose
+rest uses a name defined in another file of that project; arms: the file alone, + cross-file context, copy baseline."""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import io
+import json
+import keyword
+import random
+import sys
+import time
+import tokenize
+from collections import defaultdict
+from pathlib import Path
+
+import msgspec
+from tqdm import tqdm
+
+from .. import DEFAULT_MODEL_DIR
+from ..engine import Engine
+from .bench import pct
+from .card import put_block
+from .evaluate import edit_similarity
+
+MAX_LINE_CHARS = 120  # longer lines are mostly data or strings
+MIN_LINE_PREFIX = 3  # characters of the line (after its indentation) typed before the cursor
+MIN_TARGET_CHARS = 4  # non-space characters the rest of the line must hold
+PER_FILE_CAP = 6  # most cases from one file, so that a few big files do not make the set
+COPY_KEY_CHARS = 12  # the copy baseline looks up this many characters before the cursor
+MAX_TOKENS = 48  # canvas slots for the rest of one line
+ARMS = ("file", "context", "copy")
+REPO_START, REPO_END = "<!-- repo-eval:start -->", "<!-- repo-eval:end -->"  # the card table of --write-card
+_BUILTINS = frozenset(dir(builtins))  # a bare builtin resolves without any other file of the project
+# an attribute builtin types have (`d.get`, `seen.add`, `__doc__`) may well be theirs, not a project class's member
+_BUILTIN_ATTRS = frozenset(a for t in (object, str, bytes, int, float, list, tuple, dict, set, frozenset, BaseException,
+                                       type, type(lambda: None)) for a in dir(t))
+_STATEMENT_START = (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT)
+
+
+class RepoCase(msgspec.Struct, frozen=True):
+    project: str  # the project's root folder
+    path: str  # the file, relative to the root (posix)
+    line: int  # 0-based
+    col: int  # the cursor's column in that line
+    prefix: str  # all the file's text before the cursor
+    suffix: str  # all the file's text after the line (starts with its newline)
+    target: str  # the rest of the line
+    name: str  # the name of the rest of the line that another file of the project defines
+
+    @property
+    def blanked(self) -> str:
+        """The file as the workspace sees it: the target line's rest removed."""
+        return self.prefix + self.suffix
+
+
+def project_files(root: Path) -> dict[str, str]:
+    """Every .py file under `root` that decodes as UTF-8: relative posix path -> text."""
+    out = {}
+    for p in sorted(root.rglob("*.py")):
+        try:
+            out[p.relative_to(root).as_posix()] = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+    return out
+
+
+def _code_tokens(text: str) -> list[tokenize.TokenInfo] | None:
+    try:
+        return list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+
+
+def _line_options(text: str, symbols, exported_elsewhere: set[str]) -> dict[int, list[tuple[str, int]]]:
+    """Per 0-based line: (cross-file name, its column) for each name token that another file exports (top level or
+    class member) and this file neither defines nor imports. Not a builtin used bare, nor an attribute that builtin
+    types have, nor one of an imported standard module (`typing.Optional` only shares a class name of another
+    file); names in import statements are not uses."""
+    toks = _code_tokens(text)
+    if toks is None:
+        return {}
+    local = set(symbols.defined) | set(symbols.imported)
+    out: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    root = None  # the first name of the dotted chain the current token continues
+    in_import = False  # an import statement names, it does not use
+    for i, t in enumerate(toks):
+        if t.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+            in_import = False
+        elif t.string in ("import", "from") and (i == 0 or toks[i - 1].type in _STATEMENT_START):
+            in_import = True
+        after_dot = i > 0 and toks[i - 1].type == tokenize.OP and toks[i - 1].string == "."
+        if t.type != tokenize.NAME or keyword.iskeyword(t.string) or in_import:
+            if not (t.type == tokenize.OP and t.string == "."):
+                root = None
+            continue
+        if not after_dot:
+            root = t.string
+        if t.string not in exported_elsewhere or t.string in local:
+            continue
+        if after_dot and (t.string in _BUILTIN_ATTRS or root in sys.stdlib_module_names and root in symbols.imported):
+            continue
+        if not after_dot and t.string in _BUILTINS:
+            continue
+        out[t.start[0] - 1].append((t.string, t.start[1]))
+    return out
+
+
+def _string_spans(text: str) -> dict[int, list[tuple[int, int]]]:
+    """Per 0-based line, the (start, end) columns covered by string tokens (a multi-line string: to the line's end)."""
+    spans: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for t in _code_tokens(text) or []:
+        if t.type == tokenize.STRING:
+            (r0, c0), (r1, c1) = t.start, t.end
+            for r in range(r0, r1 + 1):
+                spans[r - 1].append((c0 if r == r0 else 0, c1 if r == r1 else 10**9))
+    return spans
+
+
+def _file_cases(root: Path, rel: str, text: str, symbols, exported_elsewhere: set[str], rng: random.Random
+                ) -> list[RepoCase]:
+    """One case per eligible line of the file (shuffled): a random cross-file name of the line, the cursor at a
+    random column after the indentation and at or before that name, outside strings."""
+    lines = io.StringIO(text).readlines()  # the lines tokenize numbers (split on \n only)
+    starts = [0]
+    for ln in lines:
+        starts.append(starts[-1] + len(ln))
+    options = _line_options(text, symbols, exported_elsewhere)
+    strings = _string_spans(text) if options else {}
+    cases = []
+    for row in sorted(options):
+        body = lines[row].rstrip("\r\n")
+        if len(body) > MAX_LINE_CHARS:
+            continue
+        name, at = rng.choice(options[row])
+        lo = len(body) - len(body.lstrip()) + MIN_LINE_PREFIX
+        cols = [c for c in range(lo, at + 1) if len(body[c:].replace(" ", "")) >= MIN_TARGET_CHARS
+                and not any(s < c < e for s, e in strings.get(row, ()))]
+        if not cols:
+            continue
+        col = rng.choice(cols)
+        cut = starts[row] + col
+        cases.append(RepoCase(str(root), rel, row, col, text[:cut], text[starts[row] + len(body):], body[col:], name))
+    rng.shuffle(cases)
+    return cases
+
+
+def build_cases(projects: list[Path], n: int, seed: int) -> list[RepoCase]:
+    """Up to `n` cases spread over the projects (round robin), and within a project over its files (at most
+    PER_FILE_CAP each); deterministic given `seed`."""
+    from ..workspace import file_symbols
+
+    rng = random.Random(seed)
+    per_project: list[list[list[RepoCase]]] = []
+    for root in sorted(Path(p) for p in projects):
+        files = project_files(root)
+        symbols = {rel: file_symbols(text) for rel, text in files.items()}
+        owners: dict[str, set[str]] = defaultdict(set)
+        for rel, s in symbols.items():
+            for name in s.exported:
+                owners[name].add(rel)
+        queues = []
+        for rel, text in files.items():
+            elsewhere = {name for name, who in owners.items() if who - {rel}}
+            cases = _file_cases(root, rel, text, symbols[rel], elsewhere, rng)[:PER_FILE_CAP]
+            if cases:
+                queues.append(cases)
+        rng.shuffle(queues)
+        per_project.append(queues)
+    out: list[RepoCase] = []
+    while len(out) < n and any(per_project):
+        for queues in per_project:
+            if queues and len(out) < n:
+                q = queues.pop(0)  # the project's next file gives its next case, then waits its turn again
+                out.append(q.pop(0))
+                if q:
+                    queues.append(q)
+    return out
+
+
+def copy_baseline(case: RepoCase, others: dict[str, str]) -> str:
+    """Model-free: where the last COPY_KEY_CHARS characters before the cursor occur elsewhere in the blanked file
+    (the nearest occurrence before the cursor first, then after it), else in the project's other files (in path
+    order), the rest of that occurrence's line; "" when they occur nowhere."""
+    key = case.prefix[-COPY_KEY_CHARS:]
+    if not key.strip():
+        return ""
+    text = case.blanked
+    own = len(case.prefix) - len(key)
+    spots = [i for i in _occurrences(text, key) if i != own]
+    spots = sorted((i for i in spots if i < own), reverse=True) + [i for i in spots if i > own]
+    sources = [(text, spots)] + [(t, _occurrences(t, key)) for rel, t in sorted(others.items()) if rel != case.path]
+    for src, where in sources:
+        for i in where:
+            start = i + len(key)
+            end = src.find("\n", start)
+            return src[start:] if end < 0 else src[start:end]
+    return ""
+
+
+def _occurrences(text: str, key: str) -> list[int]:
+    out, i = [], text.find(key)
+    while i >= 0:
+        out.append(i)
+        i = text.find(key, i + 1)
+    return out
+
+
+def _context_text(ctx) -> str:
+    """The text a context puts before the file (whatever its container), for counting."""
+    if ctx is None:
+        return ""
+    if isinstance(ctx, str):
+        return ctx
+    if isinstance(ctx, (list, tuple)):
+        return "".join(map(_context_text, ctx))
+    return str(getattr(ctx, "text", ""))
+
+
+def context_unavailable(engine) -> str | None:
+    """Why the `context` arm cannot run yet (None when it can)."""
+    try:
+        from ..workspace import WorkspaceIndex
+    except ImportError as e:
+        return f"model.workspace has no WorkspaceIndex yet ({e})"
+    if not hasattr(WorkspaceIndex, "context_for"):
+        return "WorkspaceIndex has no context_for yet"
+    if "context" not in inspect.signature(engine.fill).parameters:
+        return "Engine.fill takes no `context` yet"
+    return None
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.em: list[float] = []
+        self.es: list[float] = []
+        self.ms: list[float] = []
+        self.forwards = self.tokens = self.ctx_chars = self.ctx_tokens = 0
+        self.by_project: dict[str, list[float]] = defaultdict(list)
+
+    def add(self, case: RepoCase, got: str, ms: float, stats=None, ctx: str = "", ctx_tokens: int = 0) -> None:
+        got, want = got.rstrip(), case.target.rstrip()  # as model.reports.evaluate scores line mode
+        self.em.append(float(got == want))
+        self.es.append(edit_similarity(got, want))
+        self.ms.append(ms)
+        self.by_project[Path(case.project).name].append(float(got == want))
+        if stats is not None:
+            self.forwards += stats.forwards
+            self.tokens += stats.tokens
+        self.ctx_chars += len(ctx)
+        self.ctx_tokens += ctx_tokens
+
+    def figures(self) -> dict:
+        n = max(1, len(self.em))
+        return {"cases": len(self.em), "exact_match": sum(self.em) / n, "edit_similarity": sum(self.es) / n,
+                "mean_ms": sum(self.ms) / n, "p50_ms": pct(self.ms, 0.5) if self.ms else 0.0,
+                "p95_ms": pct(self.ms, 0.95) if self.ms else 0.0, "forwards": self.forwards / n,
+                "tokens_per_forward": self.tokens / max(1, self.forwards), "context_chars": self.ctx_chars / n,
+                "context_tokens": self.ctx_tokens / n,
+                "exact_match_by_project": {p: sum(v) / len(v) for p, v in sorted(self.by_project.items())}}
+
+
+def run_repo_eval(engine: Engine | None, cases: list[RepoCase], arms: list[str] | tuple[str, ...] = ARMS,
+                  progress: bool = True) -> dict:
+    """Each arm on each case -> {"cases", "per_project" (case counts), "arms": {arm: figures}, "skipped": {arm: why}}.
+    `engine` may be None when only model-free arms run. The context arm's workspace is the case's project with the
+    case's file blanked (never the answer)."""
+    bad = [a for a in arms if a not in ARMS]
+    if bad:
+        raise ValueError(f"unknown arm(s) {bad}: choose from {', '.join(ARMS)}")
+    arms = list(arms)
+    skipped = {}
+    if "context" in arms and (why := context_unavailable(engine)):
+        print(f"arm context skipped: {why}", file=sys.stderr)
+        skipped["context"] = why
+        arms.remove("context")
+    opts = msgspec.structs.replace(engine.default_options(), mode="line", max_tokens=MAX_TOKENS) if engine else None
+    tallies = {a: _Tally() for a in arms}
+    files: dict[str, dict[str, str]] = {}
+    index, index_of = None, None  # one project's index at a time: cases come grouped by project
+    ordered = sorted(cases, key=lambda c: c.project)
+    bar = tqdm(total=len(ordered) * len(arms), desc="eval-repo", unit="fill", disable=not progress)
+    for case in ordered:
+        proj = files.setdefault(case.project, project_files(Path(case.project)))
+        pieces = [case.prefix, case.suffix]
+        for arm in arms:
+            t0 = time.perf_counter()
+            if arm == "copy":
+                tallies[arm].add(case, copy_baseline(case, proj), (time.perf_counter() - t0) * 1000)
+            elif arm == "file":
+                r = engine.fill(pieces, opts)
+                tallies[arm].add(case, r.texts[0], (time.perf_counter() - t0) * 1000, r.stats)
+            else:
+                if index_of != case.project:
+                    from ..workspace import WorkspaceIndex
+
+                    index, index_of = WorkspaceIndex.from_files(dict(proj)), case.project
+                    t0 = time.perf_counter()
+                index.set_file(case.path, case.blanked)
+                ctx = index.context_for(case.path, case.blanked, len(case.prefix))
+                r = engine.fill(pieces, opts, context=ctx)
+                ms = (time.perf_counter() - t0) * 1000
+                index.set_file(case.path, proj[case.path])
+                text = _context_text(ctx)
+                tallies[arm].add(case, r.texts[0], ms, r.stats, text, engine.count_tokens(text) if text else 0)
+            bar.update()
+    bar.close()
+    per_project: dict[str, int] = defaultdict(int)
+    for c in cases:
+        per_project[Path(c.project).name] += 1
+    return {"cases": len(cases), "per_project": dict(sorted(per_project.items())),
+            "arms": {a: t.figures() for a, t in tallies.items()}, "skipped": skipped}
+
+
+ARM_LABELS = {"file": "file only", "context": "file + cross-file context", "copy": "copy baseline (no model)"}
+
+
+def table_markdown(res: dict, model: str = "") -> str:
+    counts = ", ".join(f"{p} {k}" for p, k in res["per_project"].items())
+    lines = [f"{res['cases']} cases{f' ({model})' if model else ''}: a line whose rest uses a name defined in another "
+             f"file of the project; the line's rest is blanked in the workspace. Cases per project: {counts}.", "",
+             "| arm | EM | ES | mean ms | p50 ms | p95 ms | forwards | tok/fwd | context tokens |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for arm, f in res["arms"].items():
+        lines.append(f"| {ARM_LABELS.get(arm, arm)} | {f['exact_match']:.1%} | {f['edit_similarity']:.3f} | "
+                     f"{f['mean_ms']:.0f} | {f['p50_ms']:.0f} | {f['p95_ms']:.0f} | {f['forwards']:.2f} | "
+                     f"{f['tokens_per_forward']:.2f} | {f['context_tokens']:.0f} |")
+    for arm, why in res.get("skipped", {}).items():
+        lines.append(f"\n({ARM_LABELS.get(arm, arm)}: not run, {why}.)")
+    return "\n".join(lines)
+
+
+def default_repos() -> Path:
+    import os
+
+    return Path(os.environ.get("HONE_RUNS", Path.home() / ".cache" / "hone")) / "repos"
+
+
+def main(model_dir: str | None, repos: Path, n: int, seed: int, arms: list[str], threads: int | None,
+         write_card: bool, device: str = "cpu") -> dict:
+    projects = sorted(p for p in Path(repos).iterdir() if p.is_dir()) if Path(repos).is_dir() else []
+    if not projects:
+        raise SystemExit(f"{repos}: no held-out projects (fetch them with scripts/repo_projects.sh {repos})")
+    cases = build_cases(projects, n, seed)
+    engine = Engine.load(model_dir, device, threads=threads) if set(arms) - {"copy"} else None
+    res = run_repo_eval(engine, cases, arms)
+    res.update(model=str(model_dir or "default"), seed=seed, projects=[p.name for p in projects])
+    table = table_markdown(res, res["model"])
+    print(table)
+    print(json.dumps(res))
+    if write_card:  # no folder given: the shipped default's card
+        put_block(Path(model_dir or DEFAULT_MODEL_DIR) / "MODEL_CARD.md", REPO_START, REPO_END, table,
+                  "Repository-level held-out")
+    return res
+
