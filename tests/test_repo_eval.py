@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 
-from model.reports.repo_eval import RepoCase, build_cases, copy_baseline, run_repo_eval
+from model.reports.repo_eval import REPO_END, REPO_START, RepoCase, build_cases, copy_baseline, main, run_repo_eval
 
 UTIL = '''def helper(x):
     return x + 1
@@ -104,3 +105,19 @@ def test_every_arm_gives_finite_figures(tmp_path, engine):
 def test_unknown_arm_names_the_valid_ones():
     with pytest.raises(ValueError, match="file, context, copy"):
         run_repo_eval(None, [], ["grep"])
+
+
+def test_main_prints_a_table_then_figures_and_keeps_one_card_section(tmp_path, capsys):
+    """Model-free arms need no model; --write-card replaces its section on a second run."""
+    repos = tmp_path / "repos"
+    tiny_project(repos / "proj")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MODEL_CARD.md").write_text("# card\n\n## Notes\nkept\n")
+    for n in (1, 2):
+        main(str(model), repos, n, 0, ["copy"], 1, write_card=True)
+        out = capsys.readouterr().out.strip().splitlines()
+        assert json.loads(out[-1])["cases"] == n and any(line.startswith("| copy baseline") for line in out)
+    card = (model / "MODEL_CARD.md").read_text()
+    assert card.count(REPO_START) == card.count(REPO_END) == 1 and "2 cases (seed 0, model model" in card
+    assert "kept" in card

@@ -192,8 +192,8 @@ def copy_baseline(case: RepoCase, others: dict[str, str]) -> str:
     spots = sorted((i for i in spots if i < own), reverse=True) + [i for i in spots if i > own]
     sources = [(text, spots)] + [(t, _occurrences(t, key)) for rel, t in sorted(others.items()) if rel != case.path]
     for src, where in sources:
-        for i in where:
-            start = i + len(key)
+        if where:
+            start = where[0] + len(key)
             end = src.find("\n", start)
             return src[start:] if end < 0 else src[start:end]
     return ""
@@ -316,10 +316,11 @@ def run_repo_eval(engine: Engine | None, cases: list[RepoCase], arms: list[str] 
 ARM_LABELS = {"file": "file only", "context": "file + cross-file context", "copy": "copy baseline (no model)"}
 
 
-def table_markdown(res: dict, model: str = "") -> str:
+def table_markdown(res: dict) -> str:
     counts = ", ".join(f"{p} {k}" for p, k in res["per_project"].items())
-    lines = [f"{res['cases']} cases{f' ({model})' if model else ''}: a line whose rest uses a name defined in another "
-             f"file of the project; the line's rest is blanked in the workspace. Cases per project: {counts}.", "",
+    run = ", ".join(f"{k} {res[k]}" for k in ("seed", "model", "threads") if res.get(k) is not None)
+    lines = [f"{res['cases']} cases ({run}): a line whose rest uses a name defined in another file of the project; "
+             f"the line's rest is blanked in the workspace. Cases per project: {counts}.", "",
              "| arm | EM | ES | mean ms | p50 ms | p95 ms | forwards | tok/fwd | context tokens |",
              "|---|---|---|---|---|---|---|---|---|"]
     for arm, f in res["arms"].items():
@@ -345,8 +346,9 @@ def main(model_dir: str | None, repos: Path, n: int, seed: int, arms: list[str],
     cases = build_cases(projects, n, seed)
     engine = Engine.load(model_dir, device, threads=threads) if set(arms) - {"copy"} else None
     res = run_repo_eval(engine, cases, arms)
-    res.update(model=str(model_dir or "default"), seed=seed, projects=[p.name for p in projects])
-    table = table_markdown(res, res["model"])
+    res.update(model=Path(model_dir or DEFAULT_MODEL_DIR).name, seed=seed, threads=threads,
+               projects=[p.name for p in projects])
+    table = table_markdown(res)
     print(table)
     print(json.dumps(res))
     if write_card:  # no folder given: the shipped default's card
