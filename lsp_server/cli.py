@@ -58,23 +58,15 @@ def _tokenizer(a) -> int:
     return 0
 
 
-TRAIN_PRESETS = {
-    "cpu": dict(model_preset="small", hours=2.5, batch=16, threads=2),
-    "gpu": dict(model_preset="base", hours=8 / 60, batch=128, threads=8, eval_every_s=120.0),
-    "smoke": dict(model_preset="tiny", hours=1 / 60, batch=4, eval_every_s=30.0, warmup_steps=5),
-    # continue a model (--init-from) on your own code: its network and tokenizer, diffusion only
-    "finetune": dict(route="diffusion", hours=0.5, batch=16, threads=2, lr=3e-4, warmup_steps=50),
-}
-
-
 def _train(a) -> int:
-    from model.training.trainer import TrainConfig, Trainer
+    from model.training.trainer import TRAIN_PRESETS, TrainConfig, Trainer
 
     over = {k: v for k, v in dict(route=a.route, hours=a.hours, tokens=a.tokens, threads=a.threads, ar_fraction=a.ar_fraction,
                                   precision=a.precision, batch=a.batch, eval_every_s=a.eval_every, lr=a.lr,
                                   warmup_steps=a.warmup_steps, optimizer=a.optimizer, mask_schedule=a.mask_schedule,
                                   complementary=a.complementary or None, schedule=a.schedule,
-                                  decay_share=a.decay_share).items() if v is not None}
+                                  decay_share=a.decay_share, context_tokens=a.context_tokens,
+                                  context_share=a.context_share).items() if v is not None}
     if a.init_from and a.preset != "finetune" and over.get("route") not in ("diffusion", "spm"):
         print("--init-from: using the finetune preset's route (diffusion: the model's own layout)", file=sys.stderr)
         over["route"] = "diffusion"
@@ -221,7 +213,7 @@ def _args_tokenizer(sub) -> None:
 
 def _args_train(sub) -> None:
     c = sub.add_parser("train", help="train (or resume) a model; Ctrl-C checkpoints and stops")
-    c.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="cpu")
+    c.add_argument("--preset", choices=("cpu", "finetune", "gpu", "smoke"), default="cpu")
     c.add_argument("--corpus", default="data/corpus")
     c.add_argument("--tokenizer", default="data/tokenizer.json")
     c.add_argument("--run-dir", default="runs/main")
@@ -247,6 +239,10 @@ def _args_train(sub) -> None:
                    help="auto: bf16 autocast only where the hardware has native bf16")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--init-from", default=None, help="fine-tune from this model folder (e.g. on your own code)")
+    c.add_argument("--context-tokens", type=int, default=None,
+                   help="cross-file context per example (tokens; 0: none): the package's other files, retrieved as "
+                        "the server retrieves a workspace's")
+    c.add_argument("--context-share", type=float, default=None, help="share of examples given that context")
     c.set_defaults(fn=_train)
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, read_json
+from . import layout
 from .compiled import AotSteps
 from .drafts import NgramDrafts
+from .layout import Segments, Specials
 from .network import Denoiser, KVCache, infill_attention_mask, spm_attention_mask
 from .tokenizer import HoneTokenizer
 
@@ -19,7 +21,7 @@ LLADA_MASK_ID = 126336  # LLaDA's reserved [MASK] id when its tokenizer does not
 STYLES = ("auto", "llada", "dream")
 
 
-def _shift_sources(n_total: int, slot_pos: list[int], shifted: bool) -> list[int]:
+def _shift_sources(slot_pos: list[int], shifted: bool) -> list[int]:
     """Sequence position whose output predicts each slot (j, or j-1 for shifted models)."""
     if not shifted:
         return list(slot_pos)
@@ -36,7 +38,7 @@ class _InfillSession:
         is_slot[slot_pos] = True
         self.ids = torch.tensor(ids, device=device)
         self.slot_pos = torch.tensor(slot_pos, device=device)
-        src = torch.tensor(_shift_sources(n, slot_pos, model.cfg.shifted))
+        src = torch.tensor(_shift_sources(slot_pos, model.cfg.shifted))
         if cached:
             ctx_pos = (~is_slot).nonzero().squeeze(1)
             # index of every sequence position in the [context hidden; canvas hidden] concatenation
@@ -172,17 +174,13 @@ class ContextStream:
 
 
 class _SpmSession:
-    """One hole in the spm layout: the sampler's [BOS] prefix [slots] suffix [EOS?] becomes the causal stream
-    [BOS] suffix [EOS?] [BOS] prefix and the canvas after it. Slot 0 is read off the stream's last token,
-    slot j off canvas position j-1 (shifted logits)."""
+    """One hole in the spm layout: the causal context stream (model.layout.stream) and the canvas after it. Slot 0
+    is read off the stream's last token, slot j off canvas position j-1 (shifted logits)."""
 
-    def __init__(self, backend: HoneBackend, ids: list[int], slot_pos: list[int], cached: bool):
-        s, e = slot_pos[0], slot_pos[-1] + 1
-        if slot_pos != list(range(s, e)):
-            raise ValueError("the spm layout takes one hole per canvas")
+    def __init__(self, backend: HoneBackend, seg: Segments, cached: bool):
         b = backend
         self.model, self.device, self.cached = b.model, b.device, cached
-        self.stream = b.spm_stream(ids[1:s], ids[e:])  # ids[0] is the sampler's BOS; ids[e:] ends with EOS at the end
+        self.stream = b.stream(seg)
         if cached:
             b.context.update(self.stream)
             self.cache, self.last = b.context.kv, b.context.h[0, -1:]  # (1, D)
@@ -220,11 +218,12 @@ class HoneBackend:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.drafts = drafts  # the corpus n-gram table rule ar drafts from (model.drafts), when the model ships one
         self.mask_id, self.bos_id, self.eos_id = tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id
+        self.specials = Specials(self.bos_id, self.eos_id)
         self.null_ids = frozenset({tokenizer.null_id, tokenizer.pad_id})
         self.token_texts = tokenizer.token_texts  # "" for special tokens
         self.token_prefixes = tokenizer.prefixes  # rule ar heals a word the cursor cuts (sampler)
         # tokens that open a line break (where rule ar asks the canvas whether the middle ends)
-        self.newline_ids = frozenset(i for i, t in enumerate(self.token_texts) if t.startswith("\n"))
+        self.newline_ids = tokenizer.newline_ids
         self.spm = model.cfg.layout == "spm"
         self.max_holes = 1 if self.spm else None  # None: any number of holes in one canvas
         self.context = ContextStream(model, device)
@@ -277,9 +276,9 @@ class HoneBackend:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
 
-    def spm_stream(self, prefix: list[int], suffix_and_eos: list[int]) -> list[int]:
-        """The spm context stream: [BOS] suffix [EOS?] [BOS] prefix."""
-        return [self.bos_id] + suffix_and_eos + [self.bos_id] + prefix
+    def stream(self, seg: Segments) -> list[int]:
+        """The spm layout's causal context stream of a one-hole request (model.layout.stream)."""
+        return layout.stream(seg, self.specials)
 
     def stream_logits(self, stream: list[int], last: int = 1) -> tuple[torch.Tensor, int]:
         """Autoregressive decoding through the causal stream: logits (last, V) for the tokens after each of the
@@ -310,11 +309,12 @@ class HoneBackend:
         logits[:, self.mask_id] = -float("inf")
         return float(torch.softmax(logits[-1], -1)[list(self.null_ids)].sum())
 
-    def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> _InfillSession | _SpmSession:
-        if len(ids) + self.spm > self.model.cfg.max_seq_len:
+    def session(self, seg: Segments, cached: bool) -> _InfillSession | _SpmSession:
+        ids, slot_pos = layout.sequence(self.model.cfg.layout, seg, self.specials)
+        if len(ids) > self.model.cfg.max_seq_len:
             raise ValueError(f"canvas of {len(ids)} tokens exceeds the model's {self.model.cfg.max_seq_len}")
         if self.spm:
-            return _SpmSession(self, ids, slot_pos, cached)
+            return _SpmSession(self, seg, cached)
         return _InfillSession(self.model, ids, slot_pos, cached, self.device)
 
 
@@ -325,7 +325,7 @@ class _HFSession:
         self.b = backend
         self.ids = torch.tensor(ids, device=backend.device)
         self.slot_pos = torch.tensor(slot_pos, device=backend.device)
-        self.src = torch.tensor(_shift_sources(len(ids), slot_pos, backend.shifted), device=backend.device)
+        self.src = torch.tensor(_shift_sources(slot_pos, backend.shifted), device=backend.device)
 
     @torch.no_grad()
     def predict(self, canvas: torch.Tensor) -> torch.Tensor:
@@ -374,6 +374,7 @@ class HFBackend:
         self.mask_id = int(mask_id)
         self.bos_id = self.tok.bos_token_id
         self.eos_id = None  # third-party models were not trained with our end-of-document marker
+        self.newline_ids: frozenset[int] = frozenset()  # (cross-file context is then cut at its token budget)
         nulls = {i for i in (self.tok.eos_token_id, self.tok.pad_token_id) if i is not None}
         self.null_ids = frozenset(nulls)
         if self.shifted and self.bos_id is None:
@@ -385,7 +386,12 @@ class HFBackend:
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode([i for i in ids if i not in self.null_ids and i != self.mask_id], skip_special_tokens=False)
 
-    def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> _HFSession:
+    def session(self, seg: Segments, cached: bool) -> _HFSession:
+        """The infill layout without our context markers, which these models never saw: context is text before the
+        prefix."""
+        if seg.context:
+            seg = Segments([seg.context + seg.pieces[0], *seg.pieces[1:]], seg.holes, seg.doc_end)
+        ids, slot_pos = layout.sequence("infill", seg, Specials(self.bos_id, self.eos_id))
         return _HFSession(self, ids, slot_pos)
 
 

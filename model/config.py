@@ -19,13 +19,13 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=False, kw_only=True):
     tie_embeddings: bool = True  # share the input embedding with the output head
     shifted: bool = False  # True: the prediction for position j is read at j-1 (AR-initialised, Dream-style)
     # how a request is laid out and who attends to whom (folders written before this field are "infill"):
-    #   infill: [BOS] prefix [canvas] suffix [EOS?]; context attends to context (both ways), canvas to all
-    #   spm:    [BOS] suffix [EOS?] [BOS] prefix [canvas]; the context is one causal stream (suffix, then
-    #           prefix) trained with next-token loss at every position, the canvas a bidirectional block after it
+    #   infill: bidirectional context, canvas in place; spm: one causal stream (suffix, then prefix) trained with
+    #   next-token loss at every position, the canvas a bidirectional block after it (model.layout draws both)
     layout: str = "infill"
     prefix_tokens: int = 192  # the token budgets it was trained with, which the engine serves it with:
     suffix_tokens: int = 64  # prefix tokens kept (from the cursor back), suffix tokens kept (from the cursor on),
     middle_tokens: int = 64  # and canvas slots per training example
+    context_tokens: int = 0  # cross-file context tokens it was trained with (model.layout; 0: none, older folders)
     pad_id: int = 0  # special token ids, copied from the tokenizer and checked against it on load
     bos_id: int = 1
     eos_id: int = 2

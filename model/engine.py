@@ -93,10 +93,11 @@ class Engine:
         return cls(backend, folder.name, dev)
 
     def fill(self, pieces: list[str], opts: SampleOptions, cancel: threading.Event | None = None,
-             seed: int | None = None) -> Result:
-        """Fill the len(pieces) - 1 holes between the pieces in one pass."""
+             seed: int | None = None, context: str = "") -> Result:
+        """Fill the len(pieces) - 1 holes between the pieces in one pass; `context`: cross-file snippets (the
+        workspace index's), kept up to opts.context_budget tokens (the model's own budget by default)."""
         with self.lock:
-            return sample(self.backend, pieces, opts, cancel, seed)
+            return sample(self.backend, pieces, opts, cancel, seed, context)
 
     def fill_many(self, calls: list[tuple[list[str], SampleOptions, threading.Event | None, int | None]]
                   ) -> list[Result | Exception]:
@@ -125,7 +126,8 @@ class Engine:
         """Sampling defaults with the token budgets this model was trained with (its config.json)."""
         if isinstance(self.backend, HoneBackend):
             cfg = self.backend.model.cfg
-            return SampleOptions(prefix_budget=cfg.prefix_tokens, suffix_budget=cfg.suffix_tokens)
+            return SampleOptions(prefix_budget=cfg.prefix_tokens, suffix_budget=cfg.suffix_tokens,
+                                 context_budget=cfg.context_tokens)
         return SampleOptions()
 
     def compile(self) -> str:

@@ -1,9 +1,9 @@
 """The diffusion sampler: one loop, every option.
 
-A request is a list of fixed text pieces with a hole between each neighbouring pair. The canvas is
-[BOS] piece0 [MASK × n1] piece1 … pieceK [EOS?]; each step the backend predicts every canvas slot
-and a commit rule picks which masked slots to fix. Slots the model fills with the null token are
-dropped; a hole whose slots all hold content grows (up to max_tokens) because its middle may go on.
+A request is a list of fixed text pieces with a hole between each neighbouring pair, and optionally cross-file
+context. The sampler hands the segments (model.layout) to the backend, which lays them out for its model; each step
+the backend predicts every canvas slot and a commit rule picks which masked slots to fix. Slots the model fills with
+the null token are dropped; a hole whose slots all hold content grows (up to max_tokens) because its middle may go on.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Protocol
 import msgspec
 import torch
 
+from .layout import Segments, clip_context
 from .types import BLOCK_SLOTS, LINE_SLOTS, Cancelled, Result, SampleOptions, Stats
 
 class Session(Protocol):
@@ -136,46 +137,34 @@ class _Hole:
     cut: bool = False
 
 
-def _layout(backend: Backend, pieces: list[list[int]], holes: list[_Hole], at_end: bool):
-    ids: list[int] = [] if backend.bos_id is None else [backend.bos_id]
-    slot_pos: list[int] = []
-    for i, piece in enumerate(pieces):
-        ids += piece
-        if i < len(holes):
-            slot_pos += range(len(ids), len(ids) + len(holes[i].slots))
-            ids += holes[i].slots
-    if at_end and backend.eos_id is not None:
-        ids.append(backend.eos_id)
-    return ids, slot_pos
-
-
 def sample(
     backend: Backend,
     pieces: list[str],
     opts: SampleOptions,
     cancel: threading.Event | None = None,
     seed: int | None = None,
+    context: str = "",
 ) -> Result:
-    """Fill the holes between `pieces` (len(pieces) - 1 of them); returns one text per hole and stats."""
+    """Fill the holes between `pieces` (len(pieces) - 1 of them); returns one text per hole and stats. `context`:
+    cross-file snippets (the workspace index's), kept up to opts.context_budget tokens."""
     opts.validate()
     if len(pieces) < 2:
         raise ValueError("need at least two pieces (prefix and suffix) around one hole")
     if backend.max_holes is not None and len(pieces) - 1 > backend.max_holes:
-        return _sample_in_turn(backend, pieces, opts, cancel, seed)
+        return _sample_in_turn(backend, pieces, opts, cancel, seed, context)
     if opts.rule == "auto":
         line_ar = opts.mode == "line" and getattr(backend, "spm", False)
         opts = msgspec.structs.replace(opts, rule="ar" if line_ar else "threshold")
     if opts.rule == "ar" and not getattr(backend, "spm", False):
         raise ValueError("commit rule 'ar' (autoregressive decoding) needs a Hone model with the spm layout")
-    req = _Request(backend, pieces, opts, cancel, seed)
+    req = _Request(backend, pieces, opts, cancel, seed, context)
     if opts.rule == "ar":
         req.holes[0].text = _sample_ar(req)
         req.holes[0].done = True
     else:
         while True:  # denoise the canvas; grow the holes that filled up with content, and again
             req.check_cancel()
-            ids, slot_pos = _layout(backend, req.toks, req.holes, req.at_end)
-            session = backend.session(ids, slot_pos, opts.cached)
+            session = backend.session(req.segments(), opts.cached)
             req.stats.context_encodes += 1
             req.stats.context_tokens += session.encoded
             req.denoise(session)
@@ -187,7 +176,7 @@ def sample(
 class _Request:
     """One sample() call: its token pieces, holes, clock and counters, and the steps that move them on."""
 
-    def __init__(self, backend: Backend, pieces: list[str], opts: SampleOptions, cancel, seed):
+    def __init__(self, backend: Backend, pieces: list[str], opts: SampleOptions, cancel, seed, context: str = ""):
         self.backend, self.opts, self.cancel = backend, opts, cancel
         self.t0 = time.perf_counter()
         self.deadline = None if opts.deadline_s is None else self.t0 + opts.deadline_s
@@ -197,10 +186,16 @@ class _Request:
         self.at_end = opts.doc_end and len(toks[-1]) <= opts.suffix_budget
         toks[-1] = toks[-1][: opts.suffix_budget]
         self.toks = toks
+        self.context = clip_context(backend.encode(context), opts.context_budget, backend.newline_ids) if context else []
         start = opts.initial_slots or (LINE_SLOTS if opts.mode == "line" else BLOCK_SLOTS)
         self.holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens), before.rsplit("\n", 1)[-1],
                             "" if opts.mode == "line" else suffix_anchor(after)) for before, after in zip(pieces, pieces[1:])]
         self.stats = Stats()
+
+    def segments(self, pieces: list[list[int]] | None = None, holes: list[list[int]] | None = None) -> Segments:
+        """The request's segments as they stand (or with other pieces and holes: rule ar's stream)."""
+        return Segments(pieces or self.toks, [h.slots for h in self.holes] if holes is None else holes, self.at_end,
+                        self.context)
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -292,7 +287,7 @@ class _Request:
         return Result(texts, s)
 
 
-def _sample_in_turn(backend: Backend, pieces: list[str], opts: SampleOptions, cancel, seed) -> Result:
+def _sample_in_turn(backend: Backend, pieces: list[str], opts: SampleOptions, cancel, seed, context: str) -> Result:
     """Holes one after another, left to right, for backends that take fewer per canvas: each hole sees the
     text before it (earlier holes filled) and the text up to the next hole."""
     t0 = time.perf_counter()
@@ -301,7 +296,7 @@ def _sample_in_turn(backend: Backend, pieces: list[str], opts: SampleOptions, ca
     for i, after in enumerate(pieces[1:], 1):
         left = None if opts.deadline_s is None else max(0.0, opts.deadline_s - (time.perf_counter() - t0))
         sub = msgspec.structs.replace(opts, doc_end=opts.doc_end and i == len(pieces) - 1, deadline_s=left)
-        r = sample(backend, [before, after], sub, cancel, seed)
+        r = sample(backend, [before, after], sub, cancel, seed, context)
         texts.append(r.texts[0])
         before += r.texts[0] + after
         for f in ("forwards", "context_encodes", "context_tokens", "slots", "grew"):
@@ -430,7 +425,7 @@ def _sample_ar(req: _Request) -> str:
     if opts.heal and (k := heal_split(backend.token_texts, prefix)):
         prefix, healed = prefix[:-k], backend.decode(prefix[-k:])
     need = healed  # what of it is still to spell
-    stream = backend.spm_stream(prefix, toks[1] + ([backend.eos_id] if req.at_end else []))
+    stream = backend.stream(req.segments([prefix, toks[1]], [[]]))
     greedy = opts.temperature <= 0
     out: list[int] = []
     text = ""

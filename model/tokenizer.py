@@ -61,6 +61,11 @@ class HoneTokenizer:
     def prefixes(self) -> TokenPrefixes:
         return TokenPrefixes(self.token_texts)
 
+    @cached_property
+    def newline_ids(self) -> frozenset[int]:
+        """Tokens that open a line break."""
+        return frozenset(i for i, t in enumerate(self.token_texts) if t.startswith("\n"))
+
 
 class TokenPrefixes:
     """Token ids by their text, to ask which tokens agree with a text that must come next."""

@@ -45,6 +45,8 @@ class SampleOptions(msgspec.Struct, kw_only=True):
     cached: bool = True  # encode fixed context once and run only the canvas each step
     prefix_budget: int = _MODEL.prefix_tokens  # tokens kept from the end of the first piece; an engine serves
     suffix_budget: int = _MODEL.suffix_tokens  # its model's own (config.json); tokens kept from the start of the last
+    context_budget: int = _MODEL.context_tokens  # cross-file context tokens kept (model.layout; 0: none): the engine
+    # serves the budget its model was trained with
     draft: str = "ngram"  # rule=ar, greedy: the drafts verified. lookup: from the document (prompt lookup); ngram: from
     # the document, else from the model's corpus n-gram table (model.drafts; lookup when it ships none); canvas: one
     # canvas step; both: ngram, else canvas; none

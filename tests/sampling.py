@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from model import layout
 from model.backends import HoneBackend
 
 PREFIX = "def add(a, b):\n    '''Return the sum.'''\n    return "
@@ -15,12 +16,13 @@ class Recorder:
         self.inner, self.on_predict = inner, on_predict
         self.sessions: list[tuple[list[int], list[int]]] = []
         self.canvases: list[list[int]] = []
-        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "max_holes", "encode", "decode"):
+        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "newline_ids", "max_holes", "encode", "decode"):
             setattr(self, name, getattr(inner, name))
 
-    def session(self, ids, slot_pos, cached):
-        self.sessions.append((list(ids), list(slot_pos)))
-        real = self.inner.session(ids, slot_pos, cached)
+    def session(self, seg, cached):
+        """Records the segments in the infill layout's order ([BOS] piece0 [hole0] … [EOS?]), whatever the model's."""
+        self.sessions.append(layout.sequence("infill", seg, self.inner.specials))
+        real = self.inner.session(seg, cached)
         rec = self
 
         class S:

@@ -9,6 +9,7 @@ import torch
 
 from model.checkpoint import CheckpointError
 from model.engine import Engine
+from model.layout import Segments
 from model.testing import make_tiny_hf_model
 from model.types import SampleOptions
 from sampling import PREFIX, SUFFIX
@@ -23,18 +24,16 @@ def test_cached_equals_uncached(engine, rule):
 
 def test_cached_logits_match_full_forward(engine):
     be = engine.backend
-    ids = [be.bos_id] + be.encode(PREFIX) + [be.mask_id] * 6 + be.encode(SUFFIX)
-    slots = list(range(1 + len(be.encode(PREFIX)), 7 + len(be.encode(PREFIX))))
+    seg = Segments([be.encode(PREFIX), be.encode(SUFFIX)], [[be.mask_id] * 6])
     canvas = torch.tensor([be.mask_id, 5, 6, be.mask_id, 7, be.mask_id])
-    c = be.session(ids, slots, True).predict(canvas)
-    u = be.session(ids, slots, False).predict(canvas)
+    c = be.session(seg, True).predict(canvas)
+    u = be.session(seg, False).predict(canvas)
     assert torch.allclose(c, u, atol=1e-4)
 
 
 def _spm_logits(be, prefix: str, suffix: str, canvas: torch.Tensor, cached: bool):
-    pre, suf = be.encode(prefix), be.encode(suffix)
-    ids = [be.bos_id] + pre + [be.mask_id] * len(canvas) + suf + [be.eos_id]
-    sess = be.session(ids, list(range(1 + len(pre), 1 + len(pre) + len(canvas))), cached)
+    seg = Segments([be.encode(prefix), be.encode(suffix)], [[be.mask_id] * len(canvas)], doc_end=True)
+    sess = be.session(seg, cached)
     return sess.predict(canvas), sess.encoded
 
 
@@ -96,7 +95,7 @@ def test_canvas_end_probability_is_the_canvas_view_while_the_stream_runs_on(spm_
     logits, _ = _spm_logits(be, PREFIX, SUFFIX, torch.tensor(content + [be.mask_id]), cached=False)
     logits[:, be.mask_id] = -float("inf")
     want = float(torch.softmax(logits[-1], -1)[list(be.null_ids)].sum())
-    stream = be.spm_stream(be.encode(PREFIX), be.encode(SUFFIX) + [be.eos_id])
+    stream = be.stream(Segments([be.encode(PREFIX), be.encode(SUFFIX)], [[]], doc_end=True))
     be.stream_logits(stream + content + [7, 8])  # the stream has run on: decoded tokens and a draft
     kept = be.context.h.clone()
     assert be.canvas_null_prob(len(stream), content) == pytest.approx(want, abs=1e-4)
@@ -135,9 +134,10 @@ def test_third_party_adapters(tmp_path, style, shifted):
     assert eng.backend.mask_id == eng.backend.tok.mask_token_id
     res = eng.infill("def f(x):\n    return ", "\n", SampleOptions(max_tokens=8, mode="line"))
     assert "\n" not in res.texts[0] and res.stats.forwards >= 1
-    ids = [1, 2, 3, 9, 9, 4]
-    sess = eng.backend.session(ids, [3, 4], cached=False)
-    assert sess.src.tolist() == ([2, 3] if shifted else [3, 4])
+    bos = [eng.backend.bos_id] if eng.backend.bos_id is not None else []
+    sess = eng.backend.session(Segments([[2, 3], [4]], [[9, 9]]), cached=False)
+    first = len(bos) + 2  # the first slot's position
+    assert sess.src.tolist() == ([first - 1, first] if shifted else [first, first + 1])
 
 
 def test_remote_code_needs_opt_in(tmp_path):

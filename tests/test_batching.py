@@ -10,12 +10,13 @@ import torch
 
 import model.batching as batching
 from model.engine import Engine
+from model.layout import Segments
 from model.types import Cancelled, SampleOptions
 from sampling import PREFIX, SUFFIX
 
 
 def _step(be, prefix: str, n: int):
-    stream = be.spm_stream(be.encode(prefix), be.encode(SUFFIX) + [be.eos_id])
+    stream = be.stream(Segments([be.encode(prefix), be.encode(SUFFIX)], [[]], doc_end=True))
     with torch.no_grad():
         h, kv = be.model.hidden(torch.tensor([stream]), causal=True, keep_kv=True)
     ids = torch.tensor([[be.mask_id, 5, be.mask_id, 7, 9, be.mask_id, 4, 8][:n]])

@@ -52,11 +52,11 @@ class AlwaysNull:
     def __init__(self, inner: HoneBackend):
         self.inner = inner
         self.forwards = 0
-        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "max_holes", "encode", "decode"):
+        for name in ("mask_id", "bos_id", "eos_id", "null_ids", "newline_ids", "max_holes", "encode", "decode"):
             setattr(self, name, getattr(inner, name))
 
-    def session(self, ids, slot_pos, cached):
-        real, outer = self.inner.session(ids, slot_pos, cached), self
+    def session(self, seg, cached):
+        real, outer = self.inner.session(seg, cached), self
         null = min(self.null_ids)
 
         class S:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..engine import Engine
+from ..layout import Segments
 from ..types import RULES, SampleOptions
 from ..training.corpus import load_texts
 from .evaluate import infill_cases
@@ -30,12 +31,11 @@ def pct(xs: list[float], q: float) -> float:
 def step_times(engine: Engine, n_slots: int = 16, ctx_tokens: int = 256, reps: int = 30) -> dict:
     """ms of one canvas step, cached vs uncached, at the given context size (Hone models)."""
     b = engine.backend
-    ids = [1] * ctx_tokens
-    slot_pos = list(range(ctx_tokens - 64, ctx_tokens - 64 + n_slots))
+    seg = Segments([[1] * (ctx_tokens - 64), [1] * 64], [[b.mask_id] * n_slots])
     canvas = torch.full((n_slots,), b.mask_id)
     out = {}
     for cached in (True, False):
-        s = b.session(ids, slot_pos, cached)
+        s = b.session(seg, cached)
         s.predict(canvas)
         t = time.perf_counter()
         for _ in range(reps):
@@ -93,7 +93,7 @@ def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
     ms, encoded = [], []
     for i in range(chars + 1):
         pre = b.encode(text[max(0, at - 3000) // 1024 * 1024 : at + i])
-        stream = b.spm_stream(pre[prefix_window_start(len(pre), budget):], suffix)
+        stream = b.stream(Segments([pre[prefix_window_start(len(pre), budget):], suffix], [[]]))
         t = time.perf_counter()
         b.context.update(stream)
         ms.append((time.perf_counter() - t) * 1000)
@@ -101,8 +101,8 @@ def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
     ms, encoded = ms[1:], encoded[1:]  # the first request encodes the whole stream
     # a jump elsewhere in the file (a new stream: encoded afresh), then back (the stream set aside is resumed)
     elsewhere = b.encode(text[1024 : at // 2])
-    there = b.spm_stream(elsewhere[prefix_window_start(len(elsewhere), budget):],
-                         b.encode(text[at // 2 : at // 2 + 400])[: opts.suffix_budget])
+    there = b.stream(Segments([elsewhere[prefix_window_start(len(elsewhere), budget):],
+                               b.encode(text[at // 2 : at // 2 + 400])[: opts.suffix_budget]], [[]]))
     jump_ms = _timed(lambda: b.context.update(there)) * 1000
     back_ms = _timed(lambda: b.context.update(stream)) * 1000
     return {"p50_ms": pct(ms, 0.5), "p95_ms": pct(ms, 0.95), "tokens_per_keystroke": statistics.mean(encoded),

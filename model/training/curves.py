@@ -29,10 +29,12 @@ def plot_losses(logs: Path | dict[str, Path], out: Path, train_curves: bool = Tr
                 pts = [(r["tokens"] / 1e6, r[key]) for r in rows if key in r]
                 if pts:
                     ax.plot(*zip(*pts), style, alpha=0.4, label=f"{label}: train {key} ({phase})")
-        for key, name in (("heldout_masked_ce", "held-out masked CE"), ("heldout_next_ce", "held-out next-token CE")):
+        for key, name in (("heldout_masked_ce", "held-out masked CE"), ("heldout_next_ce", "held-out next-token CE"),
+                          ("heldout_ctx_masked_ce", "held-out masked CE, cross-file context"),
+                          ("heldout_ctx_next_ce", "held-out next-token CE, cross-file context")):
             pts = [(r["tokens"] / 1e6, r[key]) for r in recs if key in r]
             if pts:
-                ax.plot(*zip(*pts), "o-" if key == "heldout_masked_ce" else "s--", label=f"{label}: {name}")
+                ax.plot(*zip(*pts), ("o" if "masked" in key else "s") + (":" if "ctx" in key else "-"), label=f"{label}: {name}")
     ax.set_xlabel("tokens seen (M)")
     ax.set_ylabel("cross-entropy (nats)")
     ax.set_ylim(bottom=0)

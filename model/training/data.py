@@ -7,11 +7,13 @@ so a cursor in the middle of a word looks the same in training and in use.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
-from ..config import LAYOUTS, ModelConfig
+from .. import layout as lay
+from ..layout import Budgets
 from ..tokenizer import HoneTokenizer
 from ..types import GROW_SLOTS, LINE_SLOTS
 
@@ -20,18 +22,7 @@ MIDDLE_WEIGHTS = (0.40, 0.25, 0.10, 0.15, 0.10)
 # masking-rate ranges: uniform over (0.02, 1] (MDLM, today's), or clipped away from the extremes,
 # where a row carries almost no signal (t≈0) or almost no context (t≈1)
 MASK_SCHEDULES = {"uniform": (0.02, 1.0), "clipped": (0.2, 0.8)}
-_MODEL = ModelConfig()  # the budgets' one source: a model folder records what it was trained with
-
-
-@dataclass
-class Budgets:
-    prefix: int = _MODEL.prefix_tokens  # tokens of prefix kept (from its end)
-    middle: int = _MODEL.middle_tokens  # canvas slots at most
-    suffix: int = _MODEL.suffix_tokens  # tokens of suffix kept (from its start)
-
-    @property
-    def seq_len(self) -> int:
-        return 3 + self.prefix + self.middle + self.suffix  # + two BOS (spm) or BOS + EOS (infill)
+ContextFn = Callable[[str, int], str]  # (the document without its middle, cursor offset) -> cross-file context text
 
 
 def _line_bounds(text: str, pos: int) -> tuple[int, int]:
@@ -73,9 +64,15 @@ class Example:
     canvas: list[int]  # canvas targets: the middle's tokens, then null slots (or a cut middle: content only)
     suffix: list[int]  # up to Budgets.suffix tokens after the middle
     doc_end: bool  # the suffix reaches the end of the document (EOS follows it)
+    context: list[int] = field(default_factory=list)  # up to Budgets.context tokens of cross-file context
+
+    def segments(self) -> lay.Segments:
+        return lay.Segments([self.prefix, self.suffix], [self.canvas], self.doc_end, self.context)
 
 
-def build_example(tok: HoneTokenizer, text: str, rng: random.Random, b: Budgets) -> Example:
+def build_example(tok: HoneTokenizer, text: str, rng: random.Random, b: Budgets, context: ContextFn | None = None) -> Example:
+    """One example from `text`; `context` (the workspace's retrieval, as the server runs it) gives it cross-file
+    context, asked with the middle removed (the snippets must not hold the answer)."""
     c, e = choose_middle(text, rng)
     pre_t, mid_t, suf_t = tok.encode_batch([text[max(0, c - 6 * b.prefix) : c], text[c:e], text[e : e + 6 * b.suffix]])
     ends = e + 6 * b.suffix >= len(text) and len(suf_t) <= b.suffix
@@ -88,21 +85,16 @@ def build_example(tok: HoneTokenizer, text: str, rng: random.Random, b: Budgets)
         if rng.random() < 0.5:  # the engine's canvases: 8 slots, grown by 8 while content fills them
             n = min(b.middle, max(LINE_SLOTS, -(-L // GROW_SLOTS) * GROW_SLOTS))
         canvas = mid_t + [tok.null_id] * (n - L)
-    return Example(pre_t[-b.prefix :] if b.prefix else [], canvas, suf_t[: b.suffix], ends)
+    ctx = []
+    if context is not None and b.context > 0:
+        ctx = lay.clip_context(tok.encode(context(text[:c] + text[e:], c)), b.context, tok.newline_ids)
+    return Example(pre_t[-b.prefix :] if b.prefix else [], canvas, suf_t[: b.suffix], ends, ctx)
 
 
 def layout_ids(tok: HoneTokenizer, ex: Example, layout: str) -> tuple[list[int], int]:
-    """-> (ids with the canvas holding its targets, canvas start).
-
-    infill: [BOS] prefix [canvas] suffix [EOS?]; spm: [BOS] suffix [EOS?] [BOS] prefix [canvas]."""
-    end = [tok.eos_id] if ex.doc_end else []
-    if layout == "infill":
-        ids = [tok.bos_id] + ex.prefix
-        return ids + ex.canvas + ex.suffix + end, len(ids)
-    if layout == "spm":
-        ids = [tok.bos_id] + ex.suffix + end + [tok.bos_id] + ex.prefix
-        return ids + ex.canvas, len(ids)
-    raise ValueError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
+    """-> (ids with the canvas holding its targets, canvas start), laid out by model.layout."""
+    ids, slot_pos = lay.sequence(layout, ex.segments(), lay.Specials(tok.bos_id, tok.eos_id))
+    return ids, slot_pos[0]
 
 
 @dataclass
@@ -122,17 +114,28 @@ class InfillBatch:
 
 
 def infill_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, b: Budgets, batch: int,
-                 layout: str = "infill", pairs: bool = False) -> InfillBatch:
-    """`batch` editor-shaped rows; pairs=True draws batch/2 examples, each twice (for complementary masks)."""
-    examples = [build_example(tok, rng.choice(texts), rng, b) for _ in range(batch // 2 if pairs else batch)]
+                 layout: str = "infill", pairs: bool = False, repos=None,
+                 contexts: dict[str, ContextFn] | None = None) -> InfillBatch:
+    """`batch` editor-shaped rows, as wide as the longest; pairs=True draws batch/2 examples, each twice (for
+    complementary masks). Cross-file context: `repos` (training.repos.RepoContexts) draws the files, some with
+    their retrieval; or `contexts` gives the retrieval of some of `texts` (the same draws as without it)."""
+    examples = []
+    for _ in range(batch // 2 if pairs else batch):
+        if repos is not None:
+            text, context = repos.draw(rng)
+        else:
+            text = rng.choice(texts)
+            context = contexts.get(text) if contexts else None
+        examples.append(build_example(tok, text, rng, b, context))
     if pairs:
         examples = [ex for ex in examples for _ in (0, 1)]
-    ids = torch.full((batch, b.seq_len), tok.pad_id, dtype=torch.long)
-    canvas = torch.zeros((batch, b.seq_len), dtype=torch.bool)
-    valid = torch.zeros((batch, b.seq_len), dtype=torch.bool)
+    rows = [layout_ids(tok, ex, layout) for ex in examples]
+    width = max(len(row) for row, _ in rows)
+    ids = torch.full((batch, width), tok.pad_id, dtype=torch.long)
+    canvas = torch.zeros((batch, width), dtype=torch.bool)
+    valid = torch.zeros((batch, width), dtype=torch.bool)
     start = torch.zeros(batch, dtype=torch.long)
-    for i, ex in enumerate(examples):
-        row, s = layout_ids(tok, ex, layout)
+    for i, (ex, (row, s)) in enumerate(zip(examples, rows)):
         ids[i, : len(row)] = torch.tensor(row)
         valid[i, : len(row)] = True
         canvas[i, s : s + len(ex.canvas)] = True

@@ -9,6 +9,7 @@ Time- or token-based schedule, resumable."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import math
 import os
@@ -23,11 +24,11 @@ from tqdm import tqdm
 
 from ..checkpoint import save_model
 from ..config import preset
+from ..layout import Budgets
 from ..network import Denoiser
 from ..tokenizer import HoneTokenizer
-from .corpus import load_texts
 from .curves import plot_losses
-from .data import MASK_SCHEDULES, Budgets, ar_batch, infill_batch
+from .data import MASK_SCHEDULES, ar_batch, infill_batch
 from .heldout import evaluate_heldout, heldout_batches
 from .losses import LossModule
 
@@ -58,10 +59,21 @@ class TrainConfig(msgspec.Struct, kw_only=True):
     prefix_tokens: int = Budgets.prefix
     middle_tokens: int = Budgets.middle
     suffix_tokens: int = Budgets.suffix
+    context_tokens: int = Budgets.context  # cross-file context kept per example (model.layout); 0: none
+    context_share: float = 0.5  # with context_tokens: the share of examples that get their package's context
     eval_every_s: float = 300.0  # also checkpoints then
     threads: int = 1
     seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast where the hardware computes bf16 natively, else fp32
+
+
+TRAIN_PRESETS = {
+    "cpu": dict(model_preset="small", hours=2.5, batch=16, threads=2),
+    "gpu": dict(model_preset="base", hours=8 / 60, batch=128, threads=8, eval_every_s=120.0),
+    "smoke": dict(model_preset="tiny", hours=1 / 60, batch=4, eval_every_s=30.0, warmup_steps=5),
+    # continue a model (--init-from) on your own code: its network and tokenizer, diffusion only
+    "finetune": dict(route="diffusion", hours=0.5, batch=16, threads=2, lr=3e-4, warmup_steps=50),
+}
 
 
 def _cpuinfo() -> str:
@@ -199,9 +211,18 @@ class Trainer:
         if self.device.type == "cpu":
             keep_freed_memory()
         self.bf16 = use_bf16(cfg.precision, self.device)
-        self.budgets = Budgets(cfg.prefix_tokens, cfg.middle_tokens, cfg.suffix_tokens)
-        self.texts, self.skipped = self._load(corpus / "train.jsonl")
-        self.held = load_texts(corpus / "heldout.jsonl")
+        self.budgets = Budgets(cfg.prefix_tokens, cfg.middle_tokens, cfg.suffix_tokens, cfg.context_tokens)
+        records, self.skipped = self._load(corpus / "train.jsonl")
+        self.texts = [text for _, text in records]
+        held, _ = self._load(corpus / "heldout.jsonl")
+        self.held = [text for _, text in held]
+        self.repos, self._held_contexts = None, None
+        if cfg.context_tokens > 0:  # packages' other files give context, as a workspace does in the editor
+            from .repos import RepoContexts  # the workspace index: only for runs with context
+
+            roots = json.loads((corpus / "corpus.json").read_text()).get("roots", []) if (corpus / "corpus.json").is_file() else []
+            self.repos = RepoContexts(records, cfg.context_share, roots, cfg.seed)
+            self._held_contexts = self.repos.fixed(held)
         torch.manual_seed(cfg.seed)
         if init_from is not None:  # fine-tune: that model's network, weights and tokenizer
             from ..checkpoint import load_model
@@ -219,6 +240,7 @@ class Trainer:
             self.model = Denoiser(mcfg).to(self.device)
         mc = self.model.cfg  # what it is trained with travels with it
         mc.prefix_tokens, mc.middle_tokens, mc.suffix_tokens = cfg.prefix_tokens, cfg.middle_tokens, cfg.suffix_tokens
+        mc.context_tokens = cfg.context_tokens
         self.loss_fn: torch.nn.Module = LossModule(self.model, self.tok.pad_id, self.tok.mask_id, cfg.mask_schedule,
                                                    cfg.complementary)
         if self.dist.world > 1:
@@ -233,23 +255,31 @@ class Trainer:
         self.rng, self.gen = random.Random(seed), torch.Generator().manual_seed(seed)
         self.log_path = run_dir / "log.jsonl"
         self._resume()
-        self._held_batches = self._make_held() if self.dist.main else []  # only the main process evaluates
+        self._held_batches = self._make_held() if self.dist.main else {}  # only the main process evaluates
 
-    def _load(self, path: Path):
-        texts, skipped = [], 0
+    def _load(self, path: Path) -> tuple[list[tuple[str, str]], int]:
+        """(path, text) records of a corpus split and how many were skipped."""
+        records, skipped = [], 0
         with open(path, encoding="utf-8", errors="strict") as f:
             for line in f:
                 try:
-                    text = json.loads(line)["text"]
+                    rec = json.loads(line)
+                    text = rec["text"]
                     text.encode("utf-8")  # lone surrogates would break the tokenizer
                 except (ValueError, KeyError, UnicodeError):
                     skipped += 1
                     continue
-                texts.append(text)
-        return texts, skipped
+                records.append((str(rec.get("path", "")), text))
+        return records, skipped
 
     def _make_held(self):
-        return heldout_batches(self.tok, self.held, self.budgets, self.model.cfg.layout)
+        """The held-out batches without context (the same as every earlier run's) and, when the run trains with
+        context, the same examples with their packages' context."""
+        plain = dataclasses.replace(self.budgets, context=0)
+        out = {"": heldout_batches(self.tok, self.held, plain, self.model.cfg.layout)}
+        if self._held_contexts:
+            out["ctx_"] = heldout_batches(self.tok, self.held, self.budgets, self.model.cfg.layout, contexts=self._held_contexts)
+        return out
 
     def cool_down(self, hours: float) -> None:
         """End the schedule `hours` from where the run stands, the learning rate decaying linearly over them
@@ -268,8 +298,12 @@ class Trainer:
         return self.cfg.route == "ar-diffusion" and self.progress < self.cfg.ar_fraction
 
     def evaluate(self) -> dict:
+        out = {}
         with self._autocast():
-            return evaluate_heldout(self.model, self._held_batches, self.tok.mask_id, self.device)
+            for name, batches in self._held_batches.items():
+                res = evaluate_heldout(self.model, batches, self.tok.mask_id, self.device)
+                out |= {k.replace("heldout_", "heldout_" + name): v for k, v in res.items()}
+        return out
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -406,7 +440,8 @@ class Trainer:
                 ids = ar_batch(self.tok, self.texts, self.rng, b.seq_len, cfg.batch).to(self.device)
                 loss, canvas_ce, next_ce, n_sup = self.loss_fn(ids)
             else:
-                batch = infill_batch(self.tok, self.texts, self.rng, b, cfg.batch, self.model.cfg.layout, pairs=cfg.complementary)
+                batch = infill_batch(self.tok, self.texts, self.rng, b, cfg.batch, self.model.cfg.layout,
+                                     pairs=cfg.complementary, repos=self.repos)
                 loss, canvas_ce, next_ce, n_sup = self.loss_fn(batch=batch.to(self.device), gen=self.gen)
         for opt in self.opts:
             opt.zero_grad(set_to_none=True)
@@ -415,7 +450,7 @@ class Trainer:
         for opt in self.opts:
             opt.step()
         self.step += 1
-        self.tokens_seen += cfg.batch * b.seq_len * self.dist.world
+        self.tokens_seen += cfg.batch * (b.seq_len if ar else batch.ids.shape[1]) * self.dist.world
         self.supervised += n_sup * self.dist.world
         return lr, ar, (loss, canvas_ce, next_ce)
 

@@ -1,0 +1,93 @@
+"""Training examples with cross-file context: the corpus' files grouped into their packages (directories), each
+package's workspace index built as the server builds one for a workspace, and its retrieval asked for context."""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+
+from ..workspace import WorkspaceIndex
+from .data import ContextFn
+
+ACTIVE_PACKAGES = 4  # examples with context come from this many packages at a time, so that each index built
+SWAP_EVERY = 24  # serves ~this many examples before one of them is swapped for another package
+INDEXES_KEPT = 8  # package indexes kept (least recently used dropped): ~1-5 MB each
+MIN_FILES = 2  # a package of one file has no other file to retrieve from
+
+
+def relative_key(path: str, roots: list[str]) -> str:
+    """A corpus path relative to the root it was gathered from ("json/decoder.py"), as a workspace shows it."""
+    p = Path(path)
+    for root in sorted(roots, key=len, reverse=True):
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return p.as_posix().lstrip("/")
+
+
+class RepoContexts:
+    """Draws training files, `share` of them with the cross-file context the workspace index retrieves for them."""
+
+    def __init__(self, records: list[tuple[str, str]], share: float, roots: list[str] = (), seed: int = 0):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError("the share of examples with context must be in [0, 1]")
+        self.share, self.roots = share, list(roots)
+        self.texts = [text for _, text in records]
+        packages: dict[str, list[int]] = defaultdict(list)
+        self.keys = [relative_key(path, self.roots) for path, _ in records]
+        for i, key in enumerate(self.keys):
+            packages[key.rsplit("/", 1)[0] if "/" in key else ""].append(i)
+        self.packages = sorted((k, v) for k, v in packages.items() if len(v) >= MIN_FILES)
+        self.weights = [len(v) for _, v in self.packages]  # a file is as likely as in plain draws
+        self._indexes: OrderedDict[str, WorkspaceIndex] = OrderedDict()
+        self._rng = random.Random(seed)  # which packages are active: apart from the examples' own draws
+        self.active = self._pick(ACTIVE_PACKAGES) if self.packages else []
+        self.built = 0  # package indexes built so far
+
+    def _pick(self, k: int) -> list[int]:
+        return self._rng.choices(range(len(self.packages)), self.weights, k=k)
+
+    def _index(self, package: int) -> WorkspaceIndex:
+        name, members = self.packages[package]
+        if name in self._indexes:
+            self._indexes.move_to_end(name)
+            return self._indexes[name]
+        index = WorkspaceIndex.from_files({self.keys[i]: self.texts[i] for i in members})
+        self.built += 1
+        self._indexes[name] = index
+        while len(self._indexes) > INDEXES_KEPT:
+            self._indexes.popitem(last=False)
+        return index
+
+    def fixed(self, records: list[tuple[str, str]]) -> dict[str, ContextFn]:
+        """Context for other files (held-out ones) from the packages they belong to: {text: retrieval}. Each
+        package's index is built on the first call, from the package's files here and the file itself."""
+        members: dict[str, list[int]] = {name: idx for name, idx in self.packages}
+        out: dict[str, ContextFn] = {}
+        for path, text in records:
+            key = relative_key(path, self.roots)
+            package = key.rsplit("/", 1)[0] if "/" in key else ""
+            if package not in members:
+                continue
+            files = {self.keys[i]: self.texts[i] for i in members[package]}
+
+            def context(doc: str, offset: int, files=files, key=key, text=text, cell=[]) -> str:
+                if not cell:
+                    cell.append(WorkspaceIndex.from_files({**files, key: text}))
+                return cell[0].context_for(key, doc, offset)
+
+            out[text] = context
+        return out
+
+    def draw(self, rng: random.Random) -> tuple[str, ContextFn | None]:
+        """A file's text and, for `share` of the draws, the retrieval that gives its examples context."""
+        if not self.packages or rng.random() >= self.share:
+            return rng.choice(self.texts), None
+        if self._rng.random() < 1 / SWAP_EVERY:
+            self.active[self._rng.randrange(len(self.active))] = self._pick(1)[0]
+        package = rng.choice(self.active)
+        i = rng.choice(self.packages[package][1])
+        index, key = self._index(package), self.keys[i]
+        return self.texts[i], lambda text, offset: index.context_for(key, text, offset)
