@@ -120,9 +120,10 @@ def infill_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, b: Bu
     complementary masks). Cross-file context: `repos` (training.repos.RepoContexts) draws the files, some with
     their retrieval; or `contexts` gives the retrieval of some of `texts` (the same draws as without it)."""
     examples = []
+    with_context = repos is not None and repos.batch_has_context(rng)
     for _ in range(batch // 2 if pairs else batch):
         if repos is not None:
-            text, context = repos.draw(rng)
+            text, context = repos.draw(rng, with_context)
         else:
             text = rng.choice(texts)
             context = contexts.get(text) if contexts else None
