@@ -96,10 +96,12 @@ def test_every_arm_gives_finite_figures(tmp_path, engine):
     for f in res["arms"].values():
         assert f["cases"] == len(cases)
         for key in ("exact_match", "edit_similarity", "mean_ms", "p50_ms", "p95_ms", "forwards", "tokens_per_forward",
-                    "context_chars", "context_tokens"):
+                    "context_chars", "context_tokens", "context_tokens_kept"):
             assert math.isfinite(f[key]) and f[key] >= 0
         assert 0 <= f["exact_match"] <= 1 and 0 <= f["edit_similarity"] <= 1
     assert res["arms"]["file"]["forwards"] > 0 and res["arms"]["copy"]["forwards"] == 0
+    if "context" in ran:  # main.py imports util: its definitions are retrieved
+        assert res["arms"]["context"]["context_chars"] > 0
 
 
 def test_unknown_arm_names_the_valid_ones():
