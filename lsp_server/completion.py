@@ -19,7 +19,6 @@ from .postprocess import clean, clean_span
 from .settings import Settings
 
 HOLE = "???"
-MAX_HOLES = 32
 MAX_BETWEEN_HOLES_CHARS = 16_384  # text between the first and last hole goes to the model whole
 COMMAND_DEADLINE_S = 30.0  # rewrites and holes are asked for explicitly: a longer budget than typing gets
 
@@ -38,32 +37,14 @@ def sample_options(settings: Settings, base: SampleOptions | None = None, *, doc
     return msgspec.structs.replace(base or SampleOptions(), **(kw | over))
 
 
-def engine_max_len(engine: Engine) -> int | None:
-    """The most tokens one canvas may hold, if the engine tells."""
-    n = getattr(engine, "max_len", None)
-    return n if isinstance(n, int) and n > 0 else None
-
-
-MIN_SLOTS = 16  # a hole keeps at least this many slots before the context budgets shrink
-
-
-def fit_canvas(opts: SampleOptions, max_len: int | None, holes: int = 1, fixed: int = 0) -> SampleOptions:
-    """Shrink max_tokens, then the prefix/suffix budgets, so [BOS] prefix holes… suffix [EOS] fits in
-    max_len tokens; `fixed` counts text pieces between holes. ValueError when nothing fits."""
-    if max_len is None:
+def fitted(engine: Engine | None, opts: SampleOptions, holes: int = 1, fixed_tokens: int = 0) -> SampleOptions:
+    """`opts` shrunk to what the engine's model holds (Engine.fit); ValueError with the reason when nothing fits."""
+    if engine is None:
         return opts
-    room = max_len - 2 - fixed
-    per_hole = (room - opts.prefix_budget - opts.suffix_budget) // holes
-    want = min(opts.max_tokens, MIN_SLOTS)
-    if per_hole >= want:
-        n = min(opts.max_tokens, per_hole)
-        return msgspec.structs.replace(opts, max_tokens=n, initial_slots=min(opts.initial_slots, n))
-    budget = room - holes * want
-    if budget < 8:
-        raise ValueError(f"the text between the holes is too long for the model's {max_len}-token context")
-    prefix = budget * 3 // 4
-    return msgspec.structs.replace(opts, max_tokens=want, initial_slots=min(opts.initial_slots, want),
-                                   prefix_budget=prefix, suffix_budget=budget - prefix)
+    fit = engine.fit(opts, holes, fixed_tokens)
+    if fit.opts is None:
+        raise ValueError(fit.reason)
+    return fit.opts
 
 
 @dataclass(frozen=True)
@@ -75,12 +56,13 @@ class CompletionPlan:
         return clean(raw, self.context)
 
 
-def plan_completion(text: str, offset: int, settings: Settings, max_len: int | None = None,
+def plan_completion(text: str, offset: int, settings: Settings, engine: Engine | None = None,
                     base: SampleOptions | None = None) -> CompletionPlan:
+    """The request for a completion at `offset`, fitted to `engine` (none: as the settings ask)."""
     base = base or SampleOptions()
     ctx = build_context(text, offset, settings.mode, base.prefix_budget, base.suffix_budget)
     opts = sample_options(settings, base, doc_end=ctx.doc_end, mode=ctx.mode, block_indent=ctx.block_indent)
-    return CompletionPlan(ctx, fit_canvas(opts, max_len))
+    return CompletionPlan(ctx, fitted(engine, opts))
 
 
 def run_completion(engine: Engine, plan: CompletionPlan, cancel: threading.Event | None = None) -> tuple[str, Stats]:
@@ -92,8 +74,7 @@ def run_completion(engine: Engine, plan: CompletionPlan, cancel: threading.Event
 def complete_file(engine: Engine, text: str, line: int, col: int, settings: Settings | None = None) -> str:
     """The completion at 0-based `line` and `col` (UTF-16 code units, as LSP counts) of `text`."""
     doc = Document("file", text)
-    plan = plan_completion(text, doc.offset_at(line, col), settings or Settings(), engine_max_len(engine),
-                           engine_defaults(engine))
+    plan = plan_completion(text, doc.offset_at(line, col), settings or Settings(), engine, engine_defaults(engine))
     return run_completion(engine, plan)[0]
 
 
@@ -110,9 +91,9 @@ class SpanPlan:
         return [clean_span(t, self.eol) for t in texts]
 
     def fit(self, engine: Engine) -> SpanPlan:
-        """The plan with its canvas fitted to the engine's context length."""
+        """The plan with its canvas fitted to the engine's model (Engine.fit)."""
         fixed = sum(engine.count_tokens(p) for p in self.pieces[1:-1])
-        return replace(self, opts=fit_canvas(self.opts, engine_max_len(engine), len(self.spans), fixed))
+        return replace(self, opts=fitted(engine, self.opts, len(self.spans), fixed))
 
 
 def _command_deadline(settings: Settings) -> dict:
@@ -129,12 +110,10 @@ def find_holes(text: str) -> list[int]:
 
 def plan_fill(text: str, settings: Settings, base: SampleOptions | None = None) -> SpanPlan | None:
     """Every `???` becomes a hole, all filled in one pass; None when there is none. ValueError when the
-    holes are too many or too far apart for one canvas."""
+    holes are too far apart for one canvas (too many for one request: SpanPlan.fit)."""
     holes = find_holes(text)
     if not holes:
         return None
-    if len(holes) > MAX_HOLES:
-        raise ValueError(f"{len(holes)} holes; at most {MAX_HOLES} are filled in one pass")
     if holes[-1] - holes[0] > MAX_BETWEEN_HOLES_CHARS:
         raise ValueError(f"the holes span {holes[-1] - holes[0]} characters; keep them within "
                          f"{MAX_BETWEEN_HOLES_CHARS} of each other")
@@ -154,9 +133,6 @@ def plan_rewrite(text: str, start: int, end: int, n_tokens: int, settings: Setti
     base = base or SampleOptions()
     before, _ = cut_before(text, start, window_chars(base.prefix_budget))
     after, doc_end = cut_after(text, end, window_chars(base.suffix_budget))
-    if n_tokens > 0:
-        size = dict(initial_slots=min(n_tokens, 1024), max_tokens=min(1024, n_tokens + max(8, n_tokens // 2)))
-    else:
-        size = {}
+    size = dict(initial_slots=n_tokens, max_tokens=n_tokens + max(8, n_tokens // 2)) if n_tokens > 0 else {}
     opts = sample_options(settings, base, doc_end=doc_end, mode="free", **size, **_command_deadline(settings))
     return SpanPlan([sanitize(before), sanitize(after)], [(start, end)], opts, detect_eol(before + text[start:end] + after))

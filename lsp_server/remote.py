@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from model.serving import api
-from model.types import Cancelled, Engine, Result, SampleOptions, Stats
+from model.serving.batch import CLIENT_GONE, DEADLINE_PASSED
+from model.types import Cancelled, Engine, Fit, Limits, Result, SampleOptions, Stats, fit_options
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,6 @@ class RemoteEngine:
         self._down_until = 0.0  # while the clock is below this, the service is not tried
         self.problem = ""  # why the service is not serving right now ("" when it is)
         self._refused = False  # the last answer was 401: a token problem, not a network one
-        self.retries = 0  # requests sent a second time (a replica died under them)
         try:
             self._refresh_info()
         except Unreachable:
@@ -144,6 +144,21 @@ class RemoteEngine:
             return local.max_len
         return self._info.max_len if self._info else None
 
+    @property
+    def limits(self) -> Limits:
+        """The service's (GET /hone/info); before it answered, only the request limits every engine has."""
+        local = self._serving_locally()
+        if local is not None:
+            return local.limits
+        return self._info.limits() if self._info else Limits()
+
+    def fit(self, opts: SampleOptions, holes: int = 1, fixed_tokens: int = 0) -> Fit:
+        """As the service's engine fits (and refuses) the request, from the limits it sent."""
+        local = self._serving_locally()
+        if local is not None:
+            return local.fit(opts, holes, fixed_tokens)
+        return fit_options(opts, self.limits, holes, fixed_tokens)
+
     def default_options(self) -> SampleOptions:
         local = self._serving_locally()
         if local is not None:
@@ -171,7 +186,7 @@ class RemoteEngine:
             if self._fallback is None:
                 raise
             return self._local_engine().fill(pieces, opts, cancel, seed)
-        if status == 504:  # the deadline passed while the request queued at the service: nothing to show
+        if status == DEADLINE_PASSED:  # the deadline passed while the request queued at the service: nothing to show
             return Result([""] * (len(pieces) - 1), Stats(deadline_hit=True))
         answer = self._decode(status, data, api.FillAnswer)
         if self._info is None or self._info.model != answer.model:
@@ -231,13 +246,11 @@ class RemoteEngine:
                 status, data, kind = _Exchange(conn, cancel).run(method, self._base + path, body, self._headers)
             except (OSError, http.client.HTTPException) as e:
                 if attempt == 0 and not isinstance(e, (ConnectionRefusedError, socket.timeout, socket.gaierror)):
-                    self.retries += 1
                     continue
                 self._down(f"the service at {self.url} is unreachable ({type(e).__name__}: {e})")
                 raise Unreachable(self.problem) from None
             if status in RETRIED and "application/json" not in kind and attempt == 0:
-                self.retries += 1  # Ray Serve's own error page, not the engine's: a replica died or is starting
-                continue
+                continue  # Ray Serve's own error page, not the engine's: a replica died or is starting
             break
         if status in RETRIED and "application/json" not in kind:
             self._down(f"the service at {self.url} has no replica answering (HTTP {status})")
@@ -265,7 +278,7 @@ class RemoteEngine:
             message = data[:200].decode("utf-8", "replace")
         if status == 400:
             raise ValueError(f"the service refused the request: {message}")
-        if status == 499:  # the service saw this request cancelled
+        if status == CLIENT_GONE:  # the service saw this request cancelled
             raise Cancelled()
         raise RemoteError(f"the service answered HTTP {status}: {message}")
 

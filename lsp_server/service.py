@@ -21,7 +21,7 @@ from model.types import Cancelled, Engine, Result, Stats
 
 from .cache import LRU, TypedThrough, context_key
 from .context import sanitize
-from .completion import CompletionPlan, SpanPlan, engine_defaults, engine_max_len, plan_completion, plan_fill, plan_rewrite, run_completion
+from .completion import CompletionPlan, SpanPlan, engine_defaults, plan_completion, plan_fill, plan_rewrite, run_completion
 from .debounce import Debouncer
 from .documents import DocumentStore
 from .models import ModelManager, Target
@@ -248,7 +248,7 @@ class Service:
             if engine is None:
                 c.empty += 1
                 return None
-            plan = plan_completion(text, offset, self.settings, engine_max_len(engine), engine_defaults(engine))
+            plan = plan_completion(text, offset, self.settings, engine, engine_defaults(engine))
             key = context_key(plan.context, self.settings, self.models.target)
             if cancel.is_set():
                 c.superseded += 1

@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from model.types import RULES, SampleOptions
+from model.types import DEVICES, MAX_TOKENS, RULES, SampleOptions
 
-Device = Literal["auto", "cpu", "cuda", "mps"]
+Device = Literal[DEVICES]
 CommitRule = Literal[RULES]
 Mode = Literal["auto", "line", "block"]
 _ENGINE = SampleOptions()  # the sampling defaults are the engine's; the extension's package.json is checked against these
@@ -21,7 +21,7 @@ class Settings(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     enabled: bool = True  # serve completions at all (commands still work)
     model: str = ""  # model folder; "" = the --model flag, else the shipped default
     device: Device = "auto"  # "auto" = the --device flag, else cuda → mps → cpu
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1024)] = _ENGINE.max_tokens  # most tokens in one completion (per hole)
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS)] = _ENGINE.max_tokens  # most tokens in one completion (per hole)
     threshold: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = _ENGINE.threshold  # τ of the threshold commit rule
     commit_rule: CommitRule = _ENGINE.rule  # which masked slots the sampler fixes each step
     debounce_ms: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 10  # base wait before running the model

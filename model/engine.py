@@ -15,9 +15,8 @@ from .batching import run_together
 from .checkpoint import CheckpointError, load_model, read_json
 from .drafts import DRAFTS_FILE, NgramDrafts
 from .sampler import sample
-from .types import Result, SampleOptions
+from .types import DEVICES, Fit, Limits, Result, SampleOptions, fit_options
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 log = logging.getLogger(__name__)
 
 
@@ -121,6 +120,16 @@ class Engine:
         if isinstance(b, HoneBackend):
             return b.model.cfg.max_seq_len - b.spm  # the spm stream carries a second BOS
         return getattr(b.model.config, "max_position_embeddings", None)
+
+    @property
+    def limits(self) -> Limits:
+        """What one request may ask of this engine (the service sends it in GET /hone/info)."""
+        return Limits(max_len=self.max_len)
+
+    def fit(self, opts: SampleOptions, holes: int = 1, fixed_tokens: int = 0) -> Fit:
+        """`opts` fitted to the model for `holes` holes with `fixed_tokens` tokens of text between them (types.fit_options):
+        the language server shrinks requests with it, the service refuses them with its reason."""
+        return fit_options(opts, self.limits, holes, fixed_tokens)
 
     def default_options(self) -> SampleOptions:
         """Sampling defaults with the token budgets this model was trained with (its config.json)."""

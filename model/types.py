@@ -9,12 +9,19 @@ from typing import Protocol
 import msgspec
 
 from .config import ModelConfig
+from .layout import overhead
 
 _MODEL = ModelConfig()  # the token budgets' one source
 LINE_SLOTS = 8  # a hole starts with this many canvas slots for one line,
 BLOCK_SLOTS = 32  # this many for a block,
 GROW_SLOTS = 8  # and grows by this many while content fills it (training sizes canvases the same way)
 
+MAX_TOKENS = 1024  # most canvas slots one hole may grow to: hone.maxTokens, the service's n_predict and max_tokens
+MAX_HOLES = 32  # holes filled in one request: hone.fillHoles, POST /hone/fill
+MIN_SLOTS = 16  # a hole keeps this many slots (or max_tokens, when fewer) before Engine.fit shrinks the budgets
+MIN_BUDGET = 8  # fewer prefix + suffix tokens than this beside the slots: nothing fits
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # where a model may run (model.engine.resolve_device)
 RULES = ("auto", "threshold", "entropy", "one", "ar")
 MODES = ("free", "line", "block")
 DRAFTS = ("ngram", "lookup", "canvas", "both", "none")
@@ -111,8 +118,68 @@ class Engine(Protocol):
     def infill(self, prefix: str, suffix: str, opts: SampleOptions, cancel: threading.Event | None = None,
                seed: int | None = None) -> Result: ...
     def count_tokens(self, text: str) -> int: ...
+    def fit(self, opts: SampleOptions, holes: int = 1, fixed_tokens: int = 0) -> Fit: ...
 
     @property
     def max_len(self) -> int | None: ...
 
+    @property
+    def limits(self) -> Limits: ...
+
     def default_options(self) -> SampleOptions: ...
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """What one request may ask of an engine. The service sends its engine's in GET /hone/info, so that a client
+    fits requests as the service would."""
+
+    max_len: int | None = None  # the engine's max_len (None: the model does not say); the layout's special tokens
+    # (model.layout.overhead) come off it. The spm backend's max_len already leaves out the stream's second BOS, which
+    # the overhead counts too: one slot to spare
+    max_tokens: int = MAX_TOKENS  # most canvas slots one hole may grow to
+    max_holes: int = MAX_HOLES  # most holes in one request
+
+
+class Fit(msgspec.Struct, frozen=True):
+    """What Engine.fit answers: the options that fit the model, and why the asked ones did not ("" when they did).
+    The language server goes on with `opts` (and fails with `reason` only when it is None); the service refuses
+    any request with a reason."""
+
+    opts: SampleOptions | None  # as asked, or with max_tokens (then the prefix/suffix budgets) shrunk; None: nothing fits
+    reason: str = ""
+
+
+def _slots(opts: SampleOptions, n: int, **over: int) -> SampleOptions:
+    return msgspec.structs.replace(opts, max_tokens=n, initial_slots=min(opts.initial_slots, n), **over)
+
+
+def fit_options(opts: SampleOptions, limits: Limits, holes: int = 1, fixed_tokens: int = 0) -> Fit:
+    """Fit a request of `holes` holes, with `fixed_tokens` tokens of text between them, to `limits`: budgets + slots
+    + special tokens (+ the context budget and its markers, when opts has one) within max_len. Shrinks max_tokens
+    first; below MIN_SLOTS per hole it shrinks the prefix and suffix budgets instead (3 : 1); nothing fits when
+    fewer than MIN_BUDGET tokens would be left for them."""
+    if holes > limits.max_holes:
+        return Fit(None, f"{holes} holes; at most {limits.max_holes} are filled in one request")
+    n = min(opts.max_tokens, limits.max_tokens)
+    why = f"max_tokens {opts.max_tokens} is over the limit of {limits.max_tokens}" if n < opts.max_tokens else ""
+    if limits.max_len is None:
+        return Fit(_slots(opts, n), why)
+    context = max(opts.context_budget, 0)
+    specials = overhead(context > 0)
+    room = limits.max_len - specials - context - fixed_tokens  # for the prefix, the suffix and every hole's slots
+    per_hole = (room - opts.prefix_budget - opts.suffix_budget) // holes
+    if per_hole >= n:
+        return Fit(_slots(opts, n), why)
+    budgets = f"{opts.prefix_budget} + {opts.suffix_budget}" + (f" + {context} (cross-file context)" if context else "")
+    why = (f"{why}{'; ' if why else ''}the request does not fit the model's {limits.max_len}-token context: {holes} × "
+           f"{n} slots, budgets {budgets}, {fixed_tokens} tokens between holes, {specials} special tokens; the context "
+           f"leaves {max(per_hole, 0)} slots per hole")
+    want = min(n, MIN_SLOTS)
+    if per_hole >= want:
+        return Fit(_slots(opts, per_hole), why)
+    budget = room - holes * want
+    if budget < MIN_BUDGET:
+        return Fit(None, f"{why}; {holes} × {want} slots leave {max(budget, 0)} tokens for the prefix and suffix, "
+                         f"fewer than {MIN_BUDGET}")
+    prefix = budget * 3 // 4
+    return Fit(_slots(opts, want, prefix_budget=prefix, suffix_budget=budget - prefix), why)

@@ -92,6 +92,7 @@ class FakeEngine:
 
     name = "fake"
     device = "cpu"
+    max_len: int | None = None  # tests set the model length Engine.fit fits to
 
     def __init__(self, text: str = "completion", hold: bool = False):
         self.text, self.hold = text, hold
@@ -130,6 +131,17 @@ class FakeEngine:
 
     def count_tokens(self, text):
         return max(1, len(text) // 4)
+
+    @property
+    def limits(self):
+        from model.types import Limits
+
+        return Limits(max_len=self.max_len)
+
+    def fit(self, opts, holes=1, fixed_tokens=0):
+        from model.types import fit_options
+
+        return fit_options(opts, self.limits, holes, fixed_tokens)
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 
 import pytest
 
-from lsp_server.completion import (MAX_HOLES, engine_max_len, find_holes, fit_canvas, plan_completion, plan_fill,
-                                   plan_rewrite, sample_options)
+from fit_cases import FIT_CASES, FIT_IDS
+from lsp_server.completion import SpanPlan, find_holes, fitted, plan_completion, plan_fill, plan_rewrite, sample_options
 from lsp_server.settings import Settings
-from model.types import SampleOptions
+from model.types import MAX_HOLES, MAX_TOKENS, SampleOptions
 
 
 def test_sample_options_follow_settings():
@@ -16,25 +16,30 @@ def test_sample_options_follow_settings():
     o.validate()
 
 
-def test_fit_canvas():
-    base = SampleOptions(max_tokens=500, prefix_budget=192, suffix_budget=64, initial_slots=500)
-    fitted = fit_canvas(base, 512)
-    assert fitted.max_tokens == 512 - 2 - 192 - 64 and fitted.initial_slots == fitted.max_tokens
-    assert fit_canvas(base, None) is base
-    assert fit_canvas(SampleOptions(max_tokens=32), 1024).max_tokens == 32
-    tight = fit_canvas(SampleOptions(max_tokens=64), 200, holes=3, fixed=20)  # budgets shrink, slots stay ≥ 16
-    assert tight.max_tokens == 16 and 1 + tight.prefix_budget + 3 * 16 + 20 + tight.suffix_budget + 1 <= 200
-    with pytest.raises(ValueError):
-        fit_canvas(SampleOptions(), 100, holes=2, fixed=90)
+@pytest.mark.parametrize("case", FIT_CASES, ids=FIT_IDS)
+def test_the_server_shrinks_with_engine_fit(case, lsp_fake_engine):
+    """The server goes on with what Engine.fit says fits, and fails with its reason only when nothing does."""
+    engine = lsp_fake_engine()
+    engine.max_len = case.max_len
+    fit = engine.fit(case.opts, case.holes, case.fixed)
+    case.check(fit, lambda opts: engine.fit(opts, case.holes, case.fixed))
+    plan = SpanPlan(case.pieces(), [(0, 0)] * case.holes, case.opts, "\n")  # fixed: counted by the engine
+    if case.fits is None:
+        with pytest.raises(ValueError) as e:
+            plan.fit(engine)
+        assert str(e.value) == fit.reason
+    else:
+        assert plan.fit(engine).opts == fitted(engine, case.opts, case.holes, case.fixed) == fit.opts
 
 
-def test_engine_max_len(tmp_path):
-    from model.engine import Engine
-    from model.testing import make_tiny_model
-
-    engine = Engine.load(make_tiny_model(tmp_path / "m"), "cpu", threads=1)
-    assert engine_max_len(engine) == engine.backend.model.cfg.max_seq_len == 512
-    assert engine_max_len(object()) is None
+def test_plans_fit_the_engine(lsp_fake_engine):
+    engine = lsp_fake_engine()
+    engine.max_len = 300
+    plan = plan_completion("a = ", 4, Settings(max_tokens=200), engine, SampleOptions(prefix_budget=192, suffix_budget=64))
+    assert plan.opts.max_tokens == 300 - 3 - 192 - 64
+    assert plan_completion("a = ", 4, Settings(max_tokens=200)).opts.max_tokens == 200  # no engine: as asked
+    big = plan_rewrite("a = b\n", 4, 5, n_tokens=5000, settings=Settings()).fit(lsp_fake_engine())
+    assert big.opts.max_tokens == big.opts.initial_slots == MAX_TOKENS  # the ceiling, even when the model is long
 
 
 def test_plan_completion_windows_and_mode():
@@ -45,7 +50,7 @@ def test_plan_completion_windows_and_mode():
     assert plan_completion("a = ", 4, Settings()).opts.doc_end
 
 
-def test_holes():
+def test_holes(lsp_fake_engine):
     assert find_holes("a ??? b ???? c") == [2, 8]
     assert plan_fill("no holes", Settings()) is None
     plan = plan_fill("a = ???\r\nb = ???\r\n", Settings(max_tokens=7))
@@ -53,7 +58,7 @@ def test_holes():
     assert plan.opts.max_tokens == 7 and plan.opts.mode == "free"
     assert plan.finish(["x  \ny", "z"]) == ["x\r\ny", "z"]
     with pytest.raises(ValueError, match="at most"):
-        plan_fill("???" * (MAX_HOLES + 1), Settings())
+        plan_fill("???" * (MAX_HOLES + 1), Settings()).fit(lsp_fake_engine())
     with pytest.raises(ValueError, match="span"):
         plan_fill("??? " + "x" * 20_000 + " ???", Settings())
 

@@ -30,7 +30,8 @@ from lsp_docs import configure, inline_params, open_doc, stats
 from lsp_server.remote import RETRY_S, Refused, RemoteEngine, RemoteError, Unreachable, split_url
 from lsp_server.settings import Settings, merge, needs_reload
 from model.serving import api
-from model.types import Cancelled, SampleOptions
+from fit_cases import FIT_CASES, FIT_IDS
+from model.types import MAX_HOLES, Cancelled, Limits, SampleOptions
 
 TOKEN = "remote-test-token"
 MARKER = "zebra_quokka_marker"  # document text that must never show up in a log
@@ -84,7 +85,7 @@ class Stub:
         self.seen: list[tuple[str, str, dict, bytes]] = []
         self.holding = threading.Event()
         self.disconnected = threading.Event()
-        info = msgspec.json.encode(api.Info("stub", "cpu", 512, SampleOptions()))
+        self.info = api.Info("stub", "cpu", 512, SampleOptions())  # GET /hone/info's answer
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,7 +101,7 @@ class Stub:
 
             def do_GET(self):
                 stub.seen.append(("GET", self.path, dict(self.headers), b""))
-                self._send(200, "application/json", info)
+                self._send(200, "application/json", msgspec.json.encode(stub.info))
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -125,6 +126,9 @@ class Stub:
 
     def error(self, status: int, message: str) -> None:
         self.actions.put((status, "application/json", msgspec.json.encode(api.error_answer(status, message))))
+
+    def posts(self) -> int:
+        return sum(method == "POST" for method, *_ in self.seen)
 
     def close(self) -> None:
         self.server.shutdown()
@@ -161,7 +165,7 @@ def test_remote_engine_maps_the_answers(stub):
     eng = RemoteEngine(stub.url)
     stub.actions.put((500, "text/plain", b"replica died"))  # Ray Serve's own page: tried once more
     stub.fill_ok()
-    assert eng.fill(["a", "b"], OPTS).texts == ["x"] and eng.retries == 1
+    assert eng.fill(["a", "b"], OPTS).texts == ["x"] and stub.posts() == 2
     stub.error(500, "engine broke")  # the engine's own failure: not retried
     with pytest.raises(RemoteError, match="engine broke"):
         eng.fill(["a", "b"], OPTS)
@@ -179,7 +183,19 @@ def test_remote_engine_maps_the_answers(stub):
     stub.fill_ok()
     eng.fill(["a", "b"], OPTS)
     assert eng.health() == (True, "")
-    assert eng.retries == 1
+    assert stub.posts() == 7  # one per call: only the one Ray Serve answered itself was sent twice
+
+
+@pytest.mark.parametrize("case", FIT_CASES, ids=FIT_IDS)
+def test_remote_engine_fits_as_the_service_does(case, stub):
+    """The client fits requests from the limits the service's info sent, as the service's engine would."""
+    stub.info = api.Info("stub", "cpu", case.max_len, SampleOptions(), max_holes=MAX_HOLES)
+    eng = RemoteEngine(stub.url)
+    assert eng.limits == Limits(max_len=case.max_len)
+    case.check(eng.fit(case.opts, case.holes, case.fixed), lambda opts: eng.fit(opts, case.holes, case.fixed))
+    stub.info = api.Info("stub", "cpu", case.max_len, SampleOptions(), max_holes=case.holes - 1)
+    eng = RemoteEngine(stub.url)  # a service with a lower limit of its own: the client keeps to it
+    assert eng.fit(case.opts, case.holes, case.fixed).opts is None
 
 
 def test_cancel_aborts_the_http_request(stub):

@@ -17,9 +17,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from fit_cases import FIT_CASES, FIT_IDS
 from model.serving import api
-from model.serving.batch import CLIENT_GONE, DEADLINE_PASSED, Job, run_batch, run_one
-from model.types import SampleOptions
+from model.serving.batch import CLIENT_GONE, DEADLINE_PASSED, Job, run_batch
+from model.types import MAX_HOLES, MAX_TOKENS, SampleOptions
 
 TOKEN = "test-token-0123456789"
 LONG = {"rule": "one", "max_tokens": 1024, "temperature": 1.0, "empty_threshold": 0.0}  # tens of seconds if not stopped
@@ -47,7 +48,8 @@ def test_infill_request_becomes_one_hole(spm_engine):
     (b'{"input_prefix": 3}', "$.input_prefix"),
     (b'{"n_predict": 5000}', "$.n_predict"),
     (b'{"n_predict": 0}', "n_predict"),
-    (b'{"n_predict": 400}', "context leaves"),  # the tiny model's 512-token context cannot hold it beside its budgets
+    (b'{"n_predict": 400}', "n_predict 400: the request does not fit"),  # the tiny model's 512 tokens cannot hold it
+    (b'{"n_predict": 400}', "the context leaves 253 slots per hole"),  # beside its budgets (192 + 64) and 3 specials
     (b'{"temperature": -1}', "$.temperature"),
     (b'{"stream": true}', "stream"),
     (b'{"mode": "word"}', "$.mode"),
@@ -63,13 +65,31 @@ def test_fill_request_checks(spm_engine):
     assert len(ok.pieces) == 3 and ok.opts.deadline_s == api.MAX_DEADLINE_S
     for req, reason in [
         (api.FillRequest(pieces=["only one"]), "at least two"),
-        (api.FillRequest(pieces=["x"] * (api.MAX_HOLES + 2)), "at most"),
+        (api.FillRequest(pieces=["x"] * (MAX_HOLES + 2)), "at most"),
         (api.FillRequest(pieces=["a", "b"], options=SampleOptions(rule="nope")), "commit rule"),
-        (api.FillRequest(pieces=["a", "b"], options=SampleOptions(max_tokens=5000)), "max_tokens"),
+        (api.FillRequest(pieces=["a", "b"], options=SampleOptions(max_tokens=5000)), f"over the limit of {MAX_TOKENS}"),
         (api.FillRequest(pieces=["a", "b"], options=SampleOptions(prefix_budget=3000)), "does not fit"),
     ]:
         with pytest.raises(api.BadRequest, match=reason):
             api.fill_job(req, spm_engine)
+
+
+@pytest.mark.parametrize("case", FIT_CASES, ids=FIT_IDS)
+def test_the_service_refuses_with_engine_fit(case, lsp_fake_engine):
+    """/hone/fill takes options that fit as they are and refuses the rest with Engine.fit's reason."""
+    engine = lsp_fake_engine()
+    engine.max_len = case.max_len
+    req = api.FillRequest(pieces=case.pieces(), options=case.opts)  # its middles count case.fixed tokens
+    fit = engine.fit(case.opts, case.holes, case.fixed)
+    case.check(fit, lambda opts: engine.fit(opts, case.holes, case.fixed))
+    if fit.reason:
+        with pytest.raises(api.BadRequest) as e:
+            api.fill_job(req, engine)
+        assert str(e.value) == fit.reason
+    else:
+        assert api.fill_job(req, engine).opts.max_tokens == case.opts.max_tokens
+    if fit.opts is not None:  # what the language server sends after fitting is taken
+        assert api.fill_job(api.FillRequest(pieces=case.pieces(), options=fit.opts), engine).opts.max_tokens == fit.opts.max_tokens
 
 
 def test_completion_request(spm_engine):
@@ -89,6 +109,10 @@ def test_error_answer_is_the_llama_cpp_and_openai_shape():
 
 
 # ---- the batch loop without Ray -------------------------------------------------------------------------
+
+
+def run_one(engine, job: Job):
+    return run_batch(engine, [job])[0]
 
 
 def test_batch_runs_each_job_with_its_deadline_and_cancel(lsp_fake_engine):

@@ -18,12 +18,10 @@ from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
-from ..types import MODES, Engine, Result, SampleOptions, Stats
-from .batch import Job, Outcome
+from ..types import MAX_HOLES, MAX_TOKENS, MODES, Engine, Limits, Result, SampleOptions, Stats
+from .batch import CLIENT_GONE, DEADLINE_PASSED, Job, Outcome
 
 MAX_BODY_BYTES = 4 << 20  # larger bodies get 413 unread (the model keeps ~8k characters around a cursor anyway)
-MAX_TOKENS = 1024  # most slots one hole may ask for: the language server's maxTokens has the same ceiling
-MAX_HOLES = 32  # holes in one /hone/fill (the language server's fillHoles limit)
 MAX_DRAFT_TOKENS = 64  # longest draft the ar rule may verify in one forward
 MAX_DEADLINE_S = 60.0  # no request holds a replica's engine longer than this, whatever it asks
 MAX_TOKEN_TEXTS = 64  # texts one /hone/tokens call may count
@@ -162,8 +160,17 @@ class Info(msgspec.Struct):
     device: str  # where a replica runs it
     max_len: int | None  # most tokens one canvas (context + slots) may hold
     default_options: SampleOptions  # sampling defaults with the model's own token budgets
-    max_tokens: int = MAX_TOKENS
-    max_holes: int = MAX_HOLES
+    max_tokens: int = MAX_TOKENS  # most slots one hole may ask for
+    max_holes: int = MAX_HOLES  # most holes in one request
+
+    @classmethod
+    def of(cls, engine: Engine) -> Info:
+        lim = engine.limits
+        return cls(engine.name, str(engine.device), lim.max_len, engine.default_options(), lim.max_tokens, lim.max_holes)
+
+    def limits(self) -> Limits:
+        """The limits the service's engine fits requests to (a client's Engine.fit answers as the service would)."""
+        return Limits(max_len=self.max_len, max_tokens=self.max_tokens, max_holes=self.max_holes)
 
 
 class Health(msgspec.Struct):
@@ -184,8 +191,8 @@ class ErrorAnswer(msgspec.Struct):
 
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-               405: "invalid_request_error", 413: "invalid_request_error", 499: "cancelled",
-               504: "timeout_error"}
+               405: "invalid_request_error", 413: "invalid_request_error", CLIENT_GONE: "cancelled",
+               DEADLINE_PASSED: "timeout_error"}
 
 
 def error_answer(status: int, message: str) -> ErrorAnswer:
@@ -208,8 +215,8 @@ def check_options(opts: SampleOptions) -> None:
         opts.validate()
     except ValueError as e:
         raise BadRequest(f"options: {e}") from None
-    if opts.max_tokens > MAX_TOKENS or opts.grow_by > MAX_TOKENS or opts.initial_slots > opts.max_tokens:
-        raise BadRequest(f"options: max_tokens and grow_by must be ≤ {MAX_TOKENS}, initial_slots ≤ max_tokens")
+    if opts.grow_by > MAX_TOKENS or opts.initial_slots > opts.max_tokens:  # max_tokens itself: Engine.fit
+        raise BadRequest(f"options: grow_by must be ≤ {MAX_TOKENS}, initial_slots ≤ max_tokens")
     if opts.prefix_budget < 0 or opts.suffix_budget < 0:
         raise BadRequest("options: prefix_budget and suffix_budget must be ≥ 0")
     if opts.draft_tokens > MAX_DRAFT_TOKENS:
@@ -223,31 +230,22 @@ def capped_deadline(deadline_s: float | None) -> float:
     return MAX_DEADLINE_S if not deadline_s else min(deadline_s, MAX_DEADLINE_S)
 
 
-def _room(engine: Engine, opts: SampleOptions, holes: int = 1, fixed: int = 0) -> int | None:
-    """Slots per hole the model's context leaves beside the token budgets; None when the engine does not say."""
-    max_len = engine.max_len
-    if max_len is None:
-        return None
-    return (max_len - 2 - fixed - opts.prefix_budget - opts.suffix_budget) // holes
-
-
 def _one_hole(engine: Engine, asked: int | None, field: str, *, temperature: float | None, top_p: float | None,
               deadline_ms: int | None, mode: str, doc_end: bool) -> SampleOptions:
+    """The model's defaults with what the request asks; `asked` slots must fit (Engine.fit), its default is shrunk."""
     base = engine.default_options()
-    room = _room(engine, base)
-    if asked is not None and room is not None and asked > room:
-        raise BadRequest(f"{field} {asked} is more than the model's {engine.max_len}-token context leaves for the "
-                         f"middle ({room} tokens)")
-    n = asked or (base.max_tokens if room is None else min(base.max_tokens, room))
-    over: dict = dict(max_tokens=n, initial_slots=min(base.initial_slots, n), mode=mode, doc_end=doc_end,
-                      deadline_s=capped_deadline(deadline_ms / 1000 if deadline_ms else None))
+    over: dict = dict(mode=mode, doc_end=doc_end, deadline_s=capped_deadline(deadline_ms / 1000 if deadline_ms else None))
+    if asked is not None:
+        over |= dict(max_tokens=asked, initial_slots=min(base.initial_slots, asked))
     if temperature is not None:
         over["temperature"] = temperature
     if top_p is not None:
         over["top_p"] = top_p
-    opts = msgspec.structs.replace(base, **over)
-    check_options(opts)
-    return opts
+    fit = engine.fit(msgspec.structs.replace(base, **over))
+    if fit.opts is None or (asked is not None and fit.reason):
+        raise BadRequest(f"{field} {asked}: {fit.reason}" if asked is not None else fit.reason)
+    check_options(fit.opts)
+    return fit.opts
 
 
 def _seed(seed: int | None) -> int | None:
@@ -258,7 +256,7 @@ def infill_job(req: InfillRequest, engine: Engine) -> Job:
     if req.stream:
         raise BadRequest("stream: streaming answers are not supported; send \"stream\": false")
     if req.n_predict == 0:
-        raise BadRequest("n_predict: 0 asks for nothing; send -1 (the model's default) or 1 to 1024")
+        raise BadRequest(f"n_predict: 0 asks for nothing; send -1 (the model's default) or 1 to {MAX_TOKENS}")
     deadline = req.deadline_ms if req.deadline_ms is not None else req.t_max_predict_ms
     opts = _one_hole(engine, req.n_predict if req.n_predict > 0 else None, "n_predict", temperature=req.temperature,
                      top_p=req.top_p, deadline_ms=deadline, mode=req.mode, doc_end=req.doc_end)
@@ -286,16 +284,12 @@ def fill_job(req: FillRequest, engine: Engine) -> Job:
     holes = len(req.pieces) - 1
     if holes < 1:
         raise BadRequest("pieces: need at least two (the text before and after one hole)")
-    if holes > MAX_HOLES:
-        raise BadRequest(f"pieces: at most {MAX_HOLES} holes in one request, got {holes}")
     opts = req.options if req.options is not None else engine.default_options()
     check_options(opts)
-    fixed = sum(engine.count_tokens(p) for p in req.pieces[1:-1])
-    room = _room(engine, opts, holes, fixed)
-    if room is not None and room < opts.max_tokens:
-        raise BadRequest(f"the request does not fit the model's {engine.max_len}-token context: budgets "
-                         f"{opts.prefix_budget} + {opts.suffix_budget}, {fixed} tokens between holes, {holes} × "
-                         f"{opts.max_tokens} slots; at most {max(room, 0)} slots per hole fit")
+    many = holes > engine.limits.max_holes  # then refused (Engine.fit) without reading the text between them
+    fit = engine.fit(opts, holes, 0 if many else sum(engine.count_tokens(p) for p in req.pieces[1:-1]))
+    if fit.reason:
+        raise BadRequest(fit.reason)
     opts = msgspec.structs.replace(opts, deadline_s=capped_deadline(opts.deadline_s))
     return Job(list(req.pieces), opts, _seed(req.seed))
 

@@ -160,8 +160,7 @@ class HoneService:
         return _json(api.tokens_answer(api.decode(body, api.TokensRequest), self.engine))
 
     async def _info(self, body: bytes) -> Response:
-        e = self.engine
-        return _json(api.Info(e.name, str(e.device), e.max_len, e.default_options()))
+        return _json(api.Info.of(self.engine))
 
     async def _stats(self, body: bytes) -> Response:
         ctx = serve.get_replica_context()

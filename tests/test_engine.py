@@ -1,0 +1,26 @@
+"""model.engine.Engine: what it answers about its model (fit, limits) beside filling holes (tests/test_sampler.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fit_cases import FIT_CASES, FIT_IDS
+from model.types import Limits, SampleOptions, fit_options
+
+
+def test_limits_come_from_the_model(engine, spm_engine):
+    assert engine.limits == Limits(max_len=engine.max_len) and engine.max_len == 512  # the tiny preset's max_seq_len
+    assert spm_engine.limits.max_len == spm_engine.max_len == 511  # the spm stream carries a second BOS
+
+
+@pytest.mark.parametrize("case", FIT_CASES, ids=FIT_IDS)
+def test_engine_fit_is_the_shared_rule_on_its_limits(case, engine):
+    """Engine.fit answers the table's cases at its own model length (512 tokens) as types.fit_options does."""
+    limits = engine.limits
+    assert engine.fit(case.opts, case.holes, case.fixed) == fit_options(case.opts, limits, case.holes, case.fixed)
+
+
+def test_engine_fit_shrinks_for_its_model(engine):
+    fit = engine.fit(SampleOptions(max_tokens=400, prefix_budget=192, suffix_budget=64))
+    assert fit.opts is not None and fit.opts.max_tokens == 512 - 3 - 192 - 64 and "253 slots per hole" in fit.reason
+    assert engine.fit(SampleOptions(max_tokens=64)).reason == ""
