@@ -13,31 +13,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 import msgspec
 import torch
 
+from .backends.protocols import CanvasBackend, Session, StreamBackend
 from .layout import Segments, clip_context
 from .types import BLOCK_SLOTS, LINE_SLOTS, Cancelled, Result, SampleOptions, Stats
-
-class Session(Protocol):
-    encoded: int  # context tokens this session ran through the network when it was made (0: none cached)
-
-    def predict(self, canvas: torch.Tensor) -> torch.Tensor:
-        """canvas ids (n,) -> logits (n, V) for each canvas slot."""
-
-
-class Backend(Protocol):
-    mask_id: int
-    bos_id: int | None
-    eos_id: int | None
-    null_ids: frozenset[int]  # ids that mean "unused slot"
-    max_holes: int | None  # holes one canvas may hold (None: any); more are filled one after another
-
-    def encode(self, text: str) -> list[int]: ...
-    def decode(self, ids: list[int]) -> str: ...
-    def session(self, ids: list[int], slot_pos: list[int], cached: bool) -> Session: ...
 
 
 def select_commits(conf: torch.Tensor, entropy: torch.Tensor | None, masked: torch.Tensor, opts: SampleOptions) -> torch.Tensor:
@@ -138,7 +120,7 @@ class _Hole:
 
 
 def sample(
-    backend: Backend,
+    backend: CanvasBackend,
     pieces: list[str],
     opts: SampleOptions,
     cancel: threading.Event | None = None,
@@ -153,9 +135,9 @@ def sample(
     if backend.max_holes is not None and len(pieces) - 1 > backend.max_holes:
         return _sample_in_turn(backend, pieces, opts, cancel, seed, context)
     if opts.rule == "auto":
-        line_ar = opts.mode == "line" and getattr(backend, "spm", False)
+        line_ar = opts.mode == "line" and backend.streams
         opts = msgspec.structs.replace(opts, rule="ar" if line_ar else "threshold")
-    if opts.rule == "ar" and not getattr(backend, "spm", False):
+    if opts.rule == "ar" and not backend.streams:
         raise ValueError("commit rule 'ar' (autoregressive decoding) needs a Hone model with the spm layout")
     req = _Request(backend, pieces, opts, cancel, seed, context)
     if opts.rule == "ar":
@@ -176,7 +158,7 @@ def sample(
 class _Request:
     """One sample() call: its token pieces, holes, clock and counters, and the steps that move them on."""
 
-    def __init__(self, backend: Backend, pieces: list[str], opts: SampleOptions, cancel, seed, context: str = ""):
+    def __init__(self, backend: CanvasBackend, pieces: list[str], opts: SampleOptions, cancel, seed, context: str = ""):
         self.backend, self.opts, self.cancel = backend, opts, cancel
         self.t0 = time.perf_counter()
         self.deadline = None if opts.deadline_s is None else self.t0 + opts.deadline_s
@@ -287,7 +269,7 @@ class _Request:
         return Result(texts, s)
 
 
-def _sample_in_turn(backend: Backend, pieces: list[str], opts: SampleOptions, cancel, seed, context: str) -> Result:
+def _sample_in_turn(backend: CanvasBackend, pieces: list[str], opts: SampleOptions, cancel, seed, context: str) -> Result:
     """Holes one after another, left to right, for backends that take fewer per canvas: each hole sees the
     text before it (earlier holes filled) and the text up to the next hole."""
     t0 = time.perf_counter()
@@ -420,7 +402,8 @@ def _sample_ar(req: _Request) -> str:
     document (prompt lookup), from the corpus (the model's n-gram table, model.drafts) or from one canvas step (the
     diffusion head). Drafts change the text only through `draft_accept`: a document draft's token the model finds
     nearly as likely as its best one is kept (0: exactly the greedy text)."""
-    backend, toks, opts, stats, hole = req.backend, req.toks, req.opts, req.stats, req.holes[0]
+    backend: StreamBackend = req.backend  # sample() checked its `streams` answer
+    toks, opts, stats, hole = req.toks, req.opts, req.stats, req.holes[0]
     prefix, healed = toks[0], ""  # healing: the text of the backed-up tokens, which the output must spell first
     if opts.heal and (k := heal_split(backend.token_texts, prefix)):
         prefix, healed = prefix[:-k], backend.decode(prefix[-k:])
@@ -444,9 +427,8 @@ def _sample_ar(req: _Request) -> str:
             strong = bool(draft)
             if not draft:  # weak sources draft a few tokens only
                 draft = lookup_draft(so_far, min(k, WEAK_DRAFT), LOOKUP_NGRAMS[-1:], after=toks[1])
-            table = getattr(backend, "drafts", None)
-            if not draft and table is not None and opts.draft != "lookup":
-                draft = table.draft(so_far, min(k, WEAK_DRAFT))
+            if not draft and backend.drafts is not None and opts.draft != "lookup":
+                draft = backend.drafts.draft(so_far, min(k, WEAK_DRAFT))
         if greedy and room > 0 and not need and not draft and opts.draft in ("canvas", "both"):
             # its first slot is read off the stream's last token, so the verify pass always keeps it
             draft = backend.canvas_draft(stream + out, min(room, opts.draft_tokens))

@@ -1,4 +1,5 @@
-"""Shared helpers for the sampler and backend tests: a recording backend and a standard request."""
+"""Shared helpers for the sampler and backend tests: a recording backend, a standard request and the members of a
+protocol."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ SUFFIX = "\n\n\nprint(add(1, 2))\n"
 
 
 class Recorder:
-    """Wraps the real backend and records every session layout and canvas the sampler sends."""
+    """Wraps the real backend and records every session layout and canvas the sampler sends (a canvas backend
+    only: rule ar is not recorded)."""
+
+    streams = False
 
     def __init__(self, inner: HoneBackend, on_predict=None):
         self.inner, self.on_predict = inner, on_predict
@@ -41,3 +45,14 @@ def run(engine, pieces, opts, on_predict=None, cancel=None):
 
     rec = Recorder(engine.backend, on_predict)
     return sample(rec, pieces, opts, cancel), rec
+
+
+def protocol_members(proto: type) -> set[str]:
+    """The attributes and methods a protocol (and the protocols it extends) declares."""
+    names: set[str] = set()
+    for cls in proto.__mro__:
+        if not getattr(cls, "_is_protocol", False) or cls.__module__ == "typing":
+            continue
+        names |= set(cls.__dict__.get("__annotations__", {}))
+        names |= {n for n, v in cls.__dict__.items() if callable(v) and not n.startswith("_")}
+    return names

@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 
+from model.backends import CanvasBackend
 from model.checkpoint import CheckpointError
 from model.engine import Engine
 from model.layout import Segments
 from model.testing import make_tiny_hf_model
 from model.types import SampleOptions
-from sampling import PREFIX, SUFFIX
+from sampling import PREFIX, SUFFIX, protocol_members
 
 
 @pytest.mark.parametrize("rule", ["threshold", "one"])
@@ -132,6 +133,9 @@ def test_third_party_adapters(tmp_path, style, shifted):
     eng = Engine.load(folder, "cpu", style=style)
     assert eng.backend.shifted is shifted
     assert eng.backend.mask_id == eng.backend.tok.mask_token_id
+    assert all(hasattr(eng.backend, m) for m in protocol_members(CanvasBackend))
+    assert eng.backend.max_len == 512 and not eng.backend.streams and not eng.backend.batches  # (its config's)
+    assert eng.backend.network is None and eng.backend.default_options() == SampleOptions()
     res = eng.infill("def f(x):\n    return ", "\n", SampleOptions(max_tokens=8, mode="line"))
     assert "\n" not in res.texts[0] and res.stats.forwards >= 1
     bos = [eng.backend.bos_id] if eng.backend.bos_id is not None else []

@@ -47,7 +47,9 @@ def test_window_commits_only_the_leftmost_undecided_slots(engine, window):
 
 
 class AlwaysNull:
-    """The real backend with the null token forced to win every slot."""
+    """The real backend with the null token forced to win every slot (on the canvas: rule ar is not forced)."""
+
+    streams = False
 
     def __init__(self, inner: HoneBackend):
         self.inner = inner

@@ -1,33 +1,22 @@
-"""Backends the sampler drives: Hone's own denoiser (with exact context caching) and third-party
-diffusion LMs loaded through transformers (LLaDA-style unshifted, Dream-style shifted logits)."""
+"""Hone's own denoiser and tokenizer as a backend: exact context caching in both layouts, and for the spm layout
+the causal context stream that rule ar decodes through (a StreamBackend, model.backends.protocols)."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, read_json
-from . import layout
-from .compiled import AotSteps
-from .drafts import NgramDrafts
-from .layout import Segments, Specials
-from .network import Denoiser, KVCache, infill_attention_mask, spm_attention_mask
-from .tokenizer import HoneTokenizer
-
-LLADA_MASK_ID = 126336  # LLaDA's reserved [MASK] id when its tokenizer does not name a mask token
-STYLES = ("auto", "llada", "dream")
-
-
-def _shift_sources(slot_pos: list[int], shifted: bool) -> list[int]:
-    """Sequence position whose output predicts each slot (j, or j-1 for shifted models)."""
-    if not shifted:
-        return list(slot_pos)
-    if min(slot_pos) < 1:
-        raise ValueError("a shifted model needs a token before the first slot")
-    return [p - 1 for p in slot_pos]
+from .. import layout
+from ..compiled import AotSteps
+from ..drafts import NgramDrafts
+from ..layout import Segments, Specials
+from ..network import Denoiser, infill_attention_mask, spm_attention_mask
+from ..tokenizer import HoneTokenizer
+from ..types import SampleOptions
+from .protocols import Network
+from .stream import ContextStream
+from .style import shift_sources
 
 
 class _InfillSession:
@@ -38,7 +27,7 @@ class _InfillSession:
         is_slot[slot_pos] = True
         self.ids = torch.tensor(ids, device=device)
         self.slot_pos = torch.tensor(slot_pos, device=device)
-        src = torch.tensor(_shift_sources(slot_pos, model.cfg.shifted))
+        src = torch.tensor(shift_sources(slot_pos, model.cfg.shifted))
         if cached:
             ctx_pos = (~is_slot).nonzero().squeeze(1)
             # index of every sequence position in the [context hidden; canvas hidden] concatenation
@@ -65,112 +54,6 @@ class _InfillSession:
             ids[self.slot_pos] = canvas
             h, _ = self.model.hidden(ids[None], attn_mask=self.mask)  # (1, T, D)
         return self.model.head(h[0, self.gather]).float().cpu()  # (n, V)
-
-
-SAVED_STREAMS = 3  # streams kept aside besides the one in use (~9 MB of buffers each for the default model)
-SWITCH_SHARED = 32  # an update that would encode more than this many tokens looks for a saved stream; the current
-# one is set aside when it shares fewer than this many tokens with the new one (a slid prefix window re-encodes
-# ~190 tokens of the same place but shares the suffix: it stays in place)
-
-
-def _shared(a: list[int], b: list[int]) -> int:
-    """How many tokens a and b share from the start."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-class ContextStream:
-    """The spm layout's causal context stream ([BOS] suffix [EOS?] [BOS] prefix) kept across requests: a new
-    stream reuses the keys/values of the longest run of tokens it shares with the last one from the start, so
-    typing at the end of the prefix encodes only the new tokens (an exact cache: causal tokens never see later ones).
-    Keys, values and hidden states live in buffers with room to grow: an update writes only its new tokens' rows
-    (a copy of the whole cache per token cost about as much as the token's forward)."""
-
-    def __init__(self, model: Denoiser, device: torch.device, lock: threading.Lock | None = None):
-        self.model, self.device = model, device
-        self.lock = lock or contextlib.nullcontext()  # held while encoding a stream afresh (concurrent requests'
-        # streams share one); extensions are short and go through `extend` (a batcher, for requests run together)
-        self.ids: list[int] = []
-        self._k: list[torch.Tensor] = []  # per layer (1, H, capacity, Dh); the first len(ids) rows are the stream's
-        self._v: list[torch.Tensor] = []
-        self._h: torch.Tensor | None = None  # final hidden states (1, capacity, D)
-        self.last_encoded = 0  # tokens the last update() had to run through the network
-        self.extend = model.extend_stream  # HoneBackend.compile may swap in a compiled copy
-        self.saved: list[tuple[list[int], list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = []  # streams set
-        # aside when another one took over (a jump to another file or place), most recent first: going back to
-        # one resumes it instead of encoding it afresh
-
-    def _switch(self, ids: list[int], keep: int) -> int:
-        """Before encoding more than a few tokens: resume the saved stream sharing most with `ids` when it shares
-        more than the current one (the current one is set aside); or set the current one aside and start anew
-        when it shares little. Returns how many tokens the stream now in use shares with `ids`."""
-        shares = [_shared(ids, saved[0]) for saved in self.saved]
-        shared = max(shares, default=-1)
-        if shared > keep:
-            best = shares.index(shared)
-            current = (self.ids, self._k, self._v, self._h)
-            self.ids, self._k, self._v, self._h = self.saved.pop(best)
-            if current[3] is not None:
-                self.saved.insert(0, current)
-            return shared
-        if self._h is not None and keep < SWITCH_SHARED:  # an unrelated stream: keep this one for a return
-            self.saved.insert(0, (self.ids, self._k, self._v, self._h))
-            del self.saved[SAVED_STREAMS:]
-            self.ids, self._k, self._v, self._h = [], [], [], None
-            return 0
-        return keep
-
-    def views(self, n: int) -> KVCache:
-        """Per layer (k, v) of the stream's first n tokens (1, H, n, Dh): views, valid until the next update."""
-        return [(k[:, :, :n], v[:, :, :n]) for k, v in zip(self._k, self._v)]
-
-    @property
-    def kv(self) -> KVCache:
-        return self.views(len(self.ids))
-
-    @property
-    def h(self) -> torch.Tensor:
-        """Final hidden states of the stream (1, T, D): a view, valid until the next update."""
-        return self._h[:, : len(self.ids)]
-
-    @torch.no_grad()
-    def update(self, ids: list[int]) -> None:
-        keep = _shared(ids, self.ids)
-        if len(ids) - keep > SWITCH_SHARED:  # a jump, not typing: maybe back to a stream set aside
-            keep = self._switch(ids, keep)
-        if keep == len(ids):  # the last stream or a prefix of it (a rejected draft, a deletion): causal, so just cut
-            self.ids, self.last_encoded = self.ids[:keep], 0
-            return
-        new = torch.tensor([ids[keep:]], device=self.device)
-        pos = torch.arange(keep, len(ids), device=self.device)
-        if keep == 0:
-            with self.lock:
-                h, kv = self.model.hidden(new, pos, causal=True, keep_kv=True)
-        else:
-            h, kv = self.extend(new, pos, self.views(keep))
-        self._store(keep, h, kv)
-        self.ids, self.last_encoded = list(ids), len(ids) - keep
-
-    def _store(self, at: int, h: torch.Tensor, kv: KVCache) -> None:
-        """Write the rows of tokens at..at+n (h (1, n, D), kv per layer (1, H, n, Dh)), growing the buffers if needed."""
-        end = at + h.shape[1]
-        if self._h is None or end > self._h.shape[1]:
-            cap = max(256, 2 * end)  # doubling: a long stream grows its buffers a few times, not per token
-            old_k, old_v, old_h = self._k, self._v, self._h
-            self._h = h.new_empty((1, cap, h.shape[2]))
-            self._k = [k.new_empty((*k.shape[:2], cap, k.shape[3])) for k, _ in kv]
-            self._v = [torch.empty_like(k) for k in self._k]
-            if old_h is not None and at:
-                self._h[:, :at] = old_h[:, :at]
-                for new_k, new_v, k, v in zip(self._k, self._v, old_k, old_v):
-                    new_k[:, :, :at], new_v[:, :, :at] = k[:, :, :at], v[:, :, :at]
-        self._h[:, at:end] = h
-        for buf_k, buf_v, (k, v) in zip(self._k, self._v, kv):
-            buf_k[:, :, at:end], buf_v[:, :, at:end] = k, v
 
 
 class _SpmSession:
@@ -212,7 +95,7 @@ def _close(got, want) -> None:
 
 
 class HoneBackend:
-    """Hone's own denoiser and tokenizer."""
+    """Hone's own denoiser and tokenizer: a StreamBackend whose `streams` says whether its layout is spm."""
 
     def __init__(self, model: Denoiser, tokenizer: HoneTokenizer, device: torch.device, drafts: NgramDrafts | None = None):
         self.model, self.tokenizer, self.device = model, tokenizer, device
@@ -226,6 +109,10 @@ class HoneBackend:
         self.newline_ids = tokenizer.newline_ids
         self.spm = model.cfg.layout == "spm"
         self.max_holes = 1 if self.spm else None  # None: any number of holes in one canvas
+        self.max_len = model.cfg.max_seq_len - self.spm  # the spm stream carries a second BOS
+        self.streams = self.spm  # rule ar decodes through the spm layout's causal stream
+        self.batches = self.spm  # requests run together share canvas steps and stream extensions (model.batching)
+        self.network = Network(model, tokenizer)
         self.context = ContextStream(model, device)
         self.canvas_logits = model.canvas_logits  # one spm denoising step; compile() may swap in a compiled copy
         self.head = lambda h: model.head(h).float()  # (m, D) -> float logits (m, V); compile() may swap it too
@@ -269,6 +156,12 @@ class HoneBackend:
         view.canvas_logits = batcher.canvas_logits
         view.head = self.head
         return view
+
+    def default_options(self) -> SampleOptions:
+        """Sampling defaults with the token budgets this model was trained with (its config.json)."""
+        cfg = self.model.cfg
+        return SampleOptions(prefix_budget=cfg.prefix_tokens, suffix_budget=cfg.suffix_tokens,
+                             context_budget=cfg.context_tokens)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -316,90 +209,3 @@ class HoneBackend:
         if self.spm:
             return _SpmSession(self, seg, cached)
         return _InfillSession(self.model, ids, slot_pos, cached, self.device)
-
-
-class _HFSession:
-    encoded = 0  # no context cache: the whole sequence runs in every step
-
-    def __init__(self, backend: HFBackend, ids: list[int], slot_pos: list[int]):
-        self.b = backend
-        self.ids = torch.tensor(ids, device=backend.device)
-        self.slot_pos = torch.tensor(slot_pos, device=backend.device)
-        self.src = torch.tensor(_shift_sources(slot_pos, backend.shifted), device=backend.device)
-
-    @torch.no_grad()
-    def predict(self, canvas: torch.Tensor) -> torch.Tensor:
-        ids = self.ids.clone()
-        ids[self.slot_pos] = canvas.to(self.b.device)
-        out = self.b.model(input_ids=ids[None])
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        return logits[0, self.src].float().cpu()
-
-
-class HFBackend:
-    """A third-party diffusion LM from a local folder (no full-attention cache: every step runs all)."""
-
-    max_holes = None  # any number of holes in one canvas
-
-    def __init__(self, folder: str | Path, device: torch.device, trust_remote_code: bool = False, style: str = "auto"):
-        if style not in STYLES:
-            raise ValueError(f"unknown model style {style!r}; choose one of {list(STYLES)}")
-        folder = Path(folder)
-        cfg = read_json(folder / "config.json")
-        self.style = style if style != "auto" else detect_style(cfg)
-        self.shifted = self.style == "dream"
-        needs_remote = "auto_map" in cfg
-        if needs_remote and not trust_remote_code:
-            raise CheckpointError(
-                folder / "config.json",
-                "this model ships its own Python code (auto_map); loading it needs the user-level "
-                "opt-in trustRemoteCode / --trust-remote-code",
-            )
-        import transformers  # heavy: only when a third-party model is asked for
-
-        try:
-            self.tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
-            loader = transformers.AutoModel if self.style == "llada" and needs_remote else transformers.AutoModelForCausalLM
-            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-            self.model = loader.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code, dtype=dtype)
-        except (OSError, ValueError, KeyError) as e:
-            raise CheckpointError(folder, f"transformers could not load this model: {e}") from e
-        self.model.to(device).eval()
-        self.device = device
-        mask_id = self.tok.mask_token_id if self.tok.mask_token_id is not None else cfg.get("mask_token_id")
-        if mask_id is None and self.style == "llada":
-            mask_id = LLADA_MASK_ID
-        if mask_id is None:
-            raise CheckpointError(folder, "no mask token: the tokenizer has no mask_token and config.json no mask_token_id")
-        self.mask_id = int(mask_id)
-        self.bos_id = self.tok.bos_token_id
-        self.eos_id = None  # third-party models were not trained with our end-of-document marker
-        self.newline_ids: frozenset[int] = frozenset()  # (cross-file context is then cut at its token budget)
-        nulls = {i for i in (self.tok.eos_token_id, self.tok.pad_token_id) if i is not None}
-        self.null_ids = frozenset(nulls)
-        if self.shifted and self.bos_id is None:
-            self.bos_id = self.tok.eos_token_id if self.tok.eos_token_id is not None else self.tok.pad_token_id
-
-    def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tok.decode([i for i in ids if i not in self.null_ids and i != self.mask_id], skip_special_tokens=False)
-
-    def session(self, seg: Segments, cached: bool) -> _HFSession:
-        """The infill layout without our context markers, which these models never saw: context is text before the
-        prefix."""
-        if seg.context:
-            seg = Segments([seg.context + seg.pieces[0], *seg.pieces[1:]], seg.holes, seg.doc_end)
-        ids, slot_pos = layout.sequence("infill", seg, Specials(self.bos_id, self.eos_id))
-        return _HFSession(self, ids, slot_pos)
-
-
-def detect_style(cfg: dict) -> str:
-    """'llada' (logits unshifted) or 'dream' (Qwen2-based, shifted) from a config.json dict."""
-    kind = (str(cfg.get("model_type", "")) + " " + " ".join(cfg.get("architectures") or [])).lower()
-    if "llada" in kind:
-        return "llada"
-    if any(k in kind for k in ("dream", "qwen", "diffucoder", "dcoder")):
-        return "dream"
-    raise ValueError(f"cannot tell the logit convention of model_type {cfg.get('model_type')!r}; pass style='llada' or 'dream'")

@@ -47,7 +47,7 @@ def step_times(engine: Engine, n_slots: int = 16, ctx_tokens: int = 256, reps: i
 def canvas_step_flops(engine: Engine, n_slots: int = 16, ctx_tokens: int = 256) -> float:
     """Multiply-adds x 2 of one cached canvas step of a Hone network: the blocks' matrices and the head for each
     slot, and attention over the context plus the canvas."""
-    c = engine.backend.model.cfg
+    c = engine.backend.network.model.cfg
     d = c.d_model
     per_slot = 2 * (c.n_layers * (4 * d * d + 3 * d * c.d_ff) + c.vocab_size * d)
     attention = c.n_layers * 4 * (ctx_tokens + n_slots) * d
@@ -83,7 +83,7 @@ def keystroke_cost(engine: Engine, chars: int = 120) -> dict | None:
     from ..sampler import prefix_window_start
 
     b = engine.backend
-    if not getattr(b, "spm", False):
+    if not b.streams:
         return None
     text = next(t for t in real_python_texts() if len(t) > 20_000)
     at = len(text) // 2
@@ -126,11 +126,11 @@ def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | N
     figures["step_ms_cached"], figures["step_ms_uncached"] = st["cached"], st["uncached"]
     print(f"model {engine.name} on {engine.device}, {torch.get_num_threads()} threads")
     print(f"one canvas step (16 slots, 256-token context): cached {st['cached']:.2f} ms, uncached {st['uncached']:.2f} ms")
-    if compile and getattr(engine.backend, "spm", False):
+    if compile and engine.backend.streams:
         compile_engine(engine, figures)
         figures["step_ms_compiled"] = step_times(engine)["cached"]
         print(f"one canvas step, compiled: {figures['step_ms_compiled']:.2f} ms")
-    if hasattr(engine.backend, "model"):
+    if engine.backend.network is not None:
         flops, gflops = canvas_step_flops(engine), matmul_gflops()
         figures["step_ms_flop_limit"] = flops / gflops / 1e6
         print(f"compute limit of that step: {figures['step_ms_flop_limit']:.2f} ms "
@@ -145,7 +145,7 @@ def run(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: str | N
     cases = {"single_line": (infill_cases(texts, n, "rest_of_line", 7), "line", 32),
              "block64": (infill_cases(texts, n, "lines", 8), "free", 64)}
     for rule in RULES:
-        if rule == "ar" and not getattr(engine.backend, "spm", False):
+        if rule == "ar" and not engine.backend.streams:
             continue  # only an spm network decodes through a causal stream
         for name, (cs, mode, max_tokens) in cases.items():
             lat, fw, tok, fwd_ms = [], 0, 0, []
@@ -231,7 +231,7 @@ def run_speed(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: s
     from .evaluate import edit_similarity
 
     engine = Engine.load(model_dir, device, threads=threads)
-    ar_engine = engine if getattr(engine.backend, "spm", False) else (Engine.load(ar_dir, device, threads=threads) if ar_dir else None)
+    ar_engine = engine if engine.backend.streams else (Engine.load(ar_dir, device, threads=threads) if ar_dir else None)
     if ar_engine is None:
         raise ValueError("this model has no causal stream to decode autoregressively: pass --ar-model DIR")
     print(f"model {engine.name} on {engine.device}, {torch.get_num_threads()} threads; cases from "

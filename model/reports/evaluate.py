@@ -59,15 +59,14 @@ def infill_cases(texts: list[str], n: int, kind: str, seed: int) -> list[tuple[s
 
 def heldout_ce(engine: Engine, texts: list[str], batches: int = 8) -> dict:
     """Held-out masked-canvas CE (and next-token CE for spm models) with the model's training budgets (Hone models only)."""
-    from ..backends import HoneBackend
     from ..training.heldout import evaluate_heldout, heldout_batches
 
     b = engine.backend
-    if not isinstance(b, HoneBackend):
+    if b.network is None:
         return {}
-    c = b.model.cfg
-    held = heldout_batches(b.tokenizer, texts, Budgets(c.prefix_tokens, c.middle_tokens, c.suffix_tokens), c.layout, batches)
-    return evaluate_heldout(b.model, held, b.mask_id, b.device)
+    net, c = b.network, b.network.model.cfg  # what the network was trained with
+    held = heldout_batches(net.tokenizer, texts, Budgets(c.prefix_tokens, c.middle_tokens, c.suffix_tokens), c.layout, batches)
+    return evaluate_heldout(net.model, held, b.mask_id, engine.device)
 
 
 def run_eval(engine: Engine, texts: list[str], n_line: int = 100, n_multi: int = 40,
@@ -78,7 +77,7 @@ def run_eval(engine: Engine, texts: list[str], n_line: int = 100, n_multi: int =
     single = infill_cases(texts, n_line, "rest_of_line", 1)
     multi = infill_cases(texts, n_multi, "lines", 2)
     for label, over in (decodings or DECODINGS).items():
-        if over.get("rule") == "ar" and not getattr(engine.backend, "spm", False):
+        if over.get("rule") == "ar" and not engine.backend.streams:
             continue
         rec = {}
         for name, cases, mode, max_tokens in (("single", single, "line", 32), ("multi", multi, "free", 96)):

@@ -81,9 +81,10 @@ WAYS = ("eager", "torch.compile", "aotinductor", "onnxruntime")
 
 def run(model_dir: str | None, threads: int | None = None, reps: int = 30, ways: tuple[str, ...] = WAYS) -> dict:
     engine = Engine.load(model_dir, "cpu", threads=threads)
-    model = engine.backend.model
-    if model.cfg.layout != "spm":
-        raise SystemExit("bench steps needs an spm model (its canvas and stream steps)")
+    net = engine.backend.network
+    if net is None or not engine.backend.streams:
+        raise SystemExit("bench steps needs a Hone spm model (its canvas and stream steps)")
+    model = net.model
     gflops, gbs = matmul_gflops(), memory_gbs()
     figures: dict = {"model": engine.name, "threads": torch.get_num_threads(), "context": CONTEXT,
                      "matmul_gflops": round(gflops, 1), "memory_gbs": round(gbs, 1), "limits": {}, "ways": {}}

@@ -1,0 +1,101 @@
+"""Third-party diffusion LMs loaded through transformers (LLaDA-style unshifted, Dream-style shifted logits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import layout
+from ..checkpoint import CheckpointError, read_json
+from ..layout import Segments, Specials
+from ..types import SampleOptions
+from .style import STYLES, detect_style, shift_sources
+
+LLADA_MASK_ID = 126336  # LLaDA's reserved [MASK] id when its tokenizer does not name a mask token
+
+
+class _HFSession:
+    encoded = 0  # no context cache: the whole sequence runs in every step
+
+    def __init__(self, backend: HFBackend, ids: list[int], slot_pos: list[int]):
+        self.b = backend
+        self.ids = torch.tensor(ids, device=backend.device)
+        self.slot_pos = torch.tensor(slot_pos, device=backend.device)
+        self.src = torch.tensor(shift_sources(slot_pos, backend.shifted), device=backend.device)
+
+    @torch.no_grad()
+    def predict(self, canvas: torch.Tensor) -> torch.Tensor:
+        ids = self.ids.clone()
+        ids[self.slot_pos] = canvas.to(self.b.device)
+        out = self.b.model(input_ids=ids[None])
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        return logits[0, self.src].float().cpu()
+
+
+class HFBackend:
+    """A third-party diffusion LM from a local folder (no full-attention cache: every step runs all)."""
+
+    max_holes = None  # any number of holes in one canvas
+    streams = False  # no causal context stream: rule ar is Hone's spm models' own
+    batches = False  # calls run one after another
+    network = None  # not Hone's network: held-out scoring and step reports skip it
+
+    def __init__(self, folder: str | Path, device: torch.device, trust_remote_code: bool = False, style: str = "auto"):
+        if style not in STYLES:
+            raise ValueError(f"unknown model style {style!r}; choose one of {list(STYLES)}")
+        folder = Path(folder)
+        cfg = read_json(folder / "config.json")
+        self.style = style if style != "auto" else detect_style(cfg)
+        self.shifted = self.style == "dream"
+        needs_remote = "auto_map" in cfg
+        if needs_remote and not trust_remote_code:
+            raise CheckpointError(
+                folder / "config.json",
+                "this model ships its own Python code (auto_map); loading it needs the user-level "
+                "opt-in trustRemoteCode / --trust-remote-code",
+            )
+        import transformers  # heavy: only when a third-party model is asked for
+
+        try:
+            self.tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
+            loader = transformers.AutoModel if self.style == "llada" and needs_remote else transformers.AutoModelForCausalLM
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+            self.model = loader.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code, dtype=dtype)
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(folder, f"transformers could not load this model: {e}") from e
+        self.model.to(device).eval()
+        self.device = device
+        mask_id = self.tok.mask_token_id if self.tok.mask_token_id is not None else cfg.get("mask_token_id")
+        if mask_id is None and self.style == "llada":
+            mask_id = LLADA_MASK_ID
+        if mask_id is None:
+            raise CheckpointError(folder, "no mask token: the tokenizer has no mask_token and config.json no mask_token_id")
+        self.mask_id = int(mask_id)
+        self.bos_id = self.tok.bos_token_id
+        self.eos_id = None  # third-party models were not trained with our end-of-document marker
+        self.newline_ids: frozenset[int] = frozenset()  # (cross-file context is then cut at its token budget)
+        nulls = {i for i in (self.tok.eos_token_id, self.tok.pad_token_id) if i is not None}
+        self.null_ids = frozenset(nulls)
+        if self.shifted and self.bos_id is None:
+            self.bos_id = self.tok.eos_token_id if self.tok.eos_token_id is not None else self.tok.pad_token_id
+        self.specials = Specials(self.bos_id, self.eos_id)
+        self.max_len: int | None = getattr(self.model.config, "max_position_embeddings", None)  # not every config says
+
+    def default_options(self) -> SampleOptions:
+        """The generic defaults: a third-party model's config does not record the budgets it was trained with."""
+        return SampleOptions()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode([i for i in ids if i not in self.null_ids and i != self.mask_id], skip_special_tokens=False)
+
+    def session(self, seg: Segments, cached: bool) -> _HFSession:
+        """The infill layout without our context markers, which these models never saw: context is text before the
+        prefix."""
+        if seg.context:
+            seg = Segments([seg.context + seg.pieces[0], *seg.pieces[1:]], seg.holes, seg.doc_end)
+        ids, slot_pos = layout.sequence("infill", seg, self.specials)
+        return _HFSession(self, ids, slot_pos)

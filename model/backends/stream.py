@@ -1,0 +1,115 @@
+"""Hone's causal context stream (the spm layout's [BOS] suffix [EOS?] [BOS] prefix), kept across requests."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+
+from ..network import Denoiser, KVCache
+
+SAVED_STREAMS = 3  # streams kept aside besides the one in use (~9 MB of buffers each for the default model)
+SWITCH_SHARED = 32  # an update that would encode more than this many tokens looks for a saved stream; the current
+# one is set aside when it shares fewer than this many tokens with the new one (a slid prefix window re-encodes
+# ~190 tokens of the same place but shares the suffix: it stays in place)
+
+
+def _shared(a: list[int], b: list[int]) -> int:
+    """How many tokens a and b share from the start."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class ContextStream:
+    """The spm layout's causal context stream ([BOS] suffix [EOS?] [BOS] prefix) kept across requests: a new
+    stream reuses the keys/values of the longest run of tokens it shares with the last one from the start, so
+    typing at the end of the prefix encodes only the new tokens (an exact cache: causal tokens never see later ones).
+    Keys, values and hidden states live in buffers with room to grow: an update writes only its new tokens' rows
+    (a copy of the whole cache per token cost about as much as the token's forward)."""
+
+    def __init__(self, model: Denoiser, device: torch.device, lock: threading.Lock | None = None):
+        self.model, self.device = model, device
+        self.lock = lock or contextlib.nullcontext()  # held while encoding a stream afresh (concurrent requests'
+        # streams share one); extensions are short and go through `extend` (a batcher, for requests run together)
+        self.ids: list[int] = []
+        self._k: list[torch.Tensor] = []  # per layer (1, H, capacity, Dh); the first len(ids) rows are the stream's
+        self._v: list[torch.Tensor] = []
+        self._h: torch.Tensor | None = None  # final hidden states (1, capacity, D)
+        self.last_encoded = 0  # tokens the last update() had to run through the network
+        self.extend = model.extend_stream  # HoneBackend.compile may swap in a compiled copy
+        self.saved: list[tuple[list[int], list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = []  # streams set
+        # aside when another one took over (a jump to another file or place), most recent first: going back to
+        # one resumes it instead of encoding it afresh
+
+    def _switch(self, ids: list[int], keep: int) -> int:
+        """Before encoding more than a few tokens: resume the saved stream sharing most with `ids` when it shares
+        more than the current one (the current one is set aside); or set the current one aside and start anew
+        when it shares little. Returns how many tokens the stream now in use shares with `ids`."""
+        shares = [_shared(ids, saved[0]) for saved in self.saved]
+        shared = max(shares, default=-1)
+        if shared > keep:
+            best = shares.index(shared)
+            current = (self.ids, self._k, self._v, self._h)
+            self.ids, self._k, self._v, self._h = self.saved.pop(best)
+            if current[3] is not None:
+                self.saved.insert(0, current)
+            return shared
+        if self._h is not None and keep < SWITCH_SHARED:  # an unrelated stream: keep this one for a return
+            self.saved.insert(0, (self.ids, self._k, self._v, self._h))
+            del self.saved[SAVED_STREAMS:]
+            self.ids, self._k, self._v, self._h = [], [], [], None
+            return 0
+        return keep
+
+    def views(self, n: int) -> KVCache:
+        """Per layer (k, v) of the stream's first n tokens (1, H, n, Dh): views, valid until the next update."""
+        return [(k[:, :, :n], v[:, :, :n]) for k, v in zip(self._k, self._v)]
+
+    @property
+    def kv(self) -> KVCache:
+        return self.views(len(self.ids))
+
+    @property
+    def h(self) -> torch.Tensor:
+        """Final hidden states of the stream (1, T, D): a view, valid until the next update."""
+        return self._h[:, : len(self.ids)]
+
+    @torch.no_grad()
+    def update(self, ids: list[int]) -> None:
+        keep = _shared(ids, self.ids)
+        if len(ids) - keep > SWITCH_SHARED:  # a jump, not typing: maybe back to a stream set aside
+            keep = self._switch(ids, keep)
+        if keep == len(ids):  # the last stream or a prefix of it (a rejected draft, a deletion): causal, so just cut
+            self.ids, self.last_encoded = self.ids[:keep], 0
+            return
+        new = torch.tensor([ids[keep:]], device=self.device)
+        pos = torch.arange(keep, len(ids), device=self.device)
+        if keep == 0:
+            with self.lock:
+                h, kv = self.model.hidden(new, pos, causal=True, keep_kv=True)
+        else:
+            h, kv = self.extend(new, pos, self.views(keep))
+        self._store(keep, h, kv)
+        self.ids, self.last_encoded = list(ids), len(ids) - keep
+
+    def _store(self, at: int, h: torch.Tensor, kv: KVCache) -> None:
+        """Write the rows of tokens at..at+n (h (1, n, D), kv per layer (1, H, n, Dh)), growing the buffers if needed."""
+        end = at + h.shape[1]
+        if self._h is None or end > self._h.shape[1]:
+            cap = max(256, 2 * end)  # doubling: a long stream grows its buffers a few times, not per token
+            old_k, old_v, old_h = self._k, self._v, self._h
+            self._h = h.new_empty((1, cap, h.shape[2]))
+            self._k = [k.new_empty((*k.shape[:2], cap, k.shape[3])) for k, _ in kv]
+            self._v = [torch.empty_like(k) for k in self._k]
+            if old_h is not None and at:
+                self._h[:, :at] = old_h[:, :at]
+                for new_k, new_v, k, v in zip(self._k, self._v, old_k, old_v):
+                    new_k[:, :, :at], new_v[:, :, :at] = k[:, :, :at], v[:, :, :at]
+        self._h[:, at:end] = h
+        for buf_k, buf_v, (k, v) in zip(self._k, self._v, kv):
+            buf_k[:, :, at:end], buf_v[:, :, at:end] = k, v
