@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import msgspec
 import torch
 
-from .backends.protocols import CanvasBackend, Session, StreamBackend
+from .backends.protocols import CanvasBackend, Session, StreamBackend, TokenPrefixes
 from .layout import Segments, clip_context
 from .types import BLOCK_SLOTS, LINE_SLOTS, Cancelled, Result, SampleOptions, Stats
 
@@ -281,9 +281,7 @@ def _sample_in_turn(backend: CanvasBackend, pieces: list[str], opts: SampleOptio
         r = sample(backend, [before, after], sub, cancel, seed, context)
         texts.append(r.texts[0])
         before += r.texts[0] + after
-        for f in ("forwards", "context_encodes", "context_tokens", "slots", "grew"):
-            setattr(total, f, getattr(total, f) + getattr(r.stats, f))
-        total.deadline_hit |= r.stats.deadline_hit
+        total.add(r.stats)
     total.tokens = sum(len(backend.encode(t)) for t in texts)
     total.tokens_per_forward = total.tokens / max(1, total.forwards)
     total.wall_ms = (time.perf_counter() - t0) * 1000
@@ -394,14 +392,67 @@ def accept_draft(logits: torch.Tensor, best: int, drafted: int, share: float, nu
     return drafted if float(logits[drafted] - logits[best]) >= math.log(share) else best
 
 
+@dataclass(frozen=True)
+class Draft:
+    """Tokens to verify in the next forward of the stream."""
+
+    tokens: list[int]
+    strong: bool = False  # a 3- or 2-token match in the document: its tokens may be kept below the model's best
+    forwards: int = 0  # forwards drafting cost (a canvas step)
+
+
+def next_draft(backend: StreamBackend, opts: SampleOptions, so_far: list[int], after: list[int], room: int,
+               canvas_after: list[int] | None) -> Draft:
+    """The draft chain of greedy rule ar, first source that drafts: a 3- or 2-token match in the document (strong:
+    prompt lookup in `so_far`, the prefix and the output, else in `after`, the suffix), a 1-token match, the corpus
+    n-gram table (weak: WEAK_DRAFT tokens at most), one canvas step after the stream `canvas_after` (None: no canvas
+    draft). At most `room` tokens (the verify pass adds the model's own next token)."""
+    if opts.temperature > 0 or room <= 0:
+        return Draft([])
+    k = min(room, opts.draft_tokens)
+    if opts.draft in ("lookup", "ngram", "both"):
+        if tokens := lookup_draft(so_far, k, LOOKUP_NGRAMS[:-1], after=after):
+            return Draft(tokens, strong=True)
+        if tokens := lookup_draft(so_far, min(k, WEAK_DRAFT), LOOKUP_NGRAMS[-1:], after=after):
+            return Draft(tokens)
+        table = backend.drafts if opts.draft != "lookup" else None
+        if table is not None and (tokens := table.draft(so_far, min(k, WEAK_DRAFT))):
+            return Draft(tokens)
+    if canvas_after is not None and opts.draft in ("canvas", "both"):
+        # its first slot is read off the stream's last token, so the verify pass always keeps it
+        return Draft(backend.canvas_draft(canvas_after, k), forwards=1)
+    return Draft([])
+
+
+def heal_rows(logits: torch.Tensor, needs: list[str], prefixes: TokenPrefixes) -> None:
+    """In place, the healing constraint: each row (len(needs), V) with backed-up text left to spell keeps only the
+    tokens that spell on it."""
+    for row, left in enumerate(needs):
+        if left:
+            agreeing = torch.tensor(prefixes.agreeing(left))
+            logits[row] = torch.full_like(logits[row], -math.inf).index_copy_(0, agreeing, logits[row, agreeing])
+
+
+def ends_before(backend: StreamBackend, opts: SampleOptions, t: int, out: list[int], n_stream: int, stats: Stats) -> bool:
+    """Whether the middle ends before token `t`, which would follow `out` after the first `n_stream` tokens of the
+    stream: a null; beyond line completions, a line break where the canvas puts p(null) at or above
+    opts.empty_threshold (one forward, counted in `stats`). The stream hardly ever predicts null (it is trained on
+    it only where a middle is empty); the canvas is, after every middle."""
+    if t in backend.null_ids:
+        return True
+    if opts.mode != "line" and out and t in backend.newline_ids:
+        stats.forwards += 1
+        return backend.canvas_null_prob(n_stream, out) >= opts.empty_threshold
+    return False
+
+
 def _sample_ar(req: _Request) -> str:
     """Left-to-right decoding through the causal context stream of an spm model, until the model predicts null,
     the mode's end rule cuts, the output loops (one copy of the loop is kept), or (beyond line completions) the
-    canvas says the middle ends at a line break. Greedy decoding drafts several tokens and verifies them in one
-    forward of the stream (the longest run it agrees with is kept, plus its own next token): drafts come from the
-    document (prompt lookup), from the corpus (the model's n-gram table, model.drafts) or from one canvas step (the
-    diffusion head). Drafts change the text only through `draft_accept`: a document draft's token the model finds
-    nearly as likely as its best one is kept (0: exactly the greedy text)."""
+    canvas says the middle ends at a line break. Greedy decoding drafts several tokens (next_draft) and verifies them
+    in one forward of the stream (the longest run it agrees with is kept, plus its own next token). Drafts change
+    the text only through `draft_accept`: a document draft's token the model finds nearly as likely as its best one
+    is kept (0: exactly the greedy text)."""
     backend: StreamBackend = req.backend  # sample() checked its `streams` answer
     toks, opts, stats, hole = req.toks, req.opts, req.stats, req.holes[0]
     prefix, healed = toks[0], ""  # healing: the text of the backed-up tokens, which the output must spell first
@@ -409,7 +460,6 @@ def _sample_ar(req: _Request) -> str:
         prefix, healed = prefix[:-k], backend.decode(prefix[-k:])
     need = healed  # what of it is still to spell
     stream = backend.stream(req.segments([prefix, toks[1]], [[]]))
-    greedy = opts.temperature <= 0
     out: list[int] = []
     text = ""
     stats.context_encodes += 1
@@ -418,49 +468,26 @@ def _sample_ar(req: _Request) -> str:
         if req.past_deadline() and out:
             stats.deadline_hit = True
             break
-        room = opts.max_tokens - len(out) - 1
-        draft: list[int] = []
-        strong = False  # a 3- or 2-token match in the document: its tokens may be kept below the model's best
-        if greedy and room > 0 and opts.draft in ("lookup", "ngram", "both"):
-            so_far, k = prefix + out, min(room, opts.draft_tokens)
-            draft = lookup_draft(so_far, k, LOOKUP_NGRAMS[:-1], after=toks[1])
-            strong = bool(draft)
-            if not draft:  # weak sources draft a few tokens only
-                draft = lookup_draft(so_far, min(k, WEAK_DRAFT), LOOKUP_NGRAMS[-1:], after=toks[1])
-            if not draft and backend.drafts is not None and opts.draft != "lookup":
-                draft = backend.drafts.draft(so_far, min(k, WEAK_DRAFT))
-        if greedy and room > 0 and not need and not draft and opts.draft in ("canvas", "both"):
-            # its first slot is read off the stream's last token, so the verify pass always keeps it
-            draft = backend.canvas_draft(stream + out, min(room, opts.draft_tokens))
-            stats.forwards += 1
-        draft, needs = spell_rows(backend.token_texts, draft, need)
-        logits, encoded = backend.stream_logits(stream + out + draft, len(draft) + 1)  # (len(draft) + 1, V)
+        draft = next_draft(backend, opts, prefix + out, toks[1], opts.max_tokens - len(out) - 1,
+                           None if need else stream + out)
+        stats.forwards += draft.forwards
+        drafted, needs = spell_rows(backend.token_texts, draft.tokens, need)
+        logits, encoded = backend.stream_logits(stream + out + drafted, len(drafted) + 1)  # (len(drafted) + 1, V)
         stats.context_tokens += encoded
         stats.forwards += 1
         logits[:, backend.mask_id] = -math.inf
-        for row, left in enumerate(needs):  # healing: only tokens that spell on what the cursor cut
-            if left:
-                agreeing = torch.tensor(backend.token_prefixes.agreeing(left))
-                logits[row] = torch.full_like(logits[row], -math.inf).index_copy_(0, agreeing, logits[row, agreeing])
+        heal_rows(logits, needs, backend.token_prefixes)
         tok, conf, _ = _pick(logits, opts, req.gen)
         if not out and not healed:  # the empty-hole rule of the diffusion path: stay empty only when null is likely enough
-            _no_unsure_empty(logits[:1], tok[:1], conf[:1], torch.ones(1, dtype=torch.bool), [_Hole([backend.mask_id])],
-                             backend.null_ids, opts.empty_threshold)
+            _content_unless_sure(logits, tok, conf, 0, backend.null_ids, opts.empty_threshold)
         ended = False
         for i, t in enumerate(tok.tolist()):  # the verified draft, then the model's own token after it
-            if strong and out and i < len(draft):  # (the first token of a completion is always the model's own)
-                t = accept_draft(logits[i], t, draft[i], opts.draft_accept, backend.null_ids)
+            if draft.strong and out and i < len(drafted):  # (the first token of a completion is always the model's own)
+                t = accept_draft(logits[i], t, drafted[i], opts.draft_accept, backend.null_ids)
             stats.slots += 1
-            if t in backend.null_ids:
+            if ends_before(backend, opts, t, out, len(stream), stats):
                 ended = True
                 break
-            if opts.mode != "line" and out and t in backend.newline_ids:
-                # the stream hardly ever predicts null (it is trained on it only where a middle is empty); the
-                # canvas is, after every middle: ask it whether the middle ends before this line break
-                stats.forwards += 1
-                if backend.canvas_null_prob(len(stream), out) >= opts.empty_threshold:
-                    ended = True
-                    break
             out.append(t)
             if need:  # the row was constrained to tokens that spell on it
                 need = spell_on(need, backend.token_texts[t])
@@ -471,7 +498,7 @@ def _sample_ar(req: _Request) -> str:
             if cut or looped or len(out) >= opts.max_tokens:
                 ended = True
                 break
-            if i >= len(draft) or draft[i] != t:
+            if i >= len(drafted) or drafted[i] != t:
                 break
         if ended:
             break
@@ -503,15 +530,20 @@ def _window(masked: torch.Tensor, holes: list[_Hole], window: int) -> torch.Tens
 
 
 def _no_unsure_empty(logits, tok, conf, masked, holes: list[_Hole], null_ids: frozenset[int], threshold: float) -> None:
-    """In place: an undecided first slot whose pick is null below `threshold` takes its best content token."""
-    nulls = list(null_ids)
+    """In place: the undecided first slot of each open hole takes its best content token unless it is sure of null."""
     for h, sl in _spans(holes):
-        i = sl.start
-        if h.done or not len(h.slots) or not bool(masked[i]) or int(tok[i]) not in null_ids or float(conf[i]) >= threshold:
-            continue
-        probs = torch.softmax(logits[i].float(), dim=-1)
-        probs[nulls] = 0.0
-        conf[i], tok[i] = probs.max(-1)
+        if not h.done and len(h.slots) and bool(masked[sl.start]):
+            _content_unless_sure(logits, tok, conf, sl.start, null_ids, threshold)
+
+
+def _content_unless_sure(logits, tok, conf, i: int, null_ids: frozenset[int], threshold: float) -> None:
+    """The empty-hole rule, in place on slot i of logits (n, V), tok and conf (n,): a pick of null below `threshold`
+    becomes the best content token (null is often the argmax at ~10% while content spreads thin)."""
+    if int(tok[i]) not in null_ids or float(conf[i]) >= threshold:
+        return
+    probs = torch.softmax(logits[i].float(), dim=-1)
+    probs[list(null_ids)] = 0.0
+    conf[i], tok[i] = probs.max(-1)
 
 
 def _null_tail(tok: torch.Tensor, masked: torch.Tensor, holes: list[_Hole], null_ids: frozenset[int]) -> torch.Tensor:

@@ -100,6 +100,13 @@ class Stats(msgspec.Struct):
     grew: int = 0  # times a hole's canvas was enlarged
     deadline_hit: bool = False
 
+    def add(self, other: Stats) -> None:
+        """Add another call's figures to these, every field (a flag is set when either is): holes filled in turn.
+        The ratio and the clock add up too; whoever sums calls sets them afresh for the whole."""
+        for f in self.__struct_fields__:
+            mine, theirs = getattr(self, f), getattr(other, f)
+            setattr(self, f, (mine or theirs) if isinstance(mine, bool) else mine + theirs)
+
 
 @dataclass
 class Result:

@@ -207,6 +207,35 @@ def test_prefix_window_slides_in_steps():
     assert len(set(starts)) == 3  # one move per PREFIX_SLIDE tokens typed, not one per token
 
 
+def test_draft_chain_takes_the_first_source_that_drafts_and_says_its_strength():
+    from types import SimpleNamespace
+
+    from model.sampler import WEAK_DRAFT, Draft, next_draft
+
+    table = SimpleNamespace(draft=lambda tokens, k: [70, 71, 72, 73, 74][:k])
+    b = SimpleNamespace(drafts=table, canvas_draft=lambda stream, n: [90] * n)
+    opts = SampleOptions(draft="both", draft_tokens=5)
+    assert next_draft(b, opts, [1, 2, 3, 4, 1, 2], [], 8, [0]) == Draft([3, 4, 1, 2], strong=True)  # 2-token match
+    assert next_draft(b, opts, [5, 1, 6, 1], [], 8, [0]) == Draft([6, 1])  # 1-token match: weak, capped
+    assert next_draft(b, opts, [5, 6], [], 8, [0]) == Draft([70, 71, 72][:WEAK_DRAFT])  # the corpus table
+    assert next_draft(b, SampleOptions(draft="lookup"), [5, 6], [], 8, [0]) == Draft([])  # lookup: no table
+    assert next_draft(b, SampleOptions(draft="canvas", draft_tokens=5), [5, 6], [], 3, [0]) == Draft([90] * 3, forwards=1)
+    assert next_draft(b, SampleOptions(draft="canvas"), [5, 6], [], 3, None) == Draft([])  # healing: no canvas draft
+    assert next_draft(b, SampleOptions(draft="both", temperature=0.5), [1, 2, 1], [], 8, [0]) == Draft([])  # sampling
+    assert next_draft(b, opts, [1, 2, 1], [], 0, [0]) == Draft([])  # no room left
+
+
+def test_heal_rows_keep_only_tokens_that_spell_on_what_is_left():
+    from types import SimpleNamespace
+
+    from model.sampler import heal_rows
+
+    logits = torch.zeros(3, 6)
+    heal_rows(logits, ["ab", "", "b"], SimpleNamespace(agreeing=lambda need: [1, 2] if need == "ab" else [4]))
+    assert torch.isinf(logits[0, [0, 3, 4, 5]]).all() and (logits[0, [1, 2]] == 0).all()
+    assert (logits[1] == 0).all() and logits[2].isfinite().tolist() == [False] * 4 + [True, False]
+
+
 def test_lookup_draft_finds_the_latest_earlier_match():
     from model.sampler import lookup_draft
 
