@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
 from model.types import Engine
-
-COMPILE_NICE = 10  # niceness of the thread that builds compiled steps (0 normal, 19 lowest)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +67,13 @@ class ModelManager:
         self.state = "idle"  # idle | loading | ready | error
         self.engine: Engine | None = None
         self.error = ""
-        self.steps = ""  # how the model's steps run: "eager", "compiling", "compiled" or "eager (why)"; "" before a model
         self.future: Future = Future()
+
+    @property
+    def steps(self) -> str:
+        """How the model's steps run, as the engine says (model.engine.Engine.steps); "" before a model, or for a
+        remote one (the service compiles its own)."""
+        return str(getattr(self.engine, "steps", "")) if self.state == "ready" else ""
 
     def request(self, target: Target) -> bool:
         """Load `target` in a background thread unless it is already loaded or loading; True if a load started."""
@@ -80,7 +82,7 @@ class ModelManager:
                 return False
             self._generation += 1
             gen = self._generation
-            self.target, self.state, self.error, self.steps = target, "loading", "", ""
+            self.target, self.state, self.error = target, "loading", ""
             self.future = fut = Future()
             fut.set_running_or_notify_cancel()  # waiters may time out, but cannot cancel the load
         threading.Thread(target=self._load, args=(gen, target, fut), name=f"hone-load-{gen}", daemon=True).start()
@@ -96,36 +98,20 @@ class ModelManager:
         else:
             error = ""
             log.info("model %s loaded on %s", getattr(engine, "name", "?"), getattr(engine, "device", "?"))
-        compile_steps = getattr(engine, "compile", None)  # the local engine; a remote one compiles nothing here
         with self._lock:
             current = gen == self._generation
             if current:
                 self.engine, self.error = engine, error
                 self.state = "ready" if engine is not None else "error"
-                if compile_steps is not None:
-                    self.steps = "compiling" if target.compile else "eager"
+        if current and target.compile and hasattr(engine, "compile_in_background"):  # a remote engine has none
+            engine.compile_in_background(lambda: self._steps_changed(gen))  # answering with eager steps meanwhile
         if current:
             self.on_change()
         fut.set_result(engine)
-        if current and compile_steps is not None and target.compile:
-            self._compile(gen, compile_steps)
 
-    def _compile(self, gen: int, compile_steps: Callable[[], str]) -> None:
-        """Compile the engine's steps while it already answers (eagerly); the status says how its steps run."""
-        try:  # a build competes with the editor and with completions: this thread (and the compilers it starts) yield
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPILE_NICE)
-        except (AttributeError, OSError):  # not Linux (a thread's priority is not its own there): normal priority
-            pass
-        try:
-            outcome = compile_steps()
-        except Exception as e:  # the engine keeps its eager steps
-            outcome = f"eager (compiling failed: {type(e).__name__})"
-        log.info("model steps: %s", outcome)
-        with self._lock:
-            if gen != self._generation:
-                return
-            self.steps = outcome
-        self.on_change()
+    def _steps_changed(self, gen: int) -> None:
+        if gen == self._generation:
+            self.on_change()
 
     def label(self) -> str:
         """The model's name for status messages."""

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -17,6 +18,7 @@ from .drafts import DRAFTS_FILE, NgramDrafts
 from .sampler import sample
 from .types import DEVICES, Fit, Limits, Result, SampleOptions, fit_options
 
+COMPILE_NICE = 10  # niceness of the thread that builds compiled steps (0 normal, 19 lowest): it yields to requests
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +73,7 @@ class Engine:
     def __init__(self, backend, name: str, device: torch.device):
         self.backend, self.name, self.device = backend, name, device
         self.lock = threading.Lock()
+        self.steps = "eager"  # how the model's steps run: eager, compiling, compiled or "eager (why)" (the status shows it)
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, device: str = "auto", trust_remote_code: bool = False,
@@ -140,10 +143,36 @@ class Engine:
         return SampleOptions()
 
     def compile(self) -> str:
-        """Compile the model's denoising step where the backend can (see HoneBackend.compile); returns the outcome.
-        Runs beside requests (they use the eager step until the compiled one is ready)."""
+        """Compile the model's denoising step where the backend can (see HoneBackend.compile); returns the outcome,
+        which `steps` keeps. Runs beside requests (they use the eager step until the compiled one is ready); any
+        failure leaves the eager steps."""
         fn = getattr(self.backend, "compile", None)
-        return fn() if fn is not None else "eager (this backend is not compiled)"
+        if fn is None:
+            self.steps = "eager (this backend is not compiled)"
+            return self.steps
+        self.steps = "compiling"
+        try:
+            self.steps = fn()
+        except Exception as e:  # noqa: BLE001 - whatever broke, the eager steps keep serving; `steps` says so
+            self.steps = f"eager (compiling failed: {type(e).__name__})"
+        return self.steps
+
+    def compile_in_background(self, done: Callable[[], None] = lambda: None) -> threading.Thread:
+        """compile() on a thread of its own at COMPILE_NICE (the build competes with the editor and with completions,
+        the compilers it starts inherit the priority); `steps` says "compiling" from now on, done() runs after."""
+        self.steps = "compiling"
+
+        def run() -> None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPILE_NICE)
+            except (AttributeError, OSError):  # not Linux (a thread's priority is not its own there): normal priority
+                pass
+            log.info("model steps: %s", self.compile())
+            done()
+
+        thread = threading.Thread(target=run, name="hone-compile", daemon=True)
+        thread.start()
+        return thread
 
     def count_tokens(self, text: str) -> int:
         return len(self.backend.encode(text))

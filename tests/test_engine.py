@@ -24,3 +24,37 @@ def test_engine_fit_shrinks_for_its_model(engine):
     fit = engine.fit(SampleOptions(max_tokens=400, prefix_budget=192, suffix_budget=64))
     assert fit.opts is not None and fit.opts.max_tokens == 512 - 3 - 192 - 64 and "253 slots per hole" in fit.reason
     assert engine.fit(SampleOptions(max_tokens=64)).reason == ""
+
+
+def test_the_engine_keeps_its_compile_status():
+    """Engine.compile records what happened in `steps` (the server's status and the service's /hone/stats read it):
+    the backend's outcome, a failure as eager with its kind, or a backend that has nothing to compile."""
+    import threading
+
+    import torch
+
+    from model.engine import Engine
+
+    class Backend:
+        def __init__(self, outcome):
+            self.outcome, self.release = outcome, threading.Event()
+
+        def compile(self):
+            self.release.wait(30)
+            if isinstance(self.outcome, Exception):
+                raise self.outcome
+            return self.outcome
+
+    cpu = torch.device("cpu")
+    eng = Engine(Backend("compiled"), "m", cpu)
+    assert eng.steps == "eager"
+    done = threading.Event()
+    thread = eng.compile_in_background(done.set)
+    assert eng.steps == "compiling"  # at once, before the build has started
+    eng.backend.release.set()
+    assert done.wait(30) and eng.steps == "compiled"
+    thread.join(30)
+    failing = Engine(Backend(OSError("no compiler")), "m", cpu)
+    failing.backend.release.set()
+    assert failing.compile() == failing.steps == "eager (compiling failed: OSError)"
+    assert Engine(object(), "m", cpu).compile() == "eager (this backend is not compiled)"

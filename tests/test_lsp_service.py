@@ -172,18 +172,22 @@ def test_model_manager_newest_load_wins():
 
 
 def test_model_manager_compiles_steps_after_loading():
-    """A loaded engine answers at once; its steps compile afterwards and the outcome (or the failure) is kept."""
+    """A loaded engine answers at once; its steps compile afterwards and the status reads the outcome (or the failure)
+    from the engine."""
     import threading
     import time
 
+    import torch
+
     from lsp_server.models import ModelManager, Target
+    from model.engine import Engine
 
     def settled(m, timeout=30):
         end = time.monotonic() + timeout
         while m.steps == "compiling" and time.monotonic() < end:
             time.sleep(0.02)
 
-    class Compiles:
+    class Compiles:  # a backend whose compile() waits for the test
         def __init__(self, outcome):
             self.outcome, self.release = outcome, threading.Event()
 
@@ -193,16 +197,18 @@ def test_model_manager_compiles_steps_after_loading():
                 raise self.outcome
             return self.outcome
 
-    engines = {"ok": Compiles("compiled"), "bad": Compiles(RuntimeError("no compiler")), "off": Compiles("compiled")}
-    m = ModelManager(loader=lambda t: engines[t.model])
+    backends = {"ok": Compiles("compiled"), "bad": Compiles(RuntimeError("no compiler")), "off": Compiles("compiled")}
+    changes = []
+    m = ModelManager(on_change=lambda: changes.append(m.steps),
+                     loader=lambda t: Engine(backends[t.model], t.model, torch.device("cpu")))
     m.request(Target("ok", "cpu", False, compile=True))
     m.future.result(30)
     assert m.state == "ready" and m.steps == "compiling"  # serving (eagerly) while it compiles
-    engines["ok"].release.set()
+    backends["ok"].release.set()
     settled(m)
-    assert m.steps == "compiled"
+    assert m.steps == "compiled" and changes[-1] == "compiled"  # the status was told
     m.request(Target("bad", "cpu", False, compile=True))
-    engines["bad"].release.set()
+    backends["bad"].release.set()
     m.future.result(30)
     settled(m)
     assert m.steps == "eager (compiling failed: RuntimeError)" and m.state == "ready"

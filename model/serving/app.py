@@ -58,9 +58,8 @@ class HoneService:
         from ..engine import Engine
 
         self.engine = Engine.load(model_dir or None, device, threads=threads)
-        self.steps = "compiling" if compile else "eager"  # how the engine's steps run (/hone/stats)
-        if compile:  # in the background: the replica answers with eager steps meanwhile
-            threading.Thread(target=self._compile, name="hone-compile", daemon=True).start()
+        if compile:  # in the background: the replica answers with eager steps meanwhile (/hone/stats: steps)
+            self.engine.compile_in_background()
         self._token = token.encode() if token else None
         self._run.set_max_batch_size(max_batch_size)
         self._run.set_batch_wait_timeout_s(batch_wait_s)
@@ -164,13 +163,7 @@ class HoneService:
 
     async def _stats(self, body: bytes) -> Response:
         ctx = serve.get_replica_context()
-        return _json({**self.counters, "replica": str(getattr(ctx, "replica_id", "")), "steps": self.steps})
-
-    def _compile(self) -> None:
-        try:
-            self.steps = self.engine.compile()
-        except Exception as e:  # the eager steps keep serving
-            self.steps = f"eager (compiling failed: {type(e).__name__})"
+        return _json({**self.counters, "replica": str(getattr(ctx, "replica_id", "")), "steps": self.engine.steps})
 
     async def _models(self, body: bytes) -> Response:
         return _json({"object": "list", "data": [{"id": self.engine.name, "object": "model", "owned_by": "hone"}]})
