@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 
+from model.types import DEVICES
+
 from .models import ModelManager, Target, load_engine
 
 
@@ -16,7 +18,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default)")
     p.add_argument("--tcp", metavar="HOST:PORT", help="listen on a TCP socket instead of stdio")
     p.add_argument("--model", default="", help="model folder (default: the shipped model)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for inference (default: the free cores, as every hone command)")
     p.add_argument("--trust-remote-code", action="store_true",

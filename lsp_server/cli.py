@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from model.config import VOCAB_SIZE
+from model.types import DEVICES
+
 
 def _complete(a) -> int:
     from lsp_server.completion import complete_file
@@ -206,7 +209,7 @@ def _args_tokenizer(sub) -> None:
     c = sub.add_parser("tokenizer", help="train the byte-level BPE on a corpus")
     c.add_argument("--corpus", default="data/corpus")
     c.add_argument("--out", default="data/tokenizer.json")
-    c.add_argument("--vocab-size", type=int, default=8192)
+    c.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
     c.add_argument("--max-chars", type=int, default=40_000_000)
     c.set_defaults(fn=_tokenizer)
 
@@ -305,7 +308,7 @@ def _args_drafts(sub) -> None:
 def _args_serve(sub) -> None:
     c = sub.add_parser("serve", help="the team service: the engine in Ray Serve replicas behind an HTTP API")
     c.add_argument("--model", default=None, help="model folder (default: the shipped model)")
-    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+    c.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto: one GPU per replica when the Ray cluster has GPUs, else CPUs")
     c.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback; others need --token-file)")
     c.add_argument("--port", type=int, default=8000)

@@ -64,10 +64,19 @@ def save_model(folder: str | Path, model: Denoiser, tokenizer: HoneTokenizer, dt
     return folder
 
 
-def load_config(folder: str | Path) -> ModelConfig:
-    path = Path(folder) / CONFIG_FILE
+def config_path(folder: str | Path) -> Path:
+    """A model folder's config.json (ours or a transformers model's); CheckpointError when either is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(folder, "model folder does not exist")
+    path = folder / CONFIG_FILE
     if not path.is_file():
-        raise CheckpointError(path, "missing (not a Hone model folder?)")
+        raise CheckpointError(path, "missing (not a model folder?)")
+    return path
+
+
+def load_config(folder: str | Path) -> ModelConfig:
+    path = config_path(folder)
     try:
         cfg = msgspec.json.decode(path.read_bytes(), type=ModelConfig)
         cfg.validate()
@@ -92,8 +101,6 @@ def weight_files(folder: Path) -> list[Path]:
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, HoneTokenizer]:
     """Rebuild the network and tokenizer from a folder; raise CheckpointError on any problem."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(folder, "model folder does not exist")
     cfg = load_config(folder)
     tok_path = folder / TOKENIZER_FILE
     if not tok_path.is_file():

@@ -23,6 +23,7 @@ import msgspec
 import torch
 from torch import nn
 
+from .machine import cpuinfo
 from .network import Denoiser, KVCache
 
 AOT_FORMAT = 3  # bump when what is exported changes: old packages are then rebuilt, never loaded
@@ -39,14 +40,7 @@ def cache_root() -> Path:
 
 def _cpu_id() -> str:
     """What the compiled code was built for: generated kernels use the building CPU's vector instructions."""
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line
-                break
-    except OSError:
-        pass
+    flags = next((line for line in cpuinfo().splitlines() if line.startswith("flags")), "")
     return f"{platform.machine()} {platform.processor()} {flags}"
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import msgspec
 
 LAYOUTS = ("infill", "spm")
+VOCAB_SIZE = 8192  # the tokenizer we train and the networks built on it: special tokens included
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=False, kw_only=True):
     model_type: str = "hone-diffusion"  # marks the folder as ours (third-party folders say llada, Dream, ...)
-    vocab_size: int = 8192  # tokenizer size, special tokens included
+    vocab_size: int = VOCAB_SIZE  # tokenizer size, special tokens included
     d_model: int = 320  # residual width
     n_layers: int = 6  # transformer blocks
     n_heads: int = 5  # attention heads; d_model must divide evenly

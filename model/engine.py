@@ -13,8 +13,9 @@ import torch
 from . import DEFAULT_MODEL_DIR
 from .backends import HFBackend, HoneBackend
 from .batching import run_together
-from .checkpoint import CheckpointError, load_model, read_json
+from .checkpoint import config_path, load_model, read_json
 from .drafts import DRAFTS_FILE, NgramDrafts
+from .machine import free_cores
 from .sampler import sample
 from .types import DEVICES, Fit, Limits, Result, SampleOptions, fit_options
 
@@ -37,14 +38,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' requested but MPS is not available")
     return torch.device(name)
-
-
-def default_threads() -> int:
-    """Match the free cores: an oversubscribed CPU forward is many times slower."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def _attempt(fn, *args):
@@ -81,12 +74,8 @@ class Engine:
         folder = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
         dev = resolve_device(device)
         if dev.type == "cpu":
-            torch.set_num_threads(threads or default_threads())
-        if not folder.is_dir():
-            raise CheckpointError(folder, "model folder does not exist")
-        if not (folder / "config.json").is_file():
-            raise CheckpointError(folder / "config.json", "missing (not a model folder?)")
-        cfg = read_json(folder / "config.json")
+            torch.set_num_threads(threads or free_cores())
+        cfg = read_json(config_path(folder))  # ours or a transformers model's: it says which
         if cfg.get("model_type") == "hone-diffusion":
             model, tokenizer = load_model(folder, dev)
             backend = HoneBackend(model, tokenizer, dev, _load_drafts(folder, tokenizer.vocab_size))

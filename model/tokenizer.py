@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from .config import VOCAB_SIZE
+
 PAD = "<|pad|>"
 BOS = "<|bos|>"
 EOS = "<|eos|>"
@@ -94,7 +96,7 @@ def _new_tokenizer() -> Tokenizer:
     return tok
 
 
-def train_tokenizer(texts: Iterator[str] | list[str], vocab_size: int = 8192, show_progress: bool = True) -> HoneTokenizer:
+def train_tokenizer(texts: Iterator[str] | list[str], vocab_size: int = VOCAB_SIZE, show_progress: bool = True) -> HoneTokenizer:
     """Train a byte-level BPE on `texts`; every byte is in the alphabet, so any text round-trips."""
     if vocab_size < len(SPECIAL_TOKENS) + 256:
         raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + 256}")

@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from lsp_server.settings import Settings, merge, needs_reload, unwrap
-from model.types import RULES, SampleOptions
+from model.types import DEVICES, MAX_TOKENS, RULES, SampleOptions
 
 
 def test_defaults_match_the_extension():
@@ -20,6 +20,9 @@ def test_defaults_match_the_extension():
     for key, value in ours.items():
         assert props[f"hone.{key}"]["default"] == value, key
     assert props["hone.commitRule"]["enum"] == list(RULES)
+    assert props["hone.device"]["enum"] == list(DEVICES) and props["hone.maxTokens"]["maximum"] == MAX_TOKENS
+    ts = (Path(__file__).parents[1] / "extension" / "src" / "settings.ts").read_text()  # the extension's own checks
+    assert f"DEVICES = {list(DEVICES)} as const" in ts and f"intIn(1, {MAX_TOKENS})" in ts
     engine = SampleOptions()
     assert (ours["maxTokens"], ours["threshold"], ours["commitRule"]) == (engine.max_tokens, engine.threshold, engine.rule)
 

@@ -13,7 +13,6 @@ import asyncio
 import hmac
 import ipaddress
 import logging
-import os
 import signal
 import threading
 import time
@@ -26,8 +25,9 @@ from ray.serve.metrics import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..machine import free_cores
 from . import api
-from .batch import CLIENT_GONE, OK, Job, Outcome, run_batch
+from .batch import BAD_REQUEST, CLIENT_GONE, DEADLINE_PASSED, OK, Job, Outcome, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class HoneService:
 
     def _answer(self, out: Outcome, make: Callable[[], Any]) -> Response:
         if out.status != OK:
-            self.counters[{504: "deadline", 400: "bad"}.get(out.status, "errors")] += 1
+            self.counters[{DEADLINE_PASSED: "deadline", BAD_REQUEST: "bad"}.get(out.status, "errors")] += 1
             return _error(out.status, out.error)
         self.counters["answered"] += 1
         assert out.result is not None
@@ -221,11 +221,6 @@ def build_app(model_dir: str | None, device: str = "auto", replicas: int = 1, to
     return deployment.bind(model_dir, device, token, threads, max_batch_size, batch_wait_s, compile)
 
 
-def _cores() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -246,7 +241,7 @@ def start(model_dir: str | None, *, device: str = "auto", host: str = "127.0.0.1
     if replicas is None:
         replicas = gpus if gpus and device in ("auto", "cuda") else 1
     if threads is None and not (gpus and device in ("auto", "cuda")):
-        threads = max(1, _cores() // replicas)  # CPU replicas share this machine's cores
+        threads = max(1, free_cores() // replicas)  # CPU replicas share this machine's cores
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(model_dir, device, replicas, token, threads=threads, max_replicas=max_replicas, compile=compile),
               name=APP_NAME, route_prefix="/", blocking=False)

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from .batch import DEADLINE_PASSED
+
 PREFIX_CHARS = 4000  # what an editor plugin sends around the cursor (the engine keeps its token budgets of it)
 SUFFIX_CHARS = 1000
 
@@ -167,7 +169,7 @@ class InfillClient:
     def __call__(self, prefix: str, suffix: str) -> None:
         status, data = self._request("POST", "/infill", json.dumps(
             {**self.body, "input_prefix": prefix, "input_suffix": suffix}).encode())
-        if status == 504:
+        if status == DEADLINE_PASSED:
             raise Expired()
         if status != 200:
             raise RuntimeError(f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}")
@@ -200,9 +202,10 @@ def _service(args: argparse.Namespace, threads: int) -> tuple[str, str | None, C
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..engine import Engine, default_threads
+    from ..engine import Engine
+    from ..machine import free_cores
 
-    threads = args.threads or default_threads()
+    threads = args.threads or free_cores()
     levels = [int(n) for n in str(args.editors).split(",") if n.strip()]
     max_tokens = args.max_tokens or 16
     deadline_ms = args.deadline_ms if args.deadline_ms is not None else 1500

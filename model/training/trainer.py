@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..checkpoint import save_model
 from ..config import preset
 from ..layout import Budgets
+from ..machine import cpuinfo as _cpuinfo
 from ..network import Denoiser
 from ..tokenizer import HoneTokenizer
 from .curves import plot_losses
@@ -74,13 +75,6 @@ TRAIN_PRESETS = {
     # continue a model (--init-from) on your own code: its network and tokenizer, diffusion only
     "finetune": dict(route="diffusion", hours=0.5, batch=16, threads=2, lr=3e-4, warmup_steps=50),
 }
-
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux
-        return ""
 
 
 def native_bf16(device: torch.device) -> bool:
