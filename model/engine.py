@@ -97,7 +97,7 @@ class Engine:
         batched into shared forwards (model.batching); other backends run them one after another."""
         with self.lock:
             b = self.backend
-            if len(calls) > 1 and isinstance(b, HoneBackend) and b.spm:
+            if len(calls) > 1 and b.batches:
                 return run_together(b, calls, sample)
             return [_attempt(sample, b, *call) for call in calls]
 
@@ -108,10 +108,7 @@ class Engine:
     @property
     def max_len(self) -> int | None:
         """Most tokens one canvas (context + slots) may hold, when the model says."""
-        b = self.backend
-        if isinstance(b, HoneBackend):
-            return b.model.cfg.max_seq_len - b.spm  # the spm stream carries a second BOS
-        return getattr(b.model.config, "max_position_embeddings", None)
+        return self.backend.max_len
 
     @property
     def limits(self) -> Limits:
@@ -125,11 +122,7 @@ class Engine:
 
     def default_options(self) -> SampleOptions:
         """Sampling defaults with the token budgets this model was trained with (its config.json)."""
-        if isinstance(self.backend, HoneBackend):
-            cfg = self.backend.model.cfg
-            return SampleOptions(prefix_budget=cfg.prefix_tokens, suffix_budget=cfg.suffix_tokens,
-                                 context_budget=cfg.context_tokens)
-        return SampleOptions()
+        return self.backend.default_options()
 
     def compile(self) -> str:
         """Compile the model's denoising step where the backend can (see HoneBackend.compile); returns the outcome,

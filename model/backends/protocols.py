@@ -47,7 +47,8 @@ class CanvasBackend(Protocol):
     newline_ids: frozenset[int]  # tokens that open a line break (context is cut after one; rule ar's end checks)
     max_holes: int | None  # holes one canvas may hold (None: any); more are filled one after another
     max_len: int | None  # most tokens one request's sequence may hold (None: the model does not say)
-    batches: bool  # Engine.fill_many may run several calls together (model.batching)
+    batches: bool  # Engine.fill_many may run several calls together (model.batching, which today drives Hone's
+    # spm network through HoneBackend.job_view: a family that batches brings its own batcher)
     streams: bool  # rule ar can run: the backend is a StreamBackend whose model has a causal context stream
     network: Network | None  # Hone's own network and tokenizer, None for a third-party model
 
