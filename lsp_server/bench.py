@@ -16,12 +16,13 @@ import json
 import random
 import re
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from model.reports import common
+from model.reports.common import pct
 from model.serving.bench import add_option
 
 
@@ -38,42 +39,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--eager", action="store_true", help="lsp: start the server with --no-compile (it compiles by default)")
 
 
-def pct(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
-def _files(corpus: str | None) -> list[tuple[str, str]]:
-    """(name, text) of the files to type in: a corpus's held-out split, else the standard library."""
+def typing_cases(n: int, seed: int, corpus: str | None = None) -> list[tuple[str, str, int, str]]:
+    """(name, document with one line cut back to its indentation, that line's number, the text to type) from a
+    corpus's held-out split, else the standard library."""
+    files = None
     if corpus:
         with open(Path(corpus) / "heldout.jsonl", encoding="utf-8") as f:
-            return [(Path(r["path"]).name, r["text"]) for r in map(json.loads, f)]
-    return [(f.name, f.read_text(encoding="utf-8", errors="replace"))
-            for f in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))]
-
-
-def typing_cases(n: int, seed: int, corpus: str | None = None) -> list[tuple[str, str, int, str]]:
-    """(name, document with one line cut back to its indentation, that line's number, the text to type)."""
-    rng = random.Random(seed)
-    files = _files(corpus)
-    rng.shuffle(files)
-    cases = []
-    for name, text in files:
-        if len(cases) >= n:
-            break
-        lines = text.split("\n")
-        candidates = [i for i, ln in enumerate(lines[20:-5], 20)
-                      if 20 <= len(ln.strip()) <= 60 and not ln.strip().startswith(("#", '"', "'"))]
-        if not candidates:
-            continue
-        i = rng.choice(candidates)
-        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
-        typed = lines[i][len(indent):]
-        doc = "\n".join(lines[:i] + [indent] + lines[i + 1:])
-        cases.append((name, doc, i, typed))
-    return cases
+            files = [(Path(r["path"]).name, r["text"]) for r in map(json.loads, f)]
+    return [(c.name, c.document, c.line, c.typed) for c in common.typing_cases(n, seed, files)]
 
 
 class _Client:

@@ -74,10 +74,6 @@ class Document:
     def __post_init__(self) -> None:
         self.starts = [0, *line_starts(self.text, 1, len(self.text))]
 
-    @property
-    def line_count(self) -> int:
-        return len(self.starts)
-
     def line_bounds(self, line: int) -> tuple[int, int]:
         """(start, end) offsets of a line without its line ending."""
         start = self.starts[line]
@@ -85,10 +81,6 @@ class Document:
             return start, len(self.text)
         end = self.starts[line + 1]
         return start, end - (2 if self.text[end - 2 : end] == "\r\n" else 1)
-
-    def line_text(self, line: int) -> str:
-        start, end = self.line_bounds(line)
-        return self.text[start:end]
 
     def offset_at(self, line: int, character: int) -> int:
         """LSP position -> offset into `text`; a line past the end means the end of the document."""

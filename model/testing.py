@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -11,14 +10,13 @@ import torch
 from .checkpoint import save_model
 from .config import preset
 from .network import Denoiser
+from .reports.common import STDLIB, read_source
 from .tokenizer import train_tokenizer
 
 
 def sample_texts() -> list[str]:
     """Real Python source from the standard library (always present, no download)."""
-    import argparse, json as json_mod, textwrap  # noqa: E401
-
-    return [inspect.getsource(m) for m in (argparse, json_mod.decoder, textwrap)]
+    return [read_source(STDLIB / name) for name in ("argparse.py", "json/decoder.py", "textwrap.py")]
 
 
 def make_tiny_model(folder: str | Path, seed: int = 0, vocab_size: int = 512, sharpness: float = 20.0, **overrides) -> Path:

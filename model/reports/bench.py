@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sysconfig
 import time
 from pathlib import Path
 
@@ -14,18 +13,13 @@ from ..engine import Engine
 from ..layout import Segments
 from ..types import RULES, SampleOptions
 from ..training.corpus import load_texts
+from .common import pct, read_source, stdlib_files
 from .evaluate import infill_cases
 
 
 def real_python_texts(limit: int = 200) -> list[str]:
     """Standard-library sources: real Python that is on every machine."""
-    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:limit]
-    return [t for t in (f.read_text(encoding="utf-8", errors="replace") for f in files) if len(t) > 2000]
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
+    return [t for t in map(read_source, stdlib_files()[:limit]) if len(t) > 2000]
 
 
 def step_times(engine: Engine, n_slots: int = 16, ctx_tokens: int = 256, reps: int = 30) -> dict:

@@ -64,10 +64,6 @@ def run_batch(engine: Engine, jobs: list[Job], clock: Callable[[], float] = time
     return outcomes
 
 
-def run_one(engine: Engine, job: Job, clock: Callable[[], float] = time.monotonic) -> Outcome:
-    return run_batch(engine, [job], clock)[0]
-
-
 def _admit(job: Job, clock: Callable[[], float]) -> tuple[Outcome | None, SampleOptions, float]:
     """(an early answer or None, the options with the deadline left after queueing, ms spent in the queue)."""
     waited = clock() - job.arrived

@@ -16,7 +16,6 @@ import http.client
 import json
 import random
 import socket
-import sysconfig
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from ..reports import common
+from ..reports.common import pct
 from .batch import DEADLINE_PASSED
 
 PREFIX_CHARS = 4000  # what an editor plugin sends around the cursor (the engine keeps its token budgets of it)
@@ -53,29 +54,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--no-local", action="store_true", help="serve: skip the independent local engines")
 
 
-def pct(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 1)
-
-
 def typing_cases(n: int, seed: int) -> list[tuple[str, str, str]]:
     """(text before the line, the line to type, text after it) from standard-library files."""
-    rng = random.Random(seed)
-    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
-    rng.shuffle(files)
-    cases: list[tuple[str, str, str]] = []
-    for f in files:
-        if len(cases) >= n:
-            break
-        lines = f.read_text(encoding="utf-8", errors="replace").split("\n")
-        picks = [i for i, ln in enumerate(lines[20:-5], 20) if 20 <= len(ln.strip()) <= 60 and not ln.lstrip().startswith("#")]
-        if picks:
-            i = rng.choice(picks)
-            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
-            cases.append(("\n".join(lines[:i]) + "\n" + indent, lines[i][len(indent):], "\n" + "\n".join(lines[i + 1:])))
-    return cases
+    return [(c.before, c.typed, c.after) for c in common.typing_cases(n, seed)]
+
+
+def _ms(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
 
 
 @dataclass
@@ -136,7 +121,7 @@ def drive(completers: list[Complete], cases: list[tuple[str, str, str]], cps: fl
     lat = [ms for t in tallies for ms in t.latencies_ms]
     errors = [e for t in tallies for e in t.errors]
     return {"editors": len(completers), "completions": len(lat), "completions_per_s": round(len(lat) / wall, 2),
-            "p50_ms": pct(lat, 0.5), "p95_ms": pct(lat, 0.95), "expired": sum(t.expired for t in tallies),
+            "p50_ms": _ms(pct(lat, 0.5)), "p95_ms": _ms(pct(lat, 0.95)), "expired": sum(t.expired for t in tallies),
             "errors": len(errors),
             "first_error": errors[0] if errors else None, "seconds": round(wall, 1)}
 
