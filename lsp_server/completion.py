@@ -51,23 +51,27 @@ def fitted(engine: Engine | None, opts: SampleOptions, holes: int = 1, fixed_tok
 class CompletionPlan:
     context: Context
     opts: SampleOptions
+    repo: str = ""  # cross-file context from the workspace index ("" when the model was not trained with it)
 
     def finish(self, raw: str) -> str:
         return clean(raw, self.context)
 
 
 def plan_completion(text: str, offset: int, settings: Settings, engine: Engine | None = None,
-                    base: SampleOptions | None = None) -> CompletionPlan:
+                    base: SampleOptions | None = None, repo: str = "") -> CompletionPlan:
     """The request for a completion at `offset`, fitted to `engine` (none: as the settings ask)."""
     base = base or SampleOptions()
     ctx = build_context(text, offset, settings.mode, base.prefix_budget, base.suffix_budget)
     opts = sample_options(settings, base, doc_end=ctx.doc_end, mode=ctx.mode, block_indent=ctx.block_indent)
-    return CompletionPlan(ctx, fitted(engine, opts))
+    return CompletionPlan(ctx, fitted(engine, opts), repo if opts.context_budget > 0 else "")
 
 
 def run_completion(engine: Engine, plan: CompletionPlan, cancel: threading.Event | None = None) -> tuple[str, Stats]:
     """(cleaned text, engine stats); raises the engine's Cancelled."""
-    res = engine.infill(plan.context.prefix, plan.context.suffix, plan.opts, cancel)
+    if plan.repo:
+        res = engine.fill([plan.context.prefix, plan.context.suffix], plan.opts, cancel, context=plan.repo)
+    else:
+        res = engine.infill(plan.context.prefix, plan.context.suffix, plan.opts, cancel)
     return plan.finish(res.texts[0]), res.stats
 
 

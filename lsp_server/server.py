@@ -134,12 +134,35 @@ def initialize(ls: HoneServer, params: types.InitializeParams) -> None:
         ls.show(problem)
     if params.process_id:
         watchdog.watch(params.process_id, ls.on_editor_gone)
+    folders = [f.uri for f in params.workspace_folders or []] or ([params.root_uri] if params.root_uri else [])
+    ls.service.workspace.set_folders(folders)
     ls.initialized = True
 
 
 def initialized(ls: HoneServer, params: types.InitializedParams) -> None:
     ls.client_ready = True
     ls.service.publish_status(force=True)
+    ws = ls.client_capabilities.workspace
+    watched = ws.did_change_watched_files if ws is not None else None
+    if watched is not None and watched.dynamic_registration:  # files changed outside the editor keep the index fresh
+        options = types.DidChangeWatchedFilesRegistrationOptions(
+            watchers=[types.FileSystemWatcher(glob_pattern="**/*.{py,pyi}")])
+        reg = types.Registration(id="hone-watch-python", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                                 register_options=options)
+        ls.client_register_capability(types.RegistrationParams(registrations=[reg]))
+
+
+def did_change_workspace_folders(ls: HoneServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+    ev = params.event
+    ls.service.workspace.set_folders([f.uri for f in ev.added], [f.uri for f in ev.removed])
+
+
+def did_change_watched_files(ls: HoneServer, params: types.DidChangeWatchedFilesParams) -> None:
+    ls.service.workspace.files_changed([(c.uri, c.type == types.FileChangeType.Deleted) for c in params.changes])
+
+
+def did_save(ls: HoneServer, params: types.DidSaveTextDocumentParams) -> None:
+    ls.service.workspace.files_changed([(params.text_document.uri, False)])
 
 
 def shutdown(ls: HoneServer, params: None) -> None:
@@ -160,6 +183,7 @@ async def did_change_configuration(ls: HoneServer, params: types.DidChangeConfig
 def did_open(ls: HoneServer, params: types.DidOpenTextDocumentParams) -> None:
     td = params.text_document
     ls.service.documents.open(td.uri, td.text, td.version)
+    ls.service.workspace.opened(td.uri, td.text)
 
 
 def did_change(ls: HoneServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -174,12 +198,14 @@ def did_change(ls: HoneServer, params: types.DidChangeTextDocumentParams) -> Non
         else:
             doc.apply(change.text)
     doc.version = params.text_document.version
+    ls.service.workspace.changed(params.text_document.uri, doc.text)
 
 
 def did_close(ls: HoneServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.service.cancel_document(params.text_document.uri)
     ls.service.documents.close(params.text_document.uri)
     ls.service.typed.forget(params.text_document.uri)
+    ls.service.workspace.closed(params.text_document.uri)
 
 
 async def inline_completion(ls: HoneServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
@@ -242,7 +268,8 @@ async def fill_holes(ls: HoneServer, *args: Any) -> dict:
 
 
 def stats(ls: HoneServer, params: Any) -> dict:
-    return {**msgspec.to_builtins(ls.service.counters), "status": ls.service.status()}
+    return {**msgspec.to_builtins(ls.service.counters), "status": ls.service.status(),
+            "workspace": ls.service.workspace.stats()}
 
 
 FEATURES = [  # (LSP method, options, handler): registered by build_server
@@ -253,6 +280,9 @@ FEATURES = [  # (LSP method, options, handler): registered by build_server
     (types.TEXT_DOCUMENT_DID_OPEN, None, did_open),
     (types.TEXT_DOCUMENT_DID_CHANGE, None, did_change),
     (types.TEXT_DOCUMENT_DID_CLOSE, None, did_close),
+    (types.TEXT_DOCUMENT_DID_SAVE, None, did_save),
+    (types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS, None, did_change_workspace_folders),
+    (types.WORKSPACE_DID_CHANGE_WATCHED_FILES, None, did_change_watched_files),
     (types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions(), inline_completion),
     (types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", "["]), completion),
     (STATS, None, stats),

@@ -25,6 +25,7 @@ from .completion import CompletionPlan, SpanPlan, engine_defaults, plan_completi
 from .debounce import Debouncer
 from .documents import DocumentStore
 from .models import ModelManager, Target
+from .repo import Workspace
 from .settings import Settings, merge, needs_reload
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Counters(msgspec.Struct, rename="camel"):
     cancelled: int = 0  # cancelled by the client ($/cancelRequest)
     errors: int = 0
     empty: int = 0  # answered with nothing (disabled, unknown document, no model, nothing useful)
+    repo_contexts: int = 0  # completions planned with cross-file context from the workspace index
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class Service:
         self.models = models or ModelManager()
         self.cli_target = cli_target
         self.documents = DocumentStore()
+        self.workspace = Workspace()  # the workspace index: cross-file context for models trained with it
         self.settings = Settings()
         self.counters = Counters()
         self.typed = TypedThrough()
@@ -248,8 +251,11 @@ class Service:
             if engine is None:
                 c.empty += 1
                 return None
-            plan = plan_completion(text, offset, self.settings, engine, engine_defaults(engine))
-            key = context_key(plan.context, self.settings, self.models.target)
+            base = engine_defaults(engine)
+            repo = self.workspace.context_for(uri, text, offset) if base.context_budget > 0 else ""
+            plan = plan_completion(text, offset, self.settings, engine, base, repo)
+            c.repo_contexts += bool(plan.repo)
+            key = context_key(plan.context, plan.repo, self.settings, self.models.target)
             if cancel.is_set():
                 c.superseded += 1
                 return None
@@ -360,6 +366,7 @@ class Service:
         return await self._edit(uri, make, "")
 
     def close(self) -> None:
+        self.workspace.close()
         for ev in self._live.values():
             ev.set()
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -90,9 +90,9 @@ class Engine:
         with self.lock:
             return sample(self.backend, pieces, opts, cancel, seed, context)
 
-    def fill_many(self, calls: list[tuple[list[str], SampleOptions, threading.Event | None, int | None]]
+    def fill_many(self, calls: list[tuple[list[str], SampleOptions, threading.Event | None, int | None, str]]
                   ) -> list[Result | Exception]:
-        """Several fill() calls at once, (pieces, opts, cancel, seed) each -> each one's Result, or the exception
+        """Several fill() calls at once, (pieces, opts, cancel, seed[, context]) each -> each one's Result, or the exception
         it raised. An spm model runs them together: one thread and context stream per call, their canvas steps
         batched into shared forwards (model.batching); other backends run them one after another."""
         with self.lock:

@@ -168,7 +168,9 @@ class _Request:
         self.at_end = opts.doc_end and len(toks[-1]) <= opts.suffix_budget
         toks[-1] = toks[-1][: opts.suffix_budget]
         self.toks = toks
-        self.context = clip_context(backend.encode(context), opts.context_budget, backend.newline_ids) if context else []
+        elsewhere = backend.encode(context) if context else []
+        self.context = clip_context(elsewhere, opts.context_budget, backend.newline_ids)  # what the model reads
+        self.elsewhere = elsewhere  # rule ar's lookup drafts search all of it, read by the model or not
         start = opts.initial_slots or (LINE_SLOTS if opts.mode == "line" else BLOCK_SLOTS)
         self.holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens), before.rsplit("\n", 1)[-1],
                             "" if opts.mode == "line" else suffix_anchor(after)) for before, after in zip(pieces, pieces[1:])]
@@ -404,7 +406,8 @@ class Draft:
 def next_draft(backend: StreamBackend, opts: SampleOptions, so_far: list[int], after: list[int], room: int,
                canvas_after: list[int] | None) -> Draft:
     """The draft chain of greedy rule ar, first source that drafts: a 3- or 2-token match in the document (strong:
-    prompt lookup in `so_far`, the prefix and the output, else in `after`, the suffix), a 1-token match, the corpus
+    prompt lookup in `so_far`, the prefix and the output, else in `after`, the suffix and the cross-file context:
+    names another file defines come in as drafts the model verifies), a 1-token match, the corpus
     n-gram table (weak: WEAK_DRAFT tokens at most), one canvas step after the stream `canvas_after` (None: no canvas
     draft). At most `room` tokens (the verify pass adds the model's own next token)."""
     if opts.temperature > 0 or room <= 0:
@@ -468,7 +471,7 @@ def _sample_ar(req: _Request) -> str:
         if req.past_deadline() and out:
             stats.deadline_hit = True
             break
-        draft = next_draft(backend, opts, prefix + out, toks[1], opts.max_tokens - len(out) - 1,
+        draft = next_draft(backend, opts, prefix + out, toks[1] + req.elsewhere, opts.max_tokens - len(out) - 1,
                            None if need else stream + out)
         stats.forwards += draft.forwards
         drafted, needs = spell_rows(backend.token_texts, draft.tokens, need)

@@ -86,6 +86,7 @@ class FillRequest(msgspec.Struct, kw_only=True):
     pieces: list[str]
     options: SampleOptions | None = None  # None = the model's defaults (GET /hone/info has them)
     seed: int | None = None
+    context: str = ""  # cross-file context from the client's workspace (kept up to options.context_budget tokens)
 
 
 class TokensRequest(msgspec.Struct, kw_only=True):
@@ -291,7 +292,7 @@ def fill_job(req: FillRequest, engine: Engine) -> Job:
     if fit.reason:
         raise BadRequest(fit.reason)
     opts = msgspec.structs.replace(opts, deadline_s=capped_deadline(opts.deadline_s))
-    return Job(list(req.pieces), opts, _seed(req.seed))
+    return Job(list(req.pieces), opts, _seed(req.seed), req.context)
 
 
 def tokens_answer(req: TokensRequest, engine: Engine) -> TokensAnswer:

@@ -1,0 +1,149 @@
+"""The server's side of the workspace index (model.workspace): workspace folders from the client, open buffers
+over disk, saved and watched files, a background scan that never sits on a request's path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from urllib.parse import unquote, urlparse
+
+from model.workspace import WorkspaceIndex
+
+log = logging.getLogger(__name__)
+
+SCAN_NICE = 19  # the scan thread's priority (Linux: per thread): completions and the model come first
+
+
+def uri_path(uri: str) -> str | None:
+    """The local path of a file:// URI (None for other schemes: untitled buffers, remote files)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    return os.path.normpath(unquote(parsed.path))
+
+
+class Workspace:
+    """Folders, buffers and file events in; cross-file context out (`context_for`)."""
+
+    def __init__(self, index: WorkspaceIndex | None = None):
+        self.index = index or WorkspaceIndex()
+        self._lock = threading.Lock()
+        self._pending: dict[str, str] = {}  # open buffers edited since the index last read them: path -> text
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.scans = 0
+        self.scan_s: float | None = None  # the last scan's seconds
+        self.scanning = False
+
+    # ---- folders and files ---------------------------------------------------------------------
+
+    def set_folders(self, added: list[str], removed: list[str] = ()) -> None:
+        """Workspace folder URIs added and removed; the folders are (re)scanned in the background."""
+        for uri in removed:
+            if (path := uri_path(uri)) is not None:
+                self.index.remove_root(path)
+        roots = [p for uri in added if (p := uri_path(uri)) is not None and os.path.isdir(p)]
+        for path in roots:
+            self.index.add_root(path)
+        if roots:
+            self._start_scan()
+
+    def opened(self, uri: str, text: str) -> None:
+        if (path := uri_path(uri)) is not None and path.endswith((".py", ".pyi")):
+            self.index.open(path, text)
+
+    def changed(self, uri: str, text: str) -> None:
+        """An open buffer changed: read by the index when another file next asks for context (not per keystroke)."""
+        if (path := uri_path(uri)) is not None and path.endswith((".py", ".pyi")):
+            with self._lock:
+                self._pending[path] = text
+
+    def closed(self, uri: str) -> None:
+        if (path := uri_path(uri)) is not None:
+            with self._lock:
+                self._pending.pop(path, None)
+            self.index.close(path)
+
+    def files_changed(self, changes: list[tuple[str, bool]]) -> None:
+        """Watched or saved files: (uri, deleted) each; existing files are read from disk."""
+        for uri, deleted in changes:
+            path = uri_path(uri)
+            if path is None or not path.endswith((".py", ".pyi")):
+                continue
+            if deleted or not os.path.isfile(path):
+                self.index.remove_file(path)
+                continue
+            try:
+                with open(path, "rb") as f:
+                    data = f.read(self.index.limits.max_file_bytes + 1)
+                text = data.decode("utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                log.debug("not indexed: %s (%s)", path, e)
+                self.index.remove_file(path)
+                continue
+            if len(data) > self.index.limits.max_file_bytes:
+                self.index.remove_file(path)
+            else:
+                self.index.set_file(path, text)
+
+    # ---- retrieval -----------------------------------------------------------------------------
+
+    def context_for(self, uri: str, text: str, offset: int) -> str:
+        """Cross-file context for a completion at `offset` of the document `uri` ("" outside a file)."""
+        path = uri_path(uri)
+        if path is None:
+            return ""
+        with self._lock:
+            pending = [(p, t) for p, t in self._pending.items() if p != path]
+            for p, _ in pending:
+                del self._pending[p]
+        for p, t in pending:
+            self.index.open(p, t)
+        return self.index.context_for(path, text, offset)
+
+    def stats(self) -> dict:
+        return {**self.index.stats(), "scanning": self.scanning, "scans": self.scans,
+                "lastScanSeconds": None if self.scan_s is None else round(self.scan_s, 2)}
+
+    # ---- background scan -----------------------------------------------------------------------
+
+    def _start_scan(self) -> None:
+        self._wake.set()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._scan_loop, name="hone-index", daemon=True)
+            self._thread.start()
+
+    def _scan_loop(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SCAN_NICE)
+        except (AttributeError, OSError):  # not Linux, or not allowed: the scan still yields between files
+            pass
+        while not self._stop.is_set():
+            self._wake.wait()
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            self.scanning, t0 = True, time.perf_counter()
+            try:
+                self.index.scan(should_stop=lambda: self._stop.is_set() or self._wake.is_set())
+            except Exception:  # noqa: BLE001 - a broken scan must not take the server down; completions go on
+                log.exception("workspace scan failed")
+            finally:
+                self.scanning, self.scan_s = False, time.perf_counter() - t0
+                self.scans += 1
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Until no scan runs or is asked for (tests, benchmarks); whether it got there."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.scanning and not self._wake.is_set():
+                return True
+            time.sleep(0.01)
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
