@@ -135,15 +135,6 @@ class Workspace:
                 self.scanning, self.scan_s = False, time.perf_counter() - t0
                 self.scans += 1
 
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Until no scan runs or is asked for (tests, benchmarks); whether it got there."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if not self.scanning and not self._wake.is_set():
-                return True
-            time.sleep(0.01)
-        return False
-
     def close(self) -> None:
         self._stop.set()
         self._wake.set()

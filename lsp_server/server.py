@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 STATUS = "hone/status"
 STATS = "hone/stats"
+CONTEXT = "hone/context"  # (textDocument, position) -> the cross-file context a completion there gets
 REWRITE = "hone.rewriteSelection"
 FILL_HOLES = "hone.fillHoles"
 IGNORED = "$/hone/ignored"  # stands in for a message that was already answered with an error
@@ -272,6 +273,33 @@ def stats(ls: HoneServer, params: Any) -> dict:
             "workspace": ls.service.workspace.stats()}
 
 
+def plain(obj: Any) -> Any:
+    """pygls hands the params of methods it does not know over as namedtuples: back to dicts and lists."""
+    if hasattr(obj, "_asdict"):
+        return {k: plain(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    return obj
+
+
+def repo_context(ls: HoneServer, params: Any) -> dict:
+    """What the workspace index retrieves for a position (whether or not the model reads it): to see what the
+    model is given, and for tests."""
+    ls.require_initialized()
+    try:
+        p = _converter.structure(plain(params), types.TextDocumentPositionParams)
+    except Exception as e:
+        raise JsonRpcInvalidParams(f"{CONTEXT} takes {{textDocument: {{uri}}, position: {{line, character}}}}: {e}") from e
+    doc = ls.service.documents.get(p.text_document.uri)
+    if doc is None:
+        raise JsonRpcInvalidParams(f"{CONTEXT}: {p.text_document.uri} is not open")
+    text = doc.text
+    context = ls.service.workspace.context_for(p.text_document.uri, text, doc.offset_at(p.position.line, p.position.character))
+    return {"context": context, "chars": len(context)}
+
+
 FEATURES = [  # (LSP method, options, handler): registered by build_server
     (types.INITIALIZE, None, initialize),
     (types.INITIALIZED, None, initialized),
@@ -286,6 +314,7 @@ FEATURES = [  # (LSP method, options, handler): registered by build_server
     (types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions(), inline_completion),
     (types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", "["]), completion),
     (STATS, None, stats),
+    (CONTEXT, None, repo_context),
 ]
 COMMANDS = [(REWRITE, rewrite_selection), (FILL_HOLES, fill_holes)]
 

@@ -175,15 +175,7 @@ def lsp_service_factory():
         svc.close()
 
 
-def lsp_plain(obj):
-    """pygls hands unknown messages over as namedtuples: back to dicts and lists."""
-    if hasattr(obj, "_asdict"):
-        return {k: lsp_plain(v) for k, v in obj._asdict().items()}
-    if isinstance(obj, (list, tuple)):
-        return [lsp_plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: lsp_plain(v) for k, v in obj.items()}
-    return obj
+from lsp_server.server import plain as lsp_plain  # noqa: E402 - the server's own reader of unknown messages
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,20 @@ def _spm_logits(be, prefix: str, suffix: str, canvas: torch.Tensor, cached: bool
     return sess.predict(canvas), sess.encoded
 
 
+def test_spm_cached_stream_equals_recompute_when_the_retrieved_context_changes(spm_dir):
+    """Cross-file context opens the stream: another retrieved set re-encodes from where they differ, exactly."""
+    be = Engine.load(spm_dir, "cpu", threads=1).backend
+    canvas = torch.tensor([be.mask_id, 5, be.mask_id, 7])
+    pre, suf = be.encode(PREFIX), be.encode(SUFFIX)
+    contexts = ["# a.py\ndef helper(x): ...\n", "# a.py\ndef helper(x): ...\n\n# b.py\nLIMIT = 3\n", "", "# c.py\nclass C: ...\n"]
+    for ctx in contexts:
+        seg = Segments([pre, suf], [[be.mask_id] * len(canvas)], doc_end=True, context=be.encode(ctx))
+        cached = be.session(seg, True)
+        fresh = be.session(seg, False)
+        assert torch.allclose(cached.predict(canvas), fresh.predict(canvas), atol=1e-4)
+    assert cached.encoded < len(fresh.stream)  # the last one shares its opening BOS tokens at least: not all re-run
+
+
 def test_spm_cached_context_equals_recompute_after_every_kind_of_edit(spm_dir):
     be = Engine.load(spm_dir, "cpu", threads=1).backend  # its own engine: the first request meets an empty cache
     canvas = torch.tensor([be.mask_id, 5, be.mask_id, 7, be.mask_id, be.mask_id])

@@ -6,6 +6,7 @@ import asyncio
 import pytest
 from lsprotocol import types
 
+from conftest import lsp_plain
 from lsp_docs import inline, stats
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -82,6 +83,11 @@ async def test_workspace_index_follows_folders_files_and_buffers(tmp_path, ctx_m
         # a completion in app.py carries context from models.py (the model was trained with context)
         uri = (root / "pkg" / "app.py").as_uri()
         c.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "python", 1, APP)))
+        got = lsp_plain(await c.protocol.send_request_async(
+            "hone/context", {"textDocument": {"uri": uri}, "position": {"line": 5, "character": 17}}))
+        assert "class Store" in got["context"] and "def get_item(self, key)" in got["context"]
+        assert "return key" not in got["context"]  # signatures, not bodies
+        assert "from .models import Store" not in got["context"]  # never the file itself
         await inline(c, uri, 5, 17)
         counts = await stats(c)
         assert counts["modelRuns"] == 1 and counts["errors"] == 0
