@@ -43,6 +43,16 @@ def test_infill_request_becomes_one_hole(spm_engine):
     assert job.opts.deadline_s == api.MAX_DEADLINE_S  # no deadline asked: the service's longest
 
 
+def test_infill_input_extra_is_cross_file_context(spm_engine):
+    """llama.cpp's input_extra (llama.vscode sends chunks of other files) becomes the job's context."""
+    req = api.decode(b'{"input_prefix": "s = Store(\'.\')\\ns.", "input_extra": [{"filename": "pkg/models.py",'
+                     b' "text": "class Store:\\n    def get_item(self, key): ...\\n"}, {"filename": "x.py", "text": "  "}]}',
+                     api.InfillRequest)
+    job = api.infill_job(req, spm_engine)
+    assert job.context == "# pkg/models.py\nclass Store:\n    def get_item(self, key): ..."
+    assert api.infill_job(api.InfillRequest(input_prefix="a"), spm_engine).context == ""
+
+
 @pytest.mark.parametrize("body,reason", [
     (b"not json", "invalid InfillRequest"),
     (b'{"input_prefix": 3}', "$.input_prefix"),

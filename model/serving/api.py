@@ -41,9 +41,22 @@ class BadRequest(ValueError):
 # ---- requests --------------------------------------------------------------------------------------------
 
 
+class ExtraChunk(msgspec.Struct):
+    """llama.cpp's input_extra item: a snippet of another file (repository context)."""
+
+    filename: str = ""
+    text: str = ""
+
+
+def extra_context(chunks: list[ExtraChunk]) -> str:
+    """input_extra as Hone's cross-file context: each chunk under a `# filename` line, as the workspace index
+    writes its own (model.workspace)."""
+    return "\n\n".join(f"# {c.filename}\n{c.text.rstrip()}" if c.filename else c.text.rstrip() for c in chunks if c.text.strip())
+
+
 class InfillRequest(msgspec.Struct, kw_only=True):
-    """llama.cpp's POST /infill. Fields this service does not use (input_extra, cache_prompt, samplers…) are
-    accepted and ignored."""
+    """llama.cpp's POST /infill. Fields this service does not use (cache_prompt, samplers…) are accepted and
+    ignored; input_extra is the model's cross-file context (kept up to its context budget)."""
 
     input_prefix: str = ""  # the text before the cursor
     input_suffix: str = ""  # the text after it
@@ -57,6 +70,7 @@ class InfillRequest(msgspec.Struct, kw_only=True):
     deadline_ms: Millis | None = None  # wall-clock budget from arrival; past it the best draft comes back
     mode: Mode = "free"  # Hone: free | line (stop at the end of the line) | block (stop when the block dedents)
     doc_end: bool = False  # Hone: input_suffix reaches the end of the file (the model then sees the end)
+    input_extra: list[ExtraChunk] = []  # llama.cpp: chunks of other files ({filename, text}), most useful first
 
 
 class CompletionRequest(msgspec.Struct, kw_only=True):
@@ -261,7 +275,7 @@ def infill_job(req: InfillRequest, engine: Engine) -> Job:
     deadline = req.deadline_ms if req.deadline_ms is not None else req.t_max_predict_ms
     opts = _one_hole(engine, req.n_predict if req.n_predict > 0 else None, "n_predict", temperature=req.temperature,
                      top_p=req.top_p, deadline_ms=deadline, mode=req.mode, doc_end=req.doc_end)
-    return Job([req.input_prefix + req.prompt, req.input_suffix], opts, _seed(req.seed))
+    return Job([req.input_prefix + req.prompt, req.input_suffix], opts, _seed(req.seed), extra_context(req.input_extra))
 
 
 def completion_job(req: CompletionRequest, engine: Engine) -> Job:
