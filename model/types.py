@@ -140,9 +140,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """What one request may ask of an engine. The service sends its engine's in GET /hone/info, so that a client
     fits requests as the service would."""
 
-    max_len: int | None = None  # the engine's max_len (None: the model does not say); the layout's special tokens
-    # (model.layout.overhead) come off it. The spm backend's max_len already leaves out the stream's second BOS, which
-    # the overhead counts too: one slot to spare
+    max_len: int | None = None  # the engine's max_len (None: the model does not say); layout.overhead (the most special
+    # tokens either layout adds) comes off it, which leaves one position unused: the spm backend's max_len already
+    # leaves out the stream's second BOS, and the infill layout adds two special tokens, not three
     max_tokens: int = MAX_TOKENS  # most canvas slots one hole may grow to
     max_holes: int = MAX_HOLES  # most holes in one request
 
