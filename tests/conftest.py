@@ -124,7 +124,7 @@ class FakeEngine:
         self._wait(cancel)
         return self._result([self.text])
 
-    def fill(self, pieces, opts, cancel=None, seed=None):
+    def fill(self, pieces, opts, cancel=None, seed=None, context=""):
         self.calls.append(("fill", pieces, opts))
         self._wait(cancel)
         return self._result([f"{self.text}{i}" for i in range(len(pieces) - 1)])
