@@ -37,6 +37,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--seed", type=int, default=0)
     add_option(parser, "--compile", action="store_true", help="engine, speed: compile the model's steps first (model.compiled)")
     add_option(parser, "--eager", action="store_true", help="lsp: start the server with --no-compile (it compiles by default)")
+    add_option(parser, "--workspace", default=None,
+               help="lsp: a workspace folder for the server's index (e.g. the standard library): its build time, "
+                    "size and the server's memory are reported, and a model trained with context gets it")
 
 
 def typing_cases(n: int, seed: int, corpus: str | None = None) -> list[tuple[str, str, int, str]]:
@@ -105,8 +108,11 @@ class _Client:
         self.lc.workspace_did_change_configuration(self.types.DidChangeConfigurationParams(settings={"hone": settings}))
 
     async def stats(self) -> dict:
-        res = await self.lc.protocol.send_request_async("hone/stats", None)
-        return {k: v for k, v in res._asdict().items() if k != "status"}
+        """The server's counters, and its workspace index under "workspace"."""
+        from .server import plain
+
+        res = plain(await self.lc.protocol.send_request_async("hone/stats", None))
+        return {k: v for k, v in res.items() if k != "status"}
 
 
 async def _type_line(c: _Client, uri: str, line: int, col0: int, typed: str, cps: float,
@@ -174,7 +180,10 @@ async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dic
     t = c.types
     t_spawn = time.perf_counter()
     await c.lc.start_io(*cmd)
-    await c.lc.initialize_async(t.InitializeParams(capabilities=t.ClientCapabilities(), initialization_options=settings))
+    workspace = getattr(args, "workspace", None)
+    root = Path(workspace).resolve().as_uri() if workspace else None
+    await c.lc.initialize_async(t.InitializeParams(capabilities=t.ClientCapabilities(), initialization_options=settings,
+                                                   root_uri=root))
     c.lc.initialized(t.InitializedParams())
     c.open("file:///bench/warmup.py", "import os\n\ndef main():\n    return os.")
     await c.inline("file:///bench/warmup.py", 3, 14, explicit=True)
@@ -190,7 +199,23 @@ async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dic
     while c.statuses[-1].get("steps") == "compiling" and time.perf_counter() - t_wait < 600:
         await asyncio.sleep(0.2)  # time the steps users get once the server has settled
     print(f"model steps: {c.statuses[-1].get('steps')} ({time.perf_counter() - t_wait:.1f} s after the first completion)")
+    if workspace:
+        while (ws := (await c.stats())["workspace"])["scanning"] or not ws["scans"]:
+            await asyncio.sleep(0.2)
+        c.workspace = ws
+        print(f"workspace index: {ws['files']} files, {ws['bytes'] / 2**20:.1f} MiB of text, scanned in "
+              f"{ws['lastScanSeconds']} s; server RSS {_rss_mb(c):.0f} MB")
     return c, status, startup_ms, ready_ms
+
+
+def _rss_mb(c: _Client) -> float:
+    """The server process' resident memory (Linux; 0 elsewhere)."""
+    proc = getattr(c.lc, "_server", None)
+    try:
+        with open(f"/proc/{proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+    except (AttributeError, OSError, StopIteration, ValueError):
+        return 0.0
 
 
 async def _typing(c: _Client, args: argparse.Namespace, cps: float) -> tuple[list[tuple[float, bool]], list[float], dict]:
@@ -212,7 +237,7 @@ async def _typing(c: _Client, args: argparse.Namespace, cps: float) -> tuple[lis
         print(f"  {name:28s} {len(typed):3d} keys, {len(shown):3d} suggestions, p50 {pct(shown, 0.5) or 0:7.1f} ms")
         c.close(uri)
     after = await c.stats()
-    return per_key, pauses, {k: after[k] - before[k] for k in after}
+    return per_key, pauses, {k: after[k] - before[k] for k in after if isinstance(after[k], int)}
 
 
 async def _cancels(c: _Client, settings: dict, trials: int) -> tuple[list[float], float]:
@@ -248,6 +273,7 @@ async def _run(args: argparse.Namespace) -> dict:
     c, status, startup_ms, ready_ms = await _start(args, settings)
     per_key, pauses, delta = await _typing(c, args, cps)
     acks, after_cancel_ms = await _cancels(c, settings, getattr(args, "cancel_trials", 5))
+    rss_mb = _rss_mb(c)
     await c.lc.shutdown_async(None)
     c.lc.exit(None)
     await c.lc.stop()
@@ -267,6 +293,8 @@ async def _run(args: argparse.Namespace) -> dict:
         "startup_to_ready_ms": ready_ms, "startup_to_first_completion_ms": startup_ms,
         "cancel_to_ack_p50_ms": pct(acks, 0.5), "cancel_to_ack_max_ms": max(acks) if acks else None,
         "request_after_cancel_ms": after_cancel_ms,
+        "server_rss_mb": rss_mb, "repo_contexts": delta.get("repoContexts", 0),
+        "workspace": {k: v for k, v in getattr(c, "workspace", {}).items() if k in ("files", "bytes", "lastScanSeconds")},
         "cps": cps, "settings": settings, "cases": "heldout" if getattr(args, "corpus", None) else "stdlib",
         **model_runs(c.log_file.read_text(encoding="utf-8", errors="replace") if c.log_file and c.log_file.exists() else ""),
     }
