@@ -472,7 +472,7 @@ def _attribute_lines(func: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[s
     """The first assignment of each `self.x` a method makes (not made by an earlier method): (names, lines)."""
     indent = " " * max(func.body[0].col_offset - col, 1)
     params = func.args.posonlyargs + func.args.args
-    names, out = [], []
+    names, out, shown = [], [], set()
     for line, end, attr in _assigned_on(func, walked, plain=True):
         if attr in seen:
             continue
@@ -481,7 +481,9 @@ def _attribute_lines(func: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[s
         text = lines[line - 1].strip()
         if line != end or len(text) > MAX_LINE_CHARS:
             text = f"{params[0].arg}.{attr} = ..."
-        out.append(indent + text)
+        if (line, text) not in shown:  # `self.a, self.b = ...` assigns several attributes on one line
+            shown.add((line, text))
+            out.append(indent + text)
     return names, out
 
 

@@ -414,3 +414,10 @@ def test_scan_in_a_thread_while_requests_and_edits_run(tmp_path):
     thread.join()
     assert index.stats()["files"] == 32
     assert index.chunks_for(app, APP.replace("Store", "Store3"), len(APP)) and index.stats()["scan"] == "done"
+
+
+def test_a_line_assigning_several_attributes_is_summarised_once():
+    a = "class S:\n    def __init__(self, *system):\n        self.A, self.B, self.C = split(*system)\n    def run(self):\n        return 1\n"
+    b = "from .a import S\n\ns = S(1)\ns."
+    ctx = WorkspaceIndex.from_files({"pkg/a.py": a, "pkg/b.py": b}).context_for("pkg/b.py", b, len(b))
+    assert ctx.count("self.A, self.B, self.C = split(*system)") == 1 and "def run(self): ..." in ctx
