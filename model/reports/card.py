@@ -107,7 +107,10 @@ def write_card(folder: Path, corpus_record: dict | None, eval_table: str | None 
         corpus = (f"Python sources from {', '.join(corpus_record['roots'])}: {tr['files']} training files "
                   f"({tr['bytes'] / 1e6:.0f} MB{tokens}), {he['files']} held-out files ({he['bytes'] / 1e6:.1f} MB{held_tokens}; "
                   f"split by file hash); rejected: {json.dumps(corpus_record['rejected'])}.")
-    seq = Budgets(tc.get("prefix_tokens", 0), tc.get("middle_tokens", 0), tc.get("suffix_tokens", 0)).seq_len
+    ctx = tc.get("context_tokens", 0)
+    seq = Budgets(tc.get("prefix_tokens", 0), tc.get("middle_tokens", 0), tc.get("suffix_tokens", 0), ctx).seq_len
+    with_ctx = (f", cross-file context ≤ {ctx} in {tc.get('context_share', 0):.0%} of the batches (their package's other "
+                f"files, retrieved as the server retrieves a workspace's)") if ctx else ""
     text = f"""# Hone default model
 
 A {n_params / 1e6:.1f}M-parameter transformer denoiser (masked diffusion) for Python fill-in-the-middle.
@@ -120,7 +123,7 @@ tied head, logits {"shifted (the output at j-1 predicts slot j)" if cfg.shifted 
 ## Training
 - route: {_route(st, tc)}
 - steps {st.get("step", "?")}, tokens seen {st.get("tokens_seen", 0) / 1e6:.1f}M{_supervised(st)}, training time {st.get("hours", 0):.2f} h{_schedule(tc)}
-- batch {tc.get("batch")} × {seq} tokens (prefix ≤ {tc.get("prefix_tokens")}, canvas ≤ {tc.get("middle_tokens")}, suffix ≤ {tc.get("suffix_tokens")}), {_optimizer(tc)} lr {tc.get("lr")}, warmup + {_decay(tc)}, clip {tc.get("clip")}; canvas masks {tc.get("mask_schedule", "uniform")}{" (complementary pairs)" if tc.get("complementary") else ""}
+- batch {tc.get("batch")} × {seq} tokens (prefix ≤ {tc.get("prefix_tokens")}, canvas ≤ {tc.get("middle_tokens")}, suffix ≤ {tc.get("suffix_tokens")}{with_ctx}), {_optimizer(tc)} lr {tc.get("lr")}, warmup + {_decay(tc)}, clip {tc.get("clip")}; canvas masks {tc.get("mask_schedule", "uniform")}{" (complementary pairs)" if tc.get("complementary") else ""}
 - hardware:
 {_segments(st, tc)}
 - examples: rest-of-line, whole lines/blocks, line+more, random spans and empty middles; unused canvas
