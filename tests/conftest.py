@@ -250,3 +250,18 @@ def lsp_stop_client():
 def lsp_wait_status():
     """async wait(client, *states, after=0, timeout=60) -> the first `hone/status` in one of `states`."""
     return _wait_status
+
+
+class CompilingBackend:
+    """A backend whose compile() waits for the test's `release`, then returns (or raises) `outcome`."""
+
+    def __init__(self, outcome):
+        import threading
+
+        self.outcome, self.release = outcome, threading.Event()
+
+    def compile(self):
+        self.release.wait(30)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import CompilingBackend
 from fit_cases import FIT_CASES, FIT_IDS
 from model.types import Limits, SampleOptions, fit_options
 
@@ -35,15 +36,7 @@ def test_the_engine_keeps_its_compile_status():
 
     from model.engine import Engine
 
-    class Backend:
-        def __init__(self, outcome):
-            self.outcome, self.release = outcome, threading.Event()
-
-        def compile(self):
-            self.release.wait(30)
-            if isinstance(self.outcome, Exception):
-                raise self.outcome
-            return self.outcome
+    Backend = CompilingBackend
 
     cpu = torch.device("cpu")
     eng = Engine(Backend("compiled"), "m", cpu)

@@ -4,6 +4,8 @@ import asyncio
 
 import pytest
 
+from conftest import CompilingBackend
+
 URI = "file:///t.py"
 
 
@@ -187,15 +189,7 @@ def test_model_manager_compiles_steps_after_loading():
         while m.steps == "compiling" and time.monotonic() < end:
             time.sleep(0.02)
 
-    class Compiles:  # a backend whose compile() waits for the test
-        def __init__(self, outcome):
-            self.outcome, self.release = outcome, threading.Event()
-
-        def compile(self):
-            self.release.wait(30)
-            if isinstance(self.outcome, Exception):
-                raise self.outcome
-            return self.outcome
+    Compiles = CompilingBackend
 
     backends = {"ok": Compiles("compiled"), "bad": Compiles(RuntimeError("no compiler")), "off": Compiles("compiled")}
     changes = []
