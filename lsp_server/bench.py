@@ -199,7 +199,9 @@ async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dic
     while c.statuses[-1].get("steps") == "compiling" and time.perf_counter() - t_wait < 600:
         await asyncio.sleep(0.2)  # time the steps users get once the server has settled
     print(f"model steps: {c.statuses[-1].get('steps')} ({time.perf_counter() - t_wait:.1f} s after the first completion)")
-    if workspace:
+    if workspace:  # the server scans once context is first asked for
+        await c.lc.protocol.send_request_async("hone/context", {"textDocument": {"uri": "file:///bench/warmup.py"},
+                                                                "position": {"line": 3, "character": 14}})
         while (ws := (await c.stats())["workspace"])["scanning"] or not ws["scans"]:
             await asyncio.sleep(0.2)
         c.workspace = ws

@@ -25,7 +25,9 @@ def uri_path(uri: str) -> str | None:
 
 
 class Workspace:
-    """Folders, buffers and file events in; cross-file context out (`context_for`)."""
+    """Folders, buffers and file events in; cross-file context out (`context_for`). The folders are scanned only once
+    context is first asked for: a model that reads none (the shipped one today) costs no scan in the first minutes,
+    when the compiled steps are being built and the first completions come."""
 
     def __init__(self, index: WorkspaceIndex | None = None):
         self.index = index or WorkspaceIndex()
@@ -37,6 +39,7 @@ class Workspace:
         self.scans = 0
         self.scan_s: float | None = None  # the last scan's seconds
         self.scanning = False
+        self.wanted = False  # context has been asked for: scan the folders (and rescan when they change)
 
     # ---- folders and files ---------------------------------------------------------------------
 
@@ -48,7 +51,7 @@ class Workspace:
         roots = [p for uri in added if (p := uri_path(uri)) is not None and os.path.isdir(p)]
         for path in roots:
             self.index.add_root(path)
-        if roots:
+        if roots and self.wanted:
             self._start_scan()
 
     def opened(self, uri: str, text: str) -> None:
@@ -96,6 +99,10 @@ class Workspace:
         path = uri_path(uri)
         if path is None:
             return ""
+        if not self.wanted:  # the first request for context starts the scan; it answers from what is indexed so far
+            self.wanted = True
+            if self.index.stats().get("roots"):
+                self._start_scan()
         with self._lock:
             pending = [(p, t) for p, t in self._pending.items() if p != path]
             for p, _ in pending:

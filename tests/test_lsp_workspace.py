@@ -34,12 +34,17 @@ def _project(root):
     return root
 
 
+async def _context(client, uri: str) -> dict:
+    return lsp_plain(await client.protocol.send_request_async(
+        "hone/context", {"textDocument": {"uri": uri}, "position": {"line": 5, "character": 17}}))
+
+
 async def _files(client, want: int, timeout: float = 30.0) -> dict:
-    """hone/stats' workspace section once the index holds `want` files and no scan runs."""
+    """hone/stats' workspace section once the index holds `want` files (open ones included) and no scan runs."""
     end = asyncio.get_running_loop().time() + timeout
     while True:
         ws = (await stats(client))["workspace"]
-        if ws["files"] == want and not ws["scanning"]:
+        if ws["files"] + ws["pending_buffers"] == want and not ws["scanning"]:  # (open buffers are read when asked)
             return ws
         if asyncio.get_running_loop().time() > end:
             raise AssertionError(f"workspace index never reached {want} files: {ws}")
@@ -62,6 +67,10 @@ async def test_workspace_index_follows_folders_files_and_buffers(tmp_path, ctx_m
             capabilities=caps, initialization_options=FAST,
             workspace_folders=[types.WorkspaceFolder(root.as_uri(), "proj")]))
         await lsp_wait_status(c, "ready")
+        uri = (root / "pkg" / "app.py").as_uri()
+        c.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "python", 1, APP)))
+        assert (await stats(c))["workspace"]["scans"] == 0  # nothing is scanned before context is asked for
+        await _context(c, uri)  # the first request for context starts the scan
         await _files(c, 3)  # the virtualenv is skipped
         # a folder added, then removed
         c.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(types.WorkspaceFoldersChangeEvent(
@@ -81,17 +90,14 @@ async def test_workspace_index_follows_folders_files_and_buffers(tmp_path, ctx_m
             [types.FileEvent(new.as_uri(), types.FileChangeType.Deleted)]))
         await _files(c, 3)
         # a completion in app.py carries context from models.py (the model was trained with context)
-        uri = (root / "pkg" / "app.py").as_uri()
-        c.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "python", 1, APP)))
-        got = lsp_plain(await c.protocol.send_request_async(
-            "hone/context", {"textDocument": {"uri": uri}, "position": {"line": 5, "character": 17}}))
+        got = await _context(c, uri)
         assert "class Store" in got["context"] and "def get_item(self, key)" in got["context"]
         assert "return key" not in got["context"]  # signatures, not bodies
         assert "from .models import Store" not in got["context"]  # never the file itself
         await inline(c, uri, 5, 17)
         counts = await stats(c)
         assert counts["modelRuns"] == 1 and counts["errors"] == 0
-        assert counts["repoContexts"] == 1 and counts["workspace"]["files"] == 3
+        assert counts["repoContexts"] == 1 and counts["workspace"]["files"] + counts["workspace"]["pending_buffers"] == 3
     finally:
         await lsp_stop_client(c)
 
