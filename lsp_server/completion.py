@@ -51,7 +51,7 @@ def fitted(engine: Engine | None, opts: SampleOptions, holes: int = 1, fixed_tok
 class CompletionPlan:
     context: Context
     opts: SampleOptions
-    repo: str = ""  # cross-file context from the workspace index ("" when the model was not trained with it)
+    repo: str = ""  # cross-file context from the workspace index (the service asks for it only when the model reads it)
 
     def finish(self, raw: str) -> str:
         return clean(raw, self.context)
@@ -63,7 +63,7 @@ def plan_completion(text: str, offset: int, settings: Settings, engine: Engine |
     base = base or SampleOptions()
     ctx = build_context(text, offset, settings.mode, base.prefix_budget, base.suffix_budget)
     opts = sample_options(settings, base, doc_end=ctx.doc_end, mode=ctx.mode, block_indent=ctx.block_indent)
-    return CompletionPlan(ctx, fitted(engine, opts), repo if opts.context_budget > 0 else "")
+    return CompletionPlan(ctx, fitted(engine, opts), repo)
 
 
 def run_completion(engine: Engine, plan: CompletionPlan, cancel: threading.Event | None = None) -> tuple[str, Stats]:

@@ -71,26 +71,15 @@ class Workspace:
             self.index.close(path)
 
     def files_changed(self, changes: list[tuple[str, bool]]) -> None:
-        """Watched or saved files: (uri, deleted) each; existing files are read from disk."""
+        """Watched or saved files: (uri, deleted) each; the others are read again from disk."""
         for uri, deleted in changes:
             path = uri_path(uri)
             if path is None or not path.endswith((".py", ".pyi")):
                 continue
-            if deleted or not os.path.isfile(path):
-                self.index.remove_file(path)
-                continue
-            try:
-                with open(path, "rb") as f:
-                    data = f.read(self.index.limits.max_file_bytes + 1)
-                text = data.decode("utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                log.debug("not indexed: %s (%s)", path, e)
-                self.index.remove_file(path)
-                continue
-            if len(data) > self.index.limits.max_file_bytes:
+            if deleted:
                 self.index.remove_file(path)
             else:
-                self.index.set_file(path, text)
+                self.index.reload(path)
 
     # ---- retrieval -----------------------------------------------------------------------------
 

@@ -1024,6 +1024,22 @@ class WorkspaceIndex:
             return
         self._index(path, text, None)
 
+    def reload(self, path: str) -> None:
+        """Read a file again from disk (saved, or created or changed outside the editor), by the scan's rules: a
+        file that is gone, too big, binary, not UTF-8 or generated leaves the index."""
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            self.remove_file(path)
+            return
+        text, why = _read_text(path, size, self.limits.max_file_bytes)
+        if text is None:
+            with self._lock:
+                self._skipped[why] += 1
+            self.remove_file(path)
+        else:
+            self.set_file(path, text)
+
     def remove_file(self, path: str) -> None:
         with self._lock:
             if self._scanning:

@@ -421,3 +421,19 @@ def test_a_line_assigning_several_attributes_is_summarised_once():
     b = "from .a import S\n\ns = S(1)\ns."
     ctx = WorkspaceIndex.from_files({"pkg/a.py": a, "pkg/b.py": b}).context_for("pkg/b.py", b, len(b))
     assert ctx.count("self.A, self.B, self.C = split(*system)") == 1 and "def run(self): ..." in ctx
+
+
+def test_reload_reads_a_file_again_by_the_scan_rules(tmp_path):
+    path = tmp_path / "mod.py"
+    path.write_text("def helper(x):\n    return x\n")
+    ix = WorkspaceIndex.from_files({})
+    ix.reload(str(path))
+    assert ix.stats()["files"] == 1
+    path.write_bytes(b"x = 1\n\0\0")  # binary now: it leaves the index, as a scan would skip it
+    ix.reload(str(path))
+    assert ix.stats()["files"] == 0 and ix.stats()["skipped"].get("binary") == 1
+    path.write_text("y = 2\n")
+    ix.reload(str(path))
+    path.unlink()
+    ix.reload(str(path))  # gone
+    assert ix.stats()["files"] == 0
