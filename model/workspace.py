@@ -1342,7 +1342,7 @@ class WorkspaceIndex:
         out: list[str] = []
         used = 0
         for chunk in self.chunks_for(path, text, offset):
-            block = f"# {chunk.label}\n{chunk.text}"
+            block = chunk_block(chunk.label, chunk.text)
             cost = len(block) + (2 if out else 0)
             if used + cost <= max_chars:
                 out.append(block)
@@ -1560,6 +1560,11 @@ class WorkspaceIndex:
 
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
+
+
+def chunk_block(label: str, text: str) -> str:
+    """One chunk as the model reads it: a `# <label>` line, then its text (blocks are joined by blank lines)."""
+    return f"# {label}\n{text}" if label else text
 
 
 def _read_text(path: str, size: int, max_bytes: int) -> tuple[str | None, str]:

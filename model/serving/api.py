@@ -51,7 +51,9 @@ class ExtraChunk(msgspec.Struct):
 def extra_context(chunks: list[ExtraChunk]) -> str:
     """input_extra as Hone's cross-file context: each chunk under a `# filename` line, as the workspace index
     writes its own (model.workspace)."""
-    return "\n\n".join(f"# {c.filename}\n{c.text.rstrip()}" if c.filename else c.text.rstrip() for c in chunks if c.text.strip())
+    from ..workspace import chunk_block
+
+    return "\n\n".join(chunk_block(c.filename, c.text.rstrip()) for c in chunks if c.text.strip())
 
 
 class InfillRequest(msgspec.Struct, kw_only=True):
