@@ -68,10 +68,11 @@ def plan_completion(text: str, offset: int, settings: Settings, engine: Engine |
 
 def run_completion(engine: Engine, plan: CompletionPlan, cancel: threading.Event | None = None) -> tuple[str, Stats]:
     """(cleaned text, engine stats); raises the engine's Cancelled."""
-    if plan.repo:
-        res = engine.fill([plan.context.prefix, plan.context.suffix], plan.opts, cancel, context=plan.repo)
+    ctx = plan.context
+    if plan.repo or ctx.hint:
+        res = engine.fill([ctx.prefix, ctx.suffix], plan.opts, cancel, context=plan.repo, hint=ctx.hint)
     else:
-        res = engine.infill(plan.context.prefix, plan.context.suffix, plan.opts, cancel)
+        res = engine.infill(ctx.prefix, ctx.suffix, plan.opts, cancel)
     return plan.finish(res.texts[0]), res.stats
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from model.drafts import copy_hint
 from model.types import SampleOptions
 
 _ENGINE = SampleOptions()
 MAX_WINDOW_CHARS = 8192  # per side: a 5 MB document costs no more than a small one
+HINT_CHARS = 262_144  # per side: where a copy hint is looked for (a few hundred µs in a huge document)
 CHARS_PER_TOKEN_MAX = 16  # generous (runs of indentation are long tokens): the engine's token budget decides
 OPENERS = (":", "(", "[", "{", "\\")
 
@@ -112,6 +114,7 @@ class Context:
     block_indent: int
     eol: str  # the document's line ending, for the text sent back
     indent_unit: str  # "\t" or spaces, as the document indents
+    hint: str = ""  # drafts.copy_hint over the whole document (within HINT_CHARS of the cursor): a repeated line's rest
 
 
 def build_context(text: str, offset: int, setting_mode: str = "auto", prefix_tokens: int = _ENGINE.prefix_budget,
@@ -126,5 +129,6 @@ def build_context(text: str, offset: int, setting_mode: str = "auto", prefix_tok
     line_suffix = suffix.split("\n", 1)[0]
     prev_line = next((ln for ln in reversed(before_lines[:-1]) if ln.strip()), None)
     mode, block_indent = decide_mode(setting_mode, line_prefix, line_suffix, prev_line)
+    hint = sanitize(copy_hint(text[max(0, offset - HINT_CHARS): offset], text[offset: offset + HINT_CHARS]))
     return Context(prefix, suffix, doc_end, line_prefix, line_suffix, mode, block_indent,
-                   detect_eol(raw_prefix + raw_suffix), detect_indent_unit(before_lines))
+                   detect_eol(raw_prefix + raw_suffix), detect_indent_unit(before_lines), hint.rstrip("\n"))

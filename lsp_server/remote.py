@@ -177,15 +177,15 @@ class RemoteEngine:
     # ---- Engine ---------------------------------------------------------------------------------------------
 
     def fill(self, pieces: list[str], opts: SampleOptions, cancel: threading.Event | None = None,
-             seed: int | None = None, context: str = "") -> Result:
+             seed: int | None = None, context: str = "", hint: str = "") -> Result:
         timeout = READ_TIMEOUT_S if not opts.deadline_s else opts.deadline_s + READ_SLACK_S
-        body = msgspec.json.encode(api.FillRequest(pieces=pieces, options=opts, seed=seed, context=context))
+        body = msgspec.json.encode(api.FillRequest(pieces=pieces, options=opts, seed=seed, context=context, hint=hint))
         try:
             status, data = self._call("POST", "/hone/fill", body, cancel, timeout)
         except Unreachable:
             if self._fallback is None:
                 raise
-            return self._local_engine().fill(pieces, opts, cancel, seed, context)
+            return self._local_engine().fill(pieces, opts, cancel, seed, context, hint)
         if status == DEADLINE_PASSED:  # the deadline passed while the request queued at the service: nothing to show
             return Result([""] * (len(pieces) - 1), Stats(deadline_hit=True))
         answer = self._decode(status, data, api.FillAnswer)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 DRAFTS_FILE = "drafts.npz"
+COPY_KEY_CHARS = 12  # a copy hint looks up this many characters before the cursor (about 4 tokens)
 MIN_COUNT = 2  # a pair seen once says little about what follows it (and keeps the file small)
 BATCH_FILES = 256  # files tokenized per batch while building
 MERGE_TOKENS = 20_000_000  # triples collected before they are folded into the running counts (bounds memory)
@@ -107,6 +108,23 @@ class NgramDrafts:
         seen = np.add.reduceat(counts, first) if len(first) else np.zeros(0, np.int64)
         keep = first[seen >= min_count]
         return cls(pair[keep], nxt[keep], v)
+
+
+def copy_hint(before: str, after: str, elsewhere: Iterable[str] = ()) -> str:
+    """Where the last COPY_KEY_CHARS characters before the cursor occur elsewhere, the rest of that occurrence's
+    line: the nearest occurrence before the cursor first, then the first after it, then in each of `elsewhere`
+    (other files' text, in order); "" when they occur nowhere or are blank. A repeated line is the one thing a
+    grep completes better than a small model: rule ar verifies the hint as a draft the model may overrule."""
+    key = before[-COPY_KEY_CHARS:]
+    if len(key) < COPY_KEY_CHARS or not key.strip():
+        return ""
+    for text, at in ((before, before.rfind(key, 0, len(before) - 1)), (after, after.find(key)),
+                     *((t, t.find(key)) for t in elsewhere)):
+        if at >= 0:
+            start = at + len(key)
+            end = text.find("\n", start)
+            return text[start:] if end < 0 else text[start:end]
+    return ""
 
 
 def build_from_corpus(corpus: str | Path, model_dir: str | Path, min_count: int = MIN_COUNT,

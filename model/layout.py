@@ -63,6 +63,15 @@ def _head(sp: Specials, context: list[int]) -> list[int]:
     return bos + bos + context + bos if context else list(bos)
 
 
+def context_span(sp: Specials, context: list[int]) -> tuple[int, int]:
+    """Positions [start, end) of the context's part of the opening ([CTX], the context, the BOS after it): the
+    model reads it, nothing there is a target of training; (0, 0) without context."""
+    if not context:
+        return 0, 0
+    first = 0 if sp.bos is None else 1
+    return first, first + len(context) + 2 * first
+
+
 def _end(sp: Specials, doc_end: bool) -> list[int]:
     return [sp.eos] if doc_end and sp.eos is not None else []
 

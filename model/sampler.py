@@ -126,6 +126,7 @@ def sample(
     cancel: threading.Event | None = None,
     seed: int | None = None,
     context: str = "",
+    hint: str = "",
 ) -> Result:
     """Fill the holes between `pieces` (len(pieces) - 1 of them); returns one text per hole and stats. `context`:
     cross-file snippets (the workspace index's), kept up to opts.context_budget tokens."""
@@ -140,6 +141,7 @@ def sample(
     if opts.rule == "ar" and not backend.streams:
         raise ValueError("commit rule 'ar' (autoregressive decoding) needs a Hone model with the spm layout")
     req = _Request(backend, pieces, opts, cancel, seed, context)
+    req.hint = hint
     if opts.rule == "ar":
         req.holes[0].text = _sample_ar(req)
         req.holes[0].done = True
@@ -175,6 +177,7 @@ class _Request:
         self.holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens), before.rsplit("\n", 1)[-1],
                             "" if opts.mode == "line" else suffix_anchor(after)) for before, after in zip(pieces, pieces[1:])]
         self.stats = Stats()
+        self.hint = ""
 
     def segments(self, pieces: list[list[int]] | None = None, holes: list[list[int]] | None = None) -> Segments:
         """The request's segments as they stand (or with other pieces and holes: rule ar's stream)."""
@@ -401,6 +404,7 @@ class Draft:
     tokens: list[int]
     strong: bool = False  # a 3- or 2-token match in the document: its tokens may be kept below the model's best
     forwards: int = 0  # forwards drafting cost (a canvas step)
+    first: bool = False  # a copy hint: strong from the completion's first token on
 
 
 def next_draft(backend: StreamBackend, opts: SampleOptions, so_far: list[int], after: list[int], room: int,
@@ -466,13 +470,17 @@ def _sample_ar(req: _Request) -> str:
     out: list[int] = []
     text = ""
     stats.context_encodes += 1
+    hint = backend.encode(healed + req.hint) if req.hint else []
     while len(out) < opts.max_tokens:
         req.check_cancel()
         if req.past_deadline() and out:
             stats.deadline_hit = True
             break
-        draft = next_draft(backend, opts, prefix + out, toks[1] + req.elsewhere, opts.max_tokens - len(out) - 1,
-                           None if need else stream + out)
+        if hint and not out:
+            draft = Draft(hint[: opts.max_tokens - 1], strong=True, first=True)
+        else:
+            draft = next_draft(backend, opts, prefix + out, toks[1] + req.elsewhere, opts.max_tokens - len(out) - 1,
+                               None if need else stream + out)
         stats.forwards += draft.forwards
         drafted, needs = spell_rows(backend.token_texts, draft.tokens, need)
         logits, encoded = backend.stream_logits(stream + out + drafted, len(drafted) + 1)  # (len(drafted) + 1, V)
@@ -485,7 +493,9 @@ def _sample_ar(req: _Request) -> str:
             _content_unless_sure(logits, tok, conf, 0, backend.null_ids, opts.empty_threshold)
         ended = False
         for i, t in enumerate(tok.tolist()):  # the verified draft, then the model's own token after it
-            if draft.strong and out and i < len(drafted):  # (the first token of a completion is always the model's own)
+            if draft.first and i < len(drafted):  # a copy hint, from the first token on
+                t = accept_draft(logits[i], t, drafted[i], opts.copy_accept, backend.null_ids)
+            elif draft.strong and out and i < len(drafted):  # (the first token of a completion is always the model's own)
                 t = accept_draft(logits[i], t, drafted[i], opts.draft_accept, backend.null_ids)
             stats.slots += 1
             if ends_before(backend, opts, t, out, len(stream), stats):

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import ast
 import builtins
+import io
 import keyword
 import os
 import re
 import sys
 import threading
 import time
+import tokenize
 from array import array
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
@@ -301,6 +303,67 @@ def _symbols_by_lines(text: str) -> FileSymbols:
             if am and "." not in am.group(1):
                 imported.add(am.group(2) or am.group(1))
     return FileSymbols(_interned(defined), _interned(imported), _interned(exported))
+
+
+# ------------------------------------------------------------------------------------------------- cross-file uses
+
+# a builtin used bare resolves without any other file of the project
+_BUILTINS = frozenset(dir(builtins))
+# an attribute builtin types have (`d.get`, `seen.add`, `__doc__`) may well be theirs, not a project class's member
+_BUILTIN_ATTRS = frozenset(a for t in (object, str, bytes, int, float, list, tuple, dict, set, frozenset, BaseException,
+                                       type, type(lambda: None)) for a in dir(t))
+_STATEMENT_START = (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT)
+
+
+def code_tokens(text: str) -> list[tokenize.TokenInfo] | None:
+    """The file's Python tokens, None when it does not tokenize."""
+    try:
+        return list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+
+
+def exported_elsewhere(symbols: dict[str, FileSymbols]) -> dict[str, set[str]]:
+    """Per file of a project: the names that another file of it exports (top level or class member)."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for rel, s in symbols.items():
+        for name in s.exported:
+            owners[name].add(rel)
+    return {rel: {name for name, who in owners.items() if who - {rel}} for rel in symbols}
+
+
+def cross_file_uses(text: str, symbols: FileSymbols, elsewhere: set[str]) -> dict[int, list[tuple[str, int]]]:
+    """Per 0-based line: (cross-file name, its column) for each name token that another file exports (`elsewhere`)
+    and this file neither defines nor imports (CrossCodeEval's cases). Not a builtin used bare, nor an attribute
+    that builtin types have, nor one of an imported standard module (`typing.Optional` only shares a class name of
+    another file); names in import statements are not uses."""
+    toks = code_tokens(text)
+    if toks is None:
+        return {}
+    local = set(symbols.defined) | set(symbols.imported)
+    out: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    root = None  # the first name of the dotted chain the current token continues
+    in_import = False  # an import statement names, it does not use
+    for i, t in enumerate(toks):
+        if t.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+            in_import = False
+        elif t.string in ("import", "from") and (i == 0 or toks[i - 1].type in _STATEMENT_START):
+            in_import = True
+        after_dot = i > 0 and toks[i - 1].type == tokenize.OP and toks[i - 1].string == "."
+        if t.type != tokenize.NAME or keyword.iskeyword(t.string) or in_import:
+            if not (t.type == tokenize.OP and t.string == "."):
+                root = None
+            continue
+        if not after_dot:
+            root = t.string
+        if t.string not in elsewhere or t.string in local:
+            continue
+        if after_dot and (t.string in _BUILTIN_ATTRS or root in sys.stdlib_module_names and root in symbols.imported):
+            continue
+        if not after_dot and t.string in _BUILTINS:
+            continue
+        out[t.start[0] - 1].append((t.string, t.start[1]))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------- summaries

@@ -99,6 +99,7 @@ class FakeEngine:
         self.release = threading.Event()
         self.started = threading.Event()
         self.calls: list[tuple] = []
+        self.hints: list[str] = []  # each fill's copy hint
         self.cancelled = 0
         self.lock = threading.Lock()
 
@@ -124,7 +125,8 @@ class FakeEngine:
         self._wait(cancel)
         return self._result([self.text])
 
-    def fill(self, pieces, opts, cancel=None, seed=None, context=""):
+    def fill(self, pieces, opts, cancel=None, seed=None, context="", hint=""):
+        self.hints.append(hint)
         self.calls.append(("fill", pieces, opts))
         self._wait(cancel)
         return self._result([f"{self.text}{i}" for i in range(len(pieces) - 1)])

@@ -121,3 +121,15 @@ def test_hone_drafts_command(spm_dir, tmp_path):
 
 def _vocab(folder) -> int:
     return json.loads((folder / "config.json").read_text())["vocab_size"]
+
+
+def test_copy_hint_takes_the_rest_of_the_nearest_repeat():
+    from model.drafts import COPY_KEY_CHARS, copy_hint
+
+    before = "a = config.verbose and x\nb = config.verbose or y\nc = config.verbose"
+    assert copy_hint(before, "\n") == " or y"  # the nearest earlier occurrence
+    assert copy_hint("x\nc = config.verbose", "\nd = config.verbose is None\n") == " is None"  # else after the cursor
+    assert copy_hint("c = config.verbose", "", ["e = config.verbose # other file"]) == " # other file"
+    assert copy_hint("c = config.verbose", "\n") == ""  # nowhere else
+    assert copy_hint("x" + " " * COPY_KEY_CHARS, " " * 40) == ""  # blank keys copy nothing
+    assert copy_hint("short", "short") == ""  # fewer characters than a key

@@ -81,3 +81,15 @@ def test_complete_file_uses_utf16_columns(lsp_fake_engine):
     assert prefix == "s = '😀'\nn = " and suffix == "\n" and opts.mode == "line"
     complete_file(engine, "s = '😀' + ", 0, 11)  # 11 UTF-16 units: the emoji counts two
     assert engine.calls[-1][1] == "s = '😀' + "
+
+
+def test_a_line_that_repeats_gets_the_copy_hint_from_the_whole_document(lsp_fake_engine):
+    """The hint is looked for in the whole document, far beyond the model's window, CRLF or not."""
+    from lsp_server.completion import complete_file
+
+    engine = lsp_fake_engine("x")
+    far = "v = config.verbose or quiet\r\n" + "pass\r\n" * 3000  # ~20k characters before the cursor
+    complete_file(engine, far + "w = config.verbose", 3001, 18)
+    assert engine.hints[-1] == " or quiet"
+    complete_file(engine, "nothing repeats here\n", 0, 20)
+    assert engine.calls[-1][0] == "infill"  # no hint, no cross-file context: the plain one-hole call

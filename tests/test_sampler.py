@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 
+import msgspec
 import pytest
 import torch
 
@@ -370,3 +371,18 @@ def test_a_draft_while_healing_keeps_only_tokens_that_spell_the_cut_text():
     assert spell_rows(texts, [6, 5], "appen") == ([], ["appen"])  # "apple" does not spell "appen"
     assert spell_rows(texts, [1, 0], "appen") == ([1], ["appen", "en"])  # a special token spells nothing
     assert spell_rows(texts, [5], "") == ([5], ["", ""])  # nothing to heal: the draft as it is
+
+
+def test_a_copy_hint_is_verified_from_the_first_token(spm_engine):
+    """copy_accept 0 keeps exactly the greedy text whatever the hint; a share of ~0 takes the hint whole (the random
+    network finds none of it impossible); a hint never costs a forward beyond the one that verifies it."""
+    prefix, hint = PREFIX + "    total = ", "sum(values) + offset"
+    line = SampleOptions(rule="ar", mode="line", max_tokens=24, draft="none")
+    plain = spm_engine.fill([prefix, SUFFIX], line)
+    strict = spm_engine.fill([prefix, SUFFIX], msgspec.structs.replace(line, copy_accept=0.0), hint=hint)
+    assert strict.texts == plain.texts
+    loose = spm_engine.fill([prefix, SUFFIX], msgspec.structs.replace(line, copy_accept=1e-30), hint=hint)
+    assert loose.texts[0].startswith(hint)
+    assert loose.stats.forwards <= plain.stats.forwards
+    with pytest.raises(ValueError, match="copy_accept"):
+        SampleOptions(copy_accept=-0.1).validate()

@@ -53,6 +53,19 @@ def test_infill_input_extra_is_cross_file_context(spm_engine):
     assert api.infill_job(api.InfillRequest(input_prefix="a"), spm_engine).context == ""
 
 
+def test_every_path_of_the_service_gets_the_copy_hint(spm_engine):
+    """/infill (from its pieces and input_extra), /v1/completions (prompt and suffix) and /hone/fill (the client's,
+    from its whole document) hand rule ar the copy hint the editor path gets."""
+    before = "x = config.verbose and y\nz = config.verbose"
+    infill = api.InfillRequest(input_prefix=before, input_suffix="\n")
+    assert api.infill_job(infill, spm_engine).hint == " and y"
+    extra = api.InfillRequest(input_prefix="q = store.get_item", input_extra=[api.ExtraChunk("m.py", "v = store.get_item(k)\n")])
+    assert api.infill_job(extra, spm_engine).hint == "(k)"
+    assert api.completion_job(api.CompletionRequest(prompt=before, suffix="\n"), spm_engine).hint == " and y"
+    fill = api.decode(b'{"pieces": ["a", "b"], "hint": "(k)"}', api.FillRequest)
+    assert api.fill_job(fill, spm_engine).hint == "(k)"
+
+
 @pytest.mark.parametrize("body,reason", [
     (b"not json", "invalid InfillRequest"),
     (b'{"input_prefix": 3}', "$.input_prefix"),

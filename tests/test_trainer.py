@@ -186,4 +186,6 @@ def test_training_with_cross_file_context(tmp_path, tok):
     tr = Trainer(cfg, corpus, tmp_path / "tok.json", tmp_path / "run")
     held = tr.run()
     assert {"heldout_masked_ce", "heldout_ctx_masked_ce", "heldout_next_ce", "heldout_ctx_next_ce"} <= set(held)
+    # cli.py's `store.get_item(...)` lines use a member models.py defines: the cross-file held-out, without and with context
+    assert {"heldout_xf_masked_ce", "heldout_xfctx_masked_ce", "heldout_xfctx_next_ce"} <= set(held)
     assert tr.repos.built >= 1 and load_config(tmp_path / "run" / "model").context_tokens == 48

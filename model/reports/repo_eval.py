@@ -1,13 +1,12 @@
 """`hone eval-repo`: repository-level held-out evaluation (DESIGN §5). A case is a line of a held-out project whose
-rest uses a name defined in another file of that project; arms: the file alone, + cross-file context, copy baseline."""
+rest uses a name defined in another file of that project; arms: the file alone, + a copy hint (what the server adds
+for every line), + cross-file context and the copy hint, and a model-free copy baseline."""
 
 from __future__ import annotations
 
-import builtins
 import inspect
 import io
 import json
-import keyword
 import random
 import sys
 import time
@@ -23,20 +22,16 @@ from ..engine import Engine
 from .bench import pct
 from .card import put_block
 from .evaluate import edit_similarity
+from ..drafts import copy_hint
+from ..workspace import code_tokens, cross_file_uses, exported_elsewhere, file_symbols
 
 MAX_LINE_CHARS = 120  # longer lines are mostly data or strings
 MIN_LINE_PREFIX = 3  # characters of the line (after its indentation) typed before the cursor
 MIN_TARGET_CHARS = 4  # non-space characters the rest of the line must hold
 PER_FILE_CAP = 6  # most cases from one file, so that a few big files do not make the set
-COPY_KEY_CHARS = 12  # the copy baseline looks up this many characters before the cursor
 MAX_TOKENS = 48  # canvas slots for the rest of one line
-ARMS = ("file", "context", "copy")
+ARMS = ("file", "hint", "context", "copy")
 REPO_START, REPO_END = "<!-- repo-eval:start -->", "<!-- repo-eval:end -->"  # the card table of --write-card
-_BUILTINS = frozenset(dir(builtins))  # a bare builtin resolves without any other file of the project
-# an attribute builtin types have (`d.get`, `seen.add`, `__doc__`) may well be theirs, not a project class's member
-_BUILTIN_ATTRS = frozenset(a for t in (object, str, bytes, int, float, list, tuple, dict, set, frozenset, BaseException,
-                                       type, type(lambda: None)) for a in dir(t))
-_STATEMENT_START = (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT)
 
 
 class RepoCase(msgspec.Struct, frozen=True):
@@ -66,51 +61,10 @@ def project_files(root: Path) -> dict[str, str]:
     return out
 
 
-def _code_tokens(text: str) -> list[tokenize.TokenInfo] | None:
-    try:
-        return list(tokenize.generate_tokens(io.StringIO(text).readline))
-    except (tokenize.TokenError, SyntaxError):
-        return None
-
-
-def _line_options(text: str, symbols, exported_elsewhere: set[str]) -> dict[int, list[tuple[str, int]]]:
-    """Per 0-based line: (cross-file name, its column) for each name token that another file exports (top level or
-    class member) and this file neither defines nor imports. Not a builtin used bare, nor an attribute that builtin
-    types have, nor one of an imported standard module (`typing.Optional` only shares a class name of another
-    file); names in import statements are not uses."""
-    toks = _code_tokens(text)
-    if toks is None:
-        return {}
-    local = set(symbols.defined) | set(symbols.imported)
-    out: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    root = None  # the first name of the dotted chain the current token continues
-    in_import = False  # an import statement names, it does not use
-    for i, t in enumerate(toks):
-        if t.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
-            in_import = False
-        elif t.string in ("import", "from") and (i == 0 or toks[i - 1].type in _STATEMENT_START):
-            in_import = True
-        after_dot = i > 0 and toks[i - 1].type == tokenize.OP and toks[i - 1].string == "."
-        if t.type != tokenize.NAME or keyword.iskeyword(t.string) or in_import:
-            if not (t.type == tokenize.OP and t.string == "."):
-                root = None
-            continue
-        if not after_dot:
-            root = t.string
-        if t.string not in exported_elsewhere or t.string in local:
-            continue
-        if after_dot and (t.string in _BUILTIN_ATTRS or root in sys.stdlib_module_names and root in symbols.imported):
-            continue
-        if not after_dot and t.string in _BUILTINS:
-            continue
-        out[t.start[0] - 1].append((t.string, t.start[1]))
-    return out
-
-
 def _string_spans(text: str) -> dict[int, list[tuple[int, int]]]:
     """Per 0-based line, the (start, end) columns covered by string tokens (a multi-line string: to the line's end)."""
     spans: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for t in _code_tokens(text) or []:
+    for t in code_tokens(text) or []:
         if t.type == tokenize.STRING:
             (r0, c0), (r1, c1) = t.start, t.end
             for r in range(r0, r1 + 1):
@@ -118,7 +72,7 @@ def _string_spans(text: str) -> dict[int, list[tuple[int, int]]]:
     return spans
 
 
-def _file_cases(root: Path, rel: str, text: str, symbols, exported_elsewhere: set[str], rng: random.Random
+def _file_cases(root: Path, rel: str, text: str, symbols, elsewhere: set[str], rng: random.Random
                 ) -> list[RepoCase]:
     """One case per eligible line of the file (shuffled): a random cross-file name of the line, the cursor at a
     random column after the indentation and at or before that name, outside strings."""
@@ -126,7 +80,7 @@ def _file_cases(root: Path, rel: str, text: str, symbols, exported_elsewhere: se
     starts = [0]
     for ln in lines:
         starts.append(starts[-1] + len(ln))
-    options = _line_options(text, symbols, exported_elsewhere)
+    options = cross_file_uses(text, symbols, elsewhere)
     strings = _string_spans(text) if options else {}
     cases = []
     for row in sorted(options):
@@ -149,21 +103,15 @@ def _file_cases(root: Path, rel: str, text: str, symbols, exported_elsewhere: se
 def build_cases(projects: list[Path], n: int, seed: int) -> list[RepoCase]:
     """Up to `n` cases spread over the projects (round robin), and within a project over its files (at most
     PER_FILE_CAP each); deterministic given `seed`."""
-    from ..workspace import file_symbols
-
     rng = random.Random(seed)
     per_project: list[list[list[RepoCase]]] = []
     for root in sorted(Path(p) for p in projects):
         files = project_files(root)
         symbols = {rel: file_symbols(text) for rel, text in files.items()}
-        owners: dict[str, set[str]] = defaultdict(set)
-        for rel, s in symbols.items():
-            for name in s.exported:
-                owners[name].add(rel)
+        elsewhere = exported_elsewhere(symbols)
         queues = []
         for rel, text in files.items():
-            elsewhere = {name for name, who in owners.items() if who - {rel}}
-            cases = _file_cases(root, rel, text, symbols[rel], elsewhere, rng)[:PER_FILE_CAP]
+            cases = _file_cases(root, rel, text, symbols[rel], elsewhere[rel], rng)[:PER_FILE_CAP]
             if cases:
                 queues.append(cases)
         rng.shuffle(queues)
@@ -180,31 +128,10 @@ def build_cases(projects: list[Path], n: int, seed: int) -> list[RepoCase]:
 
 
 def copy_baseline(case: RepoCase, others: dict[str, str]) -> str:
-    """Model-free: where the last COPY_KEY_CHARS characters before the cursor occur elsewhere in the blanked file
-    (the nearest occurrence before the cursor first, then after it), else in the project's other files (in path
-    order), the rest of that occurrence's line; "" when they occur nowhere."""
-    key = case.prefix[-COPY_KEY_CHARS:]
-    if not key.strip():
-        return ""
-    text = case.blanked
-    own = len(case.prefix) - len(key)
-    spots = [i for i in _occurrences(text, key) if i != own]
-    spots = sorted((i for i in spots if i < own), reverse=True) + [i for i in spots if i > own]
-    sources = [(text, spots)] + [(t, _occurrences(t, key)) for rel, t in sorted(others.items()) if rel != case.path]
-    for src, where in sources:
-        if where:
-            start = where[0] + len(key)
-            end = src.find("\n", start)
-            return src[start:] if end < 0 else src[start:end]
-    return ""
-
-
-def _occurrences(text: str, key: str) -> list[int]:
-    out, i = [], text.find(key)
-    while i >= 0:
-        out.append(i)
-        i = text.find(key, i + 1)
-    return out
+    """Model-free (drafts.copy_hint): where the last characters before the cursor occur elsewhere in the blanked
+    file (nearest before the cursor, then after it), else in the project's other files (path order), the rest of
+    that occurrence's line."""
+    return copy_hint(case.prefix, case.suffix, (t for rel, t in sorted(others.items()) if rel != case.path))
 
 
 def context_unavailable(engine) -> str | None:
@@ -261,9 +188,9 @@ def _run_arm(engine: Engine | None, arm: str, cases: list[RepoCase], opts, files
         if arm == "copy":
             t0 = time.perf_counter()
             tally.add(case, copy_baseline(case, proj), (time.perf_counter() - t0) * 1000)
-        elif arm == "file":
+        elif arm in ("file", "hint"):
             t0 = time.perf_counter()
-            r = engine.fill(pieces, opts)
+            r = engine.fill(pieces, opts, hint=copy_hint(case.prefix, case.suffix) if arm == "hint" else "")
             tally.add(case, r.texts[0], (time.perf_counter() - t0) * 1000, r.stats)
         else:
             if index_of != case.project:
@@ -273,7 +200,7 @@ def _run_arm(engine: Engine | None, arm: str, cases: list[RepoCase], opts, files
             t0 = time.perf_counter()
             index.set_file(case.path, case.blanked)
             ctx = index.context_for(case.path, case.blanked, len(case.prefix))
-            r = engine.fill(pieces, opts, context=ctx)
+            r = engine.fill(pieces, opts, context=ctx, hint=copy_hint(case.prefix, case.suffix))
             tally.add(case, r.texts[0], (time.perf_counter() - t0) * 1000, r.stats)
             index.set_file(case.path, proj[case.path])
             n_ctx = engine.count_tokens(ctx) if ctx else 0
@@ -312,7 +239,8 @@ def run_repo_eval(engine: Engine | None, cases: list[RepoCase], arms: list[str] 
             "arms": {a: t.figures() for a, t in tallies.items()}, "skipped": skipped}
 
 
-ARM_LABELS = {"file": "file only", "context": "file + cross-file context", "copy": "copy baseline (no model)"}
+ARM_LABELS = {"file": "file only (the model alone)", "hint": "file + copy hint", "context": "+ cross-file context",
+              "copy": "copy baseline (no model)"}
 
 
 def table_markdown(res: dict) -> str:

@@ -18,6 +18,7 @@ from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
+from ..drafts import copy_hint
 from ..types import MAX_HOLES, MAX_TOKENS, MODES, Engine, Limits, Result, SampleOptions, Stats
 from .batch import CLIENT_GONE, DEADLINE_PASSED, Job, Outcome
 
@@ -103,6 +104,7 @@ class FillRequest(msgspec.Struct, kw_only=True):
     options: SampleOptions | None = None  # None = the model's defaults (GET /hone/info has them)
     seed: int | None = None
     context: str = ""  # cross-file context from the client's workspace (kept up to options.context_budget tokens)
+    hint: str = ""  # a copy hint (model.drafts.copy_hint over the client's whole document): rule ar verifies it
 
 
 class TokensRequest(msgspec.Struct, kw_only=True):
@@ -277,7 +279,9 @@ def infill_job(req: InfillRequest, engine: Engine) -> Job:
     deadline = req.deadline_ms if req.deadline_ms is not None else req.t_max_predict_ms
     opts = _one_hole(engine, req.n_predict if req.n_predict > 0 else None, "n_predict", temperature=req.temperature,
                      top_p=req.top_p, deadline_ms=deadline, mode=req.mode, doc_end=req.doc_end)
-    return Job([req.input_prefix + req.prompt, req.input_suffix], opts, _seed(req.seed), extra_context(req.input_extra))
+    before, extra = req.input_prefix + req.prompt, extra_context(req.input_extra)
+    return Job([before, req.input_suffix], opts, _seed(req.seed), extra,
+               copy_hint(before, req.input_suffix, [c.text for c in req.input_extra]))
 
 
 def completion_job(req: CompletionRequest, engine: Engine) -> Job:
@@ -294,7 +298,7 @@ def completion_job(req: CompletionRequest, engine: Engine) -> Job:
         prompt = prompt[0]
     opts = _one_hole(engine, req.max_tokens, "max_tokens", temperature=req.temperature, top_p=req.top_p,
                      deadline_ms=req.deadline_ms, mode=req.mode, doc_end=req.doc_end)
-    return Job([prompt, req.suffix or ""], opts, _seed(req.seed))
+    return Job([prompt, req.suffix or ""], opts, _seed(req.seed), hint=copy_hint(prompt, req.suffix or ""))
 
 
 def fill_job(req: FillRequest, engine: Engine) -> Job:
@@ -308,7 +312,7 @@ def fill_job(req: FillRequest, engine: Engine) -> Job:
     if fit.reason:
         raise BadRequest(fit.reason)
     opts = msgspec.structs.replace(opts, deadline_s=capped_deadline(opts.deadline_s))
-    return Job(list(req.pieces), opts, _seed(req.seed), req.context)
+    return Job(list(req.pieces), opts, _seed(req.seed), req.context, req.hint if holes == 1 else "")
 
 
 def tokens_answer(req: TokensRequest, engine: Engine) -> TokensAnswer:

@@ -32,6 +32,7 @@ class Job:
     opts: SampleOptions
     seed: int | None = None
     context: str = ""  # cross-file context (the client's workspace index)
+    hint: str = ""  # a copy hint (model.drafts.copy_hint)
     cancel: threading.Event = field(default_factory=threading.Event)
     arrived: float = field(default_factory=time.monotonic)
 
@@ -57,7 +58,7 @@ def run_batch(engine: Engine, jobs: list[Job], clock: Callable[[], float] = time
             ready.append((i, job, opts, queue_ms))
     fill_many = getattr(engine, "fill_many", None)
     if len(ready) > 1 and fill_many is not None:
-        answers = fill_many([(job.pieces, opts, job.cancel, job.seed, job.context) for _, job, opts, _ in ready])
+        answers = fill_many([(job.pieces, opts, job.cancel, job.seed, job.context, job.hint) for _, job, opts, _ in ready])
     else:
         answers = [_attempt(engine, job, opts) for _, job, opts, _ in ready]
     for (i, job, _, queue_ms), answer in zip(ready, answers):
@@ -84,7 +85,7 @@ def _admit(job: Job, clock: Callable[[], float]) -> tuple[Outcome | None, Sample
 
 def _attempt(engine: Engine, job: Job, opts: SampleOptions) -> Result | Exception:
     try:
-        return engine.fill(job.pieces, opts, job.cancel, job.seed, job.context)
+        return engine.fill(job.pieces, opts, job.cancel, job.seed, job.context, job.hint)
     except Exception as e:  # noqa: BLE001 - _outcome says what it means
         return e
 

@@ -23,6 +23,8 @@ MIDDLE_WEIGHTS = (0.40, 0.25, 0.10, 0.15, 0.10)
 # where a row carries almost no signal (t≈0) or almost no context (t≈1)
 MASK_SCHEDULES = {"uniform": (0.02, 1.0), "clipped": (0.2, 0.8)}
 ContextFn = Callable[[str, int], str]  # (the document without its middle, cursor offset) -> cross-file context text
+Spot = tuple[int, int]  # a line that uses a name another file of its package defines: (first cursor offset, name's)
+CROSS_SHARE = 0.5  # examples with context and such lines: the share whose middle is the rest of one of them
 
 
 def _line_bounds(text: str, pos: int) -> tuple[int, int]:
@@ -31,8 +33,12 @@ def _line_bounds(text: str, pos: int) -> tuple[int, int]:
     return start, len(text) if end < 0 else end
 
 
-def choose_middle(text: str, rng: random.Random, kind: str | None = None) -> tuple[int, int]:
-    """(start, end) character offsets of the middle, shaped like an editor request."""
+def choose_middle(text: str, rng: random.Random, kind: str | None = None, spots: list[Spot] = ()) -> tuple[int, int]:
+    """(start, end) character offsets of the middle, shaped like an editor request; with `spots`, the rest of one
+    of those lines from a cursor at or before its cross-file name (the repository-level evaluation's cases)."""
+    if spots:
+        lo, at = rng.choice(spots)
+        return rng.randint(lo, at), _line_bounds(text, at)[1]
     n = len(text)
     kind = kind or rng.choices(MIDDLE_KINDS, MIDDLE_WEIGHTS)[0]
     pos = rng.randrange(n + 1)
@@ -70,10 +76,13 @@ class Example:
         return lay.Segments([self.prefix, self.suffix], [self.canvas], self.doc_end, self.context)
 
 
-def build_example(tok: HoneTokenizer, text: str, rng: random.Random, b: Budgets, context: ContextFn | None = None) -> Example:
+def build_example(tok: HoneTokenizer, text: str, rng: random.Random, b: Budgets, context: ContextFn | None = None,
+                  spots: list[Spot] = (), cross_share: float = CROSS_SHARE) -> Example:
     """One example from `text`; `context` (the workspace's retrieval, as the server runs it) gives it cross-file
-    context, asked with the middle removed (the snippets must not hold the answer)."""
-    c, e = choose_middle(text, rng)
+    context, asked with the middle removed (the snippets must not hold the answer). With `spots`, `cross_share` of
+    the examples complete a line that uses a name of another file."""
+    cross = bool(spots) and rng.random() < cross_share
+    c, e = choose_middle(text, rng, spots=spots if cross else ())
     pre_t, mid_t, suf_t = tok.encode_batch([text[max(0, c - 6 * b.prefix) : c], text[c:e], text[e : e + 6 * b.suffix]])
     ends = e + 6 * b.suffix >= len(text) and len(suf_t) <= b.suffix
     L = len(mid_t)
@@ -104,30 +113,34 @@ class InfillBatch:
     valid: torch.Tensor  # (B, T) bool: not padding
     start: torch.Tensor  # (B,) first canvas position
     width: int  # canvas slots per row at most (mask draws are made over this width, whatever the layout)
+    cross: torch.Tensor  # (B, T) bool: the cross-file context's part of the opening (read, never a target)
 
     @property
     def is_context(self) -> torch.Tensor:
         return self.valid & ~self.canvas
 
     def to(self, device) -> InfillBatch:
-        return InfillBatch(self.ids.to(device), self.canvas.to(device), self.valid.to(device), self.start.to(device), self.width)
+        return InfillBatch(self.ids.to(device), self.canvas.to(device), self.valid.to(device), self.start.to(device),
+                           self.width, self.cross.to(device))
 
 
 def infill_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, b: Budgets, batch: int,
                  layout: str = "infill", pairs: bool = False, repos=None,
-                 contexts: dict[str, ContextFn] | None = None) -> InfillBatch:
+                 contexts: dict[str, ContextFn] | None = None, spots: dict[str, list[Spot]] | None = None,
+                 cross_share: float = CROSS_SHARE) -> InfillBatch:
     """`batch` editor-shaped rows, as wide as the longest; pairs=True draws batch/2 examples, each twice (for
     complementary masks). Cross-file context: `repos` (training.repos.RepoContexts) draws the files, some with
-    their retrieval; or `contexts` gives the retrieval of some of `texts` (the same draws as without it)."""
+    their retrieval and cross-file lines; or `contexts` and `spots` give those of some of `texts` (the same draws
+    as without them)."""
     examples = []
     with_context = repos is not None and repos.batch_has_context(rng)
     for _ in range(batch // 2 if pairs else batch):
         if repos is not None:
-            text, context = repos.draw(rng, with_context)
+            text, context, where = repos.draw(rng, with_context)
         else:
             text = rng.choice(texts)
-            context = contexts.get(text) if contexts else None
-        examples.append(build_example(tok, text, rng, b, context))
+            context, where = (contexts or {}).get(text), (spots or {}).get(text, ())
+        examples.append(build_example(tok, text, rng, b, context, where, cross_share))
     if pairs:
         examples = [ex for ex in examples for _ in (0, 1)]
     rows = [layout_ids(tok, ex, layout) for ex in examples]
@@ -136,12 +149,16 @@ def infill_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, b: Bu
     canvas = torch.zeros((batch, width), dtype=torch.bool)
     valid = torch.zeros((batch, width), dtype=torch.bool)
     start = torch.zeros(batch, dtype=torch.long)
+    cross = torch.zeros((batch, width), dtype=torch.bool)
+    specials = lay.Specials(tok.bos_id, tok.eos_id)
     for i, (ex, (row, s)) in enumerate(zip(examples, rows)):
         ids[i, : len(row)] = torch.tensor(row)
         valid[i, : len(row)] = True
         canvas[i, s : s + len(ex.canvas)] = True
         start[i] = s
-    return InfillBatch(ids, canvas, valid, start, b.middle)
+        a, z = lay.context_span(specials, ex.context)
+        cross[i, a:z] = True
+    return InfillBatch(ids, canvas, valid, start, b.middle, cross)
 
 
 def mask_times(batch: int, u: torch.Tensor, schedule: str, complementary: bool) -> torch.Tensor:

@@ -17,13 +17,15 @@ HELDOUT_SEED = 1234
 
 
 def heldout_batches(tok: HoneTokenizer, texts: list[str], budgets: Budgets, layout: str, n: int = 8,
-                    contexts: dict | None = None) -> list:
+                    contexts: dict | None = None, spots: dict | None = None) -> list:
     """Fixed held-out batches with their mask-generator states: the same examples and masked slots in any layout,
-    with or without cross-file context (`contexts`: training.repos.RepoContexts.fixed)."""
+    with or without cross-file context (`contexts`, `spots`: training.repos.RepoContexts.fixed; with spots every
+    example completes a cross-file line)."""
     rng, gen = random.Random(HELDOUT_SEED), torch.Generator().manual_seed(HELDOUT_SEED)
     out = []
     for _ in range(n):
-        out.append((infill_batch(tok, texts, rng, budgets, 16, layout, contexts=contexts), gen.get_state()))
+        out.append((infill_batch(tok, texts, rng, budgets, 16, layout, contexts=contexts, spots=spots,
+                                 cross_share=1.0), gen.get_state()))
         torch.rand(16 * budgets.middle, generator=gen)  # advance so each batch draws new masks
     return out
 

@@ -14,7 +14,7 @@ def infill_losses(model: Denoiser, batch: InfillBatch, mask_id: int, gen: torch.
                   complementary: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
     """One forward in the model's layout -> (loss, masked-canvas CE, next-token CE over the context or None,
     supervised positions). The masked-canvas CE is the mean over masked slots (comparable across layouts);
-    the spm layout adds next-token CE at every context position (the last one predicts the first slot)."""
+    the spm layout adds next-token CE at every position of the file's stream (the last one predicts the first slot)."""
     noisy, masked = mask_canvas(batch, mask_id, gen, schedule, complementary)
     spm = model.cfg.layout == "spm"
     mask = spm_attention_mask(batch.canvas, batch.valid) if spm else infill_attention_mask(~batch.canvas)
@@ -22,7 +22,8 @@ def infill_losses(model: Denoiser, batch: InfillBatch, mask_id: int, gen: torch.
     tgt, on_canvas = batch.ids, masked
     if model.cfg.shifted:  # the output at j-1 predicts slot j
         h, tgt, on_canvas = h[:, :-1], tgt[:, 1:], masked[:, 1:]
-    on_context = (batch.is_context[:, :-1] & batch.valid[:, 1:]) if spm else torch.zeros_like(on_canvas)
+    # the stream's next tokens: the file's, not the cross-file context's (it is read, never written)
+    on_context = (batch.is_context[:, :-1] & batch.valid[:, 1:] & ~batch.cross[:, 1:]) if spm else torch.zeros_like(on_canvas)
     sel = on_canvas | on_context
     logits = model.head(h[sel])  # (N, V): the head only where there is a target
     # training takes the CE in the autocast dtype: the fp32 copy of (N, V) logits was a quarter of an spm step

@@ -210,13 +210,13 @@ class Trainer:
         self.texts = [text for _, text in records]
         held, _ = self._load(corpus / "heldout.jsonl")
         self.held = [text for _, text in held]
-        self.repos, self._held_contexts = None, None
+        self.repos, self._held_contexts, self._held_spots = None, None, None
         if cfg.context_tokens > 0:  # packages' other files give context, as a workspace does in the editor
             from .repos import RepoContexts  # the workspace index: only for runs with context
 
             roots = json.loads((corpus / "corpus.json").read_text()).get("roots", []) if (corpus / "corpus.json").is_file() else []
             self.repos = RepoContexts(records, cfg.context_share, roots, cfg.seed)
-            self._held_contexts = self.repos.fixed(held)
+            self._held_contexts, self._held_spots = self.repos.fixed(held)
         torch.manual_seed(cfg.seed)
         if init_from is not None:  # fine-tune: that model's network, weights and tokenizer
             from ..checkpoint import load_model
@@ -273,6 +273,11 @@ class Trainer:
         out = {"": heldout_batches(self.tok, self.held, plain, self.model.cfg.layout)}
         if self._held_contexts:
             out["ctx_"] = heldout_batches(self.tok, self.held, self.budgets, self.model.cfg.layout, contexts=self._held_contexts)
+        if self._held_spots:  # lines that use another file's name (the repository-level cases), without and with context
+            cross = list(self._held_spots)
+            out["xf_"] = heldout_batches(self.tok, cross, plain, self.model.cfg.layout, spots=self._held_spots)
+            out["xfctx_"] = heldout_batches(self.tok, cross, self.budgets, self.model.cfg.layout,
+                                            contexts=self._held_contexts, spots=self._held_spots)
         return out
 
     def cool_down(self, hours: float) -> None:
