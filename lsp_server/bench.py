@@ -65,6 +65,8 @@ class _Client:
         self.busy = asyncio.Event()
         self.first_ready: float | None = None  # perf_counter() of the first ready (or error) status
         self.log_file: Path | None = None  # the server's log (debug level: a line per model run)
+        self.rss_first_mb = 0.0  # the server's RSS at its first completion
+        self.messages = 0  # window/showMessage notifications (bad settings, junk input)
 
         @self.lc.feature("hone/status")
         def on_status(ls, params):
@@ -74,6 +76,10 @@ class _Client:
                 self.first_ready = time.perf_counter()
             if st.get("state") == "busy":
                 self.busy.set()
+
+        @self.lc.feature(types.WINDOW_SHOW_MESSAGE)
+        def on_message(ls, params):
+            self.messages += 1
 
         @self.lc.feature(types.WORKSPACE_APPLY_EDIT)
         def on_apply(ls, params):
@@ -188,6 +194,7 @@ async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dic
     c.open("file:///bench/warmup.py", "import os\n\ndef main():\n    return os.")
     await c.inline("file:///bench/warmup.py", 3, 14, explicit=True)
     startup_ms = (time.perf_counter() - t_spawn) * 1000
+    c.rss_first_mb = _rss_mb(c)  # before the compiled steps load
     ready_ms = ((c.first_ready or time.perf_counter()) - t_spawn) * 1000
     status = c.statuses[-1] if c.statuses else {}
     print(f"server: {status.get('model', '?')} on {status.get('device', '?')} ({status.get('state', '?')}"

@@ -179,6 +179,10 @@ def _bench(a) -> int:
         from model.reports.bench import run_speed
 
         run_speed(a.model, a.n, a.device, a.ar_model, a.threads, compile=a.compile, corpus=a.corpus)
+    elif a.what == "soak":
+        from lsp_server.soak import run as run_soak
+
+        run_soak(a)
     else:
         from lsp_server.bench import run
 
@@ -325,8 +329,8 @@ def _args_serve(sub) -> None:
 
 def _args_bench(sub) -> None:
     c = sub.add_parser("bench", help="benchmarks: engine, steps (eager vs compiled ways), speed (diffusion vs its AR "
-                       "twin), lsp or serve")
-    c.add_argument("what", choices=["engine", "steps", "speed", "lsp", "serve"])
+                       "twin), lsp, soak (a day of typing: memory and lost requests) or serve")
+    c.add_argument("what", choices=["engine", "steps", "speed", "lsp", "soak", "serve"])
     c.add_argument("--model", default=None)
     c.add_argument("--device", default="cpu")
     c.add_argument("--n", type=int, default=30)
@@ -337,6 +341,9 @@ def _args_bench(sub) -> None:
     c.add_argument("--corpus", default=None, help="speed, lsp: cases from this corpus's held-out split (default: the "
                    "standard library, which the shipped model and its n-gram drafts were trained on)")
     add_lsp_bench_args(c)
+    from lsp_server.soak import add_args as add_soak_args
+
+    add_soak_args(c)
     from model.serving.bench import add_args as add_serve_bench_args
 
     add_serve_bench_args(c)
