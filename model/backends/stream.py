@@ -9,7 +9,9 @@ import torch
 
 from ..network import Denoiser, KVCache
 
-SAVED_STREAMS = 3  # streams kept aside besides the one in use (~9 MB of buffers each for the default model)
+SAVED_STREAMS = 3  # streams kept aside besides the one in use, cut to their length (a stream of 300 tokens: 5 MB of
+# keys, values and hidden states for the default model)
+MIN_ROWS = 256  # the buffers' first capacity in tokens; they double from there up to the model's max_seq_len
 SWITCH_SHARED = 32  # an update that would encode more than this many tokens looks for a saved stream; the current
 # one is set aside when it shares fewer than this many tokens with the new one (a slid prefix window re-encodes
 # ~190 tokens of the same place but shares the suffix: it stays in place)
@@ -54,17 +56,32 @@ class ContextStream:
         shared = max(shares, default=-1)
         if shared > keep:
             best = shares.index(shared)
-            current = (self.ids, self._k, self._v, self._h)
+            current = self._aside()
             self.ids, self._k, self._v, self._h = self.saved.pop(best)
-            if current[3] is not None:
+            if current is not None:
                 self.saved.insert(0, current)
             return shared
         if self._h is not None and keep < SWITCH_SHARED:  # an unrelated stream: keep this one for a return
-            self.saved.insert(0, (self.ids, self._k, self._v, self._h))
+            self.saved.insert(0, self._aside())
             del self.saved[SAVED_STREAMS:]
             self.ids, self._k, self._v, self._h = [], [], [], None
             return 0
         return keep
+
+    def _aside(self) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor], torch.Tensor] | None:
+        """The stream in use with its buffers cut to its length (room to grow is only worth it for the one in use:
+        set-aside streams kept at their capacity held up to 8x their tokens' worth)."""
+        if self._h is None:
+            return None
+        n = len(self.ids)
+        return (self.ids, [k[:, :, :n].clone() for k in self._k], [v[:, :, :n].clone() for v in self._v],
+                self._h[:, :n].clone())
+
+    def nbytes(self) -> int:
+        """Bytes held in keys, values and hidden states: the stream in use and those set aside."""
+        streams = [(self._k, self._v, self._h)] + [s[1:] for s in self.saved]
+        return sum(sum(t.nbytes for t in k) + sum(t.nbytes for t in v) + (0 if h is None else h.nbytes)
+                   for k, v, h in streams)
 
     def views(self, n: int) -> KVCache:
         """Per layer (k, v) of the stream's first n tokens (1, H, n, Dh): views, valid until the next update."""
@@ -101,7 +118,8 @@ class ContextStream:
         """Write the rows of tokens at..at+n (h (1, n, D), kv per layer (1, H, n, Dh)), growing the buffers if needed."""
         end = at + h.shape[1]
         if self._h is None or end > self._h.shape[1]:
-            cap = max(256, 2 * end)  # doubling: a long stream grows its buffers a few times, not per token
+            # doubling: a long stream grows its buffers a few times, not per token; never past the model's length
+            cap = max(end, min(max(MIN_ROWS, 2 * end), self.model.cfg.max_seq_len))
             old_k, old_v, old_h = self._k, self._v, self._h
             self._h = h.new_empty((1, cap, h.shape[2]))
             self._k = [k.new_empty((*k.shape[:2], cap, k.shape[3])) for k, _ in kv]
