@@ -283,6 +283,7 @@ async def _run(args: argparse.Namespace) -> dict:
     per_key, pauses, delta = await _typing(c, args, cps)
     acks, after_cancel_ms = await _cancels(c, settings, getattr(args, "cancel_trials", 5))
     rss_mb = _rss_mb(c)
+    retrieval = {k: v for k, v in (await c.stats()).get("workspace", {}).items() if k.startswith("retrieval")}
     await c.lc.shutdown_async(None)
     c.lc.exit(None)
     await c.lc.stop()
@@ -304,6 +305,7 @@ async def _run(args: argparse.Namespace) -> dict:
         "request_after_cancel_ms": after_cancel_ms,
         "server_rss_mb": rss_mb, "repo_contexts": delta.get("repoContexts", 0),
         "workspace": {k: v for k, v in getattr(c, "workspace", {}).items() if k in ("files", "bytes", "lastScanSeconds")},
+        "retrieval": retrieval,  # the server's context_for times (a workspace and a model that reads context)
         "cps": cps, "settings": settings, "cases": "heldout" if getattr(args, "corpus", None) else "stdlib",
         **model_runs(c.log_file.read_text(encoding="utf-8", errors="replace") if c.log_file and c.log_file.exists() else ""),
     }
@@ -325,6 +327,9 @@ def _report(figures: dict, delta: dict) -> None:
         if f["slow_runs"]:
             print(f"  {f['slow_runs']} runs over {SLOW_MS} ms: {f['slow_mean_forwards']:.1f} forwards, "
                   f"{f['slow_mean_encoded']:.0f} tokens encoded on average")
+    if (r := f.get("retrieval") or {}).get("retrievals"):
+        print(f"cross-file retrieval: p50 {r['retrievalP50Ms']:.2f} ms, p95 {r['retrievalP95Ms']:.2f} ms "
+              f"({r['retrievals']} requests)")
     print(f"served without the model: {f['cache_hit_rate']:.1%} "
           f"({delta['typedThrough']} typed-through, {delta['cacheHits']} repeated contexts)")
     if f["cancel_to_ack_p50_ms"] is not None:

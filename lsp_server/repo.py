@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from urllib.parse import unquote, urlparse
 
 from model.workspace import WorkspaceIndex
@@ -14,6 +15,7 @@ from model.workspace import WorkspaceIndex
 log = logging.getLogger(__name__)
 
 SCAN_NICE = 19  # the scan thread's priority (Linux: per thread): completions and the model come first
+RETRIEVALS_KEPT = 512  # the latest retrievals' times kept for the stats' percentiles
 
 
 def uri_path(uri: str) -> str | None:
@@ -38,6 +40,7 @@ class Workspace:
         self._thread: threading.Thread | None = None
         self.scans = 0
         self.scan_s: float | None = None  # the last scan's seconds
+        self.retrieval_ms: deque[float] = deque(maxlen=RETRIEVALS_KEPT)
         self.scanning = False
         self.wanted = False  # context has been asked for: scan the folders (and rescan when they change)
 
@@ -98,11 +101,18 @@ class Workspace:
                 del self._pending[p]
         for p, t in pending:
             self.index.open(p, t)
-        return self.index.context_for(path, text, offset)
+        t0 = time.perf_counter()
+        try:
+            return self.index.context_for(path, text, offset)
+        finally:
+            self.retrieval_ms.append((time.perf_counter() - t0) * 1000)
 
     def stats(self) -> dict:
+        ms = sorted(self.retrieval_ms)
+        at = (lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 3)) if ms else (lambda q: None)
         return {**self.index.stats(), "scanning": self.scanning, "scans": self.scans,
-                "lastScanSeconds": None if self.scan_s is None else round(self.scan_s, 2)}
+                "lastScanSeconds": None if self.scan_s is None else round(self.scan_s, 2),
+                "retrievals": len(ms), "retrievalP50Ms": at(0.5), "retrievalP95Ms": at(0.95)}
 
     # ---- background scan -----------------------------------------------------------------------
 
