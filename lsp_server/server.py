@@ -16,7 +16,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
-from . import __version__, watchdog
+from . import __version__, memory, watchdog
 from .models import ModelManager, Target
 from .service import EditResult, Service
 
@@ -95,6 +95,7 @@ class HoneServer(LanguageServer):
 
 
 def build_server(cli_target: Target, models: ModelManager | None = None) -> HoneServer:
+    memory.limit_arenas()  # before pygls starts its threads (lsp_server.memory)
     service = Service(models or ModelManager(), cli_target)
     server = HoneServer(service)
     service.notify_status = server.send_status
@@ -270,7 +271,7 @@ async def fill_holes(ls: HoneServer, *args: Any) -> dict:
 
 def stats(ls: HoneServer, params: Any) -> dict:
     return {**msgspec.to_builtins(ls.service.counters), "status": ls.service.status(),
-            "workspace": ls.service.workspace.stats()}
+            "workspace": ls.service.workspace.stats(), "memory": ls.service.memory_stats()}
 
 
 def plain(obj: Any) -> Any:

@@ -19,7 +19,8 @@ import msgspec
 
 from model.types import Cancelled, Engine, Result, Stats
 
-from .cache import LRU, TypedThrough, context_key
+from . import memory
+from .cache import DEBOUNCE_DOCS, LRU, RECENT_BYTES, RECENT_ENTRIES, TypedThrough, context_key, text_bytes
 from .context import sanitize
 from .completion import CompletionPlan, SpanPlan, engine_defaults, plan_completion, plan_fill, plan_rewrite, run_completion
 from .debounce import Debouncer
@@ -99,8 +100,9 @@ class Service:
         self.settings = Settings()
         self.counters = Counters()
         self.typed = TypedThrough()
-        self.recent: LRU[bytes, str] = LRU(256)
-        self.debouncer = Debouncer()
+        self.recent: LRU[bytes, str] = LRU(RECENT_ENTRIES, RECENT_BYTES, text_bytes)
+        self.debouncer = Debouncer(DEBOUNCE_DOCS)
+        self.trimmer = memory.Trimmer()  # freed memory back to the system after model runs (lsp_server.memory)
         self.last_latency_ms: float | None = None
         self.tokens_per_forward: float | None = None
         self.notify_status = notify_status  # called with each new status (from any thread)
@@ -159,6 +161,21 @@ class Service:
             except TimeoutError:
                 return None
         return m.engine if m.state == "ready" else None
+
+    def memory_stats(self) -> dict:
+        """hone/stats' memory: the process' RSS and each cache's entries and bytes against its bounds."""
+        caches = {"recentContexts": self.recent.stats(), "typedThrough": self.typed.stats(),
+                  "debounce": self.debouncer._seen.stats()}
+        context = getattr(getattr(self.models.engine, "backend", None), "context", None)
+        if context is not None and hasattr(context, "nbytes"):
+            from model.backends.stream import SAVED_STREAMS
+
+            caches["contextStreams"] = {"entries": (context._h is not None) + len(context.saved),
+                                        "bytes": context.nbytes(), "maxEntries": 1 + SAVED_STREAMS}
+        rss = memory.rss_mb()
+        return {"rssMb": None if rss is None else round(rss, 1), "caches": caches, "trims": self.trimmer.trims,
+                "documents": {"open": len(self.documents.docs),  # the client's to bound (open files)
+                              "chars": sum(len(d.text) for d in self.documents.docs.values())}}
 
     # ---- request bookkeeping ------------------------------------------------------------------
 
@@ -306,6 +323,7 @@ class Service:
         log.debug("model run at %s: %.1f ms, %d forwards, %d context tokens encoded, %d tokens",
                   where, (self._clock() - t0) * 1000, st.forwards, st.context_tokens, st.tokens)
         self.recent.put(key, out[0])
+        self.trimmer.maybe(self._clock())
         if cancel.is_set():  # finished, but a newer request for this document came meanwhile
             c.superseded += 1
             return None

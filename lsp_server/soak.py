@@ -305,6 +305,10 @@ async def _run(args: argparse.Namespace) -> dict:
           f"p95 {figures['p95_ms'] or 0:.1f} ms")
     print(f"server RSS: {rss_start:.0f} MB at start, {rss_warm:.0f} MB after warm-up ({WARMUP_SHARE:.0%} of the "
           f"requests), {rss_end:.0f} MB at the end: {figures['growth_after_warmup_mb']:+.1f} MB after warm-up")
+    mem = stats.get("memory") or {}
+    for name, cache in (mem.get("caches") or {}).items():
+        print(f"  cache {name}: {cache['entries']} entries, {cache['bytes'] / 1024:.0f} KiB"
+              f" (bounds: {cache.get('maxEntries')} entries, {cache.get('maxBytes') or '-'} bytes)")
     print(json.dumps(figures))
     return figures
 

@@ -39,3 +39,36 @@ def test_typed_through_is_bounded():
     for i in range(100):
         t.remember(f"u{i}", "abc", 3, "def")
     assert len(t._shown) == 4
+
+
+def test_lru_evicts_at_its_byte_bound():
+    from lsp_server.cache import ENTRY_OVERHEAD, LRU, text_bytes
+
+    lru = LRU(100, max_bytes=3 * (ENTRY_OVERHEAD + 10), size=lambda k, v: text_bytes(v))
+    for i in range(5):
+        lru.put(i, "x" * 10)
+    assert len(lru) == 3 and lru.get(0) is None and lru.get(4) == "x" * 10
+    assert lru.nbytes == 3 * (ENTRY_OVERHEAD + 10) and lru.stats()["evicted"] == 2
+    lru.put(9, "y" * 10_000)  # one entry over the bound alone is kept (the newest), the rest go
+    assert len(lru) == 1 and lru.nbytes == ENTRY_OVERHEAD + 10_000
+    lru.pop(9)
+    assert lru.nbytes == 0 and len(lru) == 0
+
+
+def test_lru_replacing_a_key_recounts_its_bytes():
+    from lsp_server.cache import LRU, text_bytes
+
+    lru = LRU(4, max_bytes=10_000, size=lambda k, v: text_bytes(v))
+    lru.put("a", "x" * 100)
+    lru.put("a", "x" * 10)
+    assert len(lru) == 1 and lru.nbytes == text_bytes("x" * 10)
+
+
+def test_typed_through_is_bounded_in_bytes():
+    from lsp_server.cache import TypedThrough
+
+    typed = TypedThrough(max_docs=64, max_bytes=20_000)
+    for i in range(64):
+        typed.remember(f"file:///{i}.py", "a" * 2000, 1000, "suggestion")
+    st = typed.stats()
+    assert st["bytes"] <= 20_000 and st["entries"] < 64 and st["evicted"] > 0

@@ -26,5 +26,10 @@ def test_soak_smoke(lsp_tiny_model, lsp_server_env):
     assert figures["errors"] > 0  # the junk got its error answers
     assert figures["rss_end_mb"] > 0 and figures["p95_ms"] >= figures["p50_ms"] > 0
     assert figures["server_counters"]["cancelled"] > 0  # $/cancelRequest reached running requests
+    mem = figures["server_memory"]  # hone/stats: the process' RSS and each cache against its bounds
+    assert mem["rssMb"] > 0
+    for name in ("recentContexts", "typedThrough", "debounce"):
+        cache = mem["caches"][name]
+        assert cache["entries"] <= cache["maxEntries"] and (cache["maxBytes"] is None or cache["bytes"] <= cache["maxBytes"])
     rows = [r for r in map(str.split, lines) if len(r) == 6 and all(x.replace(".", "").isdigit() for x in r)]
     assert len(rows) == 3 and all(float(r[3]) > 0 for r in rows)  # RSS every 50 requests
