@@ -8,7 +8,9 @@ sets the older one's cancel event, which the sampler checks between denoising st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +19,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from model.grounding import ground_in
 from model.types import Cancelled, Engine, Result, Stats
 
 from . import memory
@@ -47,6 +50,7 @@ class Counters(msgspec.Struct, rename="camel"):
     errors: int = 0
     empty: int = 0  # answered with nothing (disabled, unknown document, no model, nothing useful)
     repo_contexts: int = 0  # completions planned with cross-file context from the workspace index
+    grounded: int = 0  # suggestions cut before a name that resolves nowhere, or hidden (a line that cannot tokenize)
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,13 @@ def _fill(engine: Engine, make_plan: Callable[[Engine, str], SpanPlan | None], t
     except Cancelled:
         return None
     return plan, res
+
+
+def _build_gate():
+    """model.compiled's gate for its background build, when that module is loaded (a remote engine never imports
+    torch); a request holds it while it runs."""
+    compiled = sys.modules.get("model.compiled")
+    return compiled.GATE.serving() if compiled is not None else contextlib.nullcontext()
 
 
 class Service:
@@ -204,7 +215,8 @@ class Service:
         self._busy += 1
         self.publish_status()
         try:
-            out = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            with _build_gate():  # a background compile build starts no phase while this runs
+                out = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
             record(out)
             return out
         except asyncio.CancelledError:
@@ -278,12 +290,14 @@ class Service:
                 return None
             if (hit := self.recent.get(key)) is not None:
                 c.cache_hits += 1
+                hit = self._grounded(text, plan, hit)
                 if not virtual:
                     self.typed.remember(uri, text, offset, hit)
                 return Completion(hit, pos, "cache") if hit else None
             completion = await self._model_completion(engine, plan, key, cancel, delay, f"{uri}:{line}:{character}")
             if completion is None:
                 return None
+            completion = self._grounded(text, plan, completion)
             if not virtual:
                 self.typed.remember(uri, text, offset, completion)
             if not completion:
@@ -292,6 +306,16 @@ class Service:
             return Completion(completion, pos, "model")
         finally:
             self._end(uri, cancel)
+
+    def _grounded(self, text: str, plan: CompletionPlan, suggestion: str) -> str:
+        """The suggestion as grounding lets it be shown (the setting `grounding`; model.grounding)."""
+        if not self.settings.grounding:
+            return suggestion
+        shown, why = ground_in(text, plan.context.line_prefix, suggestion, self.workspace.knows())
+        if why:
+            self.counters.grounded += 1
+            log.debug("grounding cut %r to %r (%s)", suggestion, shown, why)
+        return shown
 
     async def _model_completion(self, engine: Engine, plan: CompletionPlan, key: bytes, cancel: threading.Event, delay: float,
                                 where: str) -> str | None:

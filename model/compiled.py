@@ -9,14 +9,15 @@ compiler needed) and kept in the cache folder; later loads take a few seconds.""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
 import platform
 import shutil
-import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -29,6 +30,7 @@ from .network import Denoiser, KVCache
 AOT_FORMAT = 3  # bump when what is exported changes: old packages are then rebuilt, never loaded
 MAX_NEW = 128  # the most tokens one compiled step takes (canvas slots or new stream tokens); larger steps run eagerly
 KEEP_PACKAGES = 4  # compiled packages kept in the cache (about 100 MB each for the default model)
+KEY_CHARS = 24  # a package's folder name: this many hex digits of package_key
 MIN_PAST = 2  # the shortest cached stream a compiled step takes ([BOS] + a token; streams start with [BOS] suffix)
 
 
@@ -52,7 +54,7 @@ def package_key(model: Denoiser) -> str:
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:24]
+    return h.hexdigest()[:KEY_CHARS]
 
 
 def _flat(kv: KVCache) -> list[torch.Tensor]:
@@ -131,27 +133,93 @@ def export_specs(model: Denoiser) -> list[tuple[str, nn.Module, tuple, tuple, di
             ("head", HeadStep(model), (canvas_args[2].expand(9, -1).contiguous(),), ({0: n},), FROZEN)]
 
 
-def _export(model: Denoiser, folder: Path, on_progress: Callable[[str], None]) -> None:
-    """Export and compile the steps into folder/{canvas,stream,head}.pt2. Exports trace a copy: tracing swaps a
-    module's parameters for stand-ins while it runs, and the engine keeps answering with the model meanwhile."""
+STEPS = ("canvas", "stream", "head")
+
+
+class BuildGate:
+    """Requests being served hold a build between its phases (each step's export, each step's compile): the build
+    runs at low priority and, beyond that, does not start a phase while a completion runs. The server marks its
+    model runs with `serving()`; the build calls `wait_idle()` before each phase."""
+
+    def __init__(self) -> None:
+        self._busy = 0
+        self._cond = threading.Condition()
+        self.waits = 0  # phases that waited for requests to finish
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        with self._cond:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify_all()
+
+    def wait_idle(self) -> None:
+        with self._cond:
+            if self._busy:
+                self.waits += 1
+            self._cond.wait_for(lambda: self._busy == 0)
+
+
+GATE = BuildGate()  # the process' one gate: the engine's requests and its background build meet here
+
+
+def _export(model: Denoiser, folder: Path, on_progress: Callable[[str], None], gate: BuildGate = GATE) -> None:
+    """Export and compile the steps into folder/{canvas,stream,head}.pt2, skipping those already there (a build
+    that a restart interrupted resumes). Each step is written under another name and renamed when done, so a step
+    file is whole or absent. Exports trace a copy: tracing swaps a module's parameters for stand-ins while it runs,
+    and the engine keeps answering with the model meanwhile."""
     for name, module, args, dims, options in export_specs(copy.deepcopy(model)):
+        if (folder / f"{name}.pt2").is_file():
+            on_progress(f"the {name} step was built before")
+            continue
+        gate.wait_idle()
         on_progress(f"exporting the {name} step")
         with torch.no_grad():
             program = torch.export.export(module, args, dynamic_shapes=dims)
+            gate.wait_idle()
             on_progress(f"compiling the {name} step (AOTInductor)")
-            torch._inductor.aoti_compile_and_package(program, package_path=str(folder / f"{name}.pt2"),
-                                                    inductor_configs=options)
+            part = folder / f"{name}.part.pt2"
+            torch._inductor.aoti_compile_and_package(program, package_path=str(part), inductor_configs=options)
+            os.replace(part, folder / f"{name}.pt2")
+
+
+@contextlib.contextmanager
+def build_lock(root: Path, key: str) -> Iterator[None]:
+    """Held while package `key` is built: another process (a second editor window's server) waits for it, then
+    finds the package done instead of building it again. An advisory lock on a file: the system drops it when its
+    holder dies, so a killed build never blocks the next one."""
+    path = root / f".lock-{key}"
+    with open(path, "a+b") as f:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks here; two builds at once only cost time
+            yield
+            return
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _tidy(root: Path, keep: Path) -> None:
-    """Bound the cache: the KEEP_PACKAGES most recently used packages stay, and builds left half done (a process
-    killed mid-build) go once they are a day old."""
+    """Bound the cache: the KEEP_PACKAGES most recently used packages stay; builds left half done (a process
+    killed mid-build: the next start of the same model resumes them) and their locks go once they are a day old,
+    and at once when they are not this format's (the random .building-XXXX folders of earlier versions)."""
     now = time.time()
     packages = []
     for p in root.iterdir():
-        if p.name.startswith(".building-"):
-            if now - p.stat().st_mtime > 86400:
+        if p.name.startswith((".building-", ".lock-")):
+            key = p.name.split("-", 1)[1]
+            stale = now - p.stat().st_mtime > 86400 or len(key) != KEY_CHARS
+            if stale and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
+            elif stale:
+                p.unlink(missing_ok=True)
         elif p.is_dir() and p != keep:
             packages.append(p)
     packages.sort(key=lambda p: p.stat().st_mtime, reverse=True)
@@ -172,28 +240,25 @@ class AotSteps:
         """The model's compiled steps from the cache, built there first if missing; returns them and whether they
         were built now."""
         root = root or cache_root()
-        folder = root / package_key(model)
+        key = package_key(model)
+        folder = root / key
         built = False
         if not folder.is_dir():
             root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
-            try:
-                _export(model, tmp, on_progress)
-                try:
-                    tmp.rename(folder)  # atomic: a half-built package is never loaded
-                except OSError:  # another process finished first: keep its package
-                    pass
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            built = True
+            with build_lock(root, key):  # another server building this package: wait for it, then load its work
+                if not folder.is_dir():
+                    partial = root / f".building-{key}"  # one name per package: a later start resumes it
+                    partial.mkdir(exist_ok=True)
+                    _export(model, partial, on_progress)
+                    partial.rename(folder)  # atomic: a half-built package is never loaded
+                    built = True
             try:
                 _tidy(root, keep=folder)
             except OSError:  # another process tidying at the same time: the next build tidies again
                 pass
         else:
             os.utime(folder)  # recently used: kept by _tidy
-        canvas, stream, head = (torch._inductor.aoti_load_package(str(folder / f"{name}.pt2"))
-                                for name in ("canvas", "stream", "head"))
+        canvas, stream, head = (torch._inductor.aoti_load_package(str(folder / f"{name}.pt2")) for name in STEPS)
         return cls(model, canvas, stream, head), built
 
     def _covers(self, ids: torch.Tensor, positions: torch.Tensor, past: int) -> bool:

@@ -67,10 +67,78 @@ def test_the_cache_keeps_the_latest_packages(tmp_path):
         d.mkdir()
         os.utime(d, (1000 + i, 1000 + i))  # pkg0 least recently used
         dirs.append(d)
-    stale, fresh = tmp_path / ".building-old", tmp_path / ".building-now"
-    stale.mkdir()
-    fresh.mkdir()
+    stale, fresh, old_format = tmp_path / f".building-{'a' * 24}", tmp_path / f".building-{'b' * 24}", tmp_path / ".building-x1"
+    for d in (stale, fresh, old_format):
+        d.mkdir()
     os.utime(stale, (1000, 1000))
     _tidy(tmp_path, keep=dirs[0])  # the package just built stays whatever its time
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted([".building-now", "pkg0"] + [d.name for d in dirs[-(KEEP_PACKAGES - 1):]])
+    assert left == sorted([fresh.name, "pkg0"] + [d.name for d in dirs[-(KEEP_PACKAGES - 1):]])
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(spm_dir, tmp_path):
+    """A server stopped after the first step was compiled: the next start keeps that step and builds the rest, and
+    no half-built folder is left behind."""
+    model, _ = load_model(spm_dir)
+
+    def stop_at_stream(msg):
+        if msg.startswith("exporting the stream"):
+            raise KeyboardInterrupt  # the process going away mid-build
+
+    try:
+        AotSteps.load_or_build(model, tmp_path, on_progress=stop_at_stream)
+    except KeyboardInterrupt:
+        pass
+    key = package_key(model)
+    assert sorted(p.name for p in (tmp_path / f".building-{key}").iterdir()) == ["canvas.pt2"]
+    said: list[str] = []
+    steps, built = AotSteps.load_or_build(model, tmp_path, on_progress=said.append)
+    assert built and "the canvas step was built before" in said and "compiling the canvas step (AOTInductor)" not in said
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [key]  # nothing half-built is left
+    ids = torch.randint(5, model.cfg.vocab_size, (1, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(steps.head(model.embed(ids)[0]), model.head(model.embed(ids)[0]).float(),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_a_package_is_never_built_twice_at_once(spm_dir, tmp_path):
+    """Another server holds the package's build lock: this one waits for it and loads what the other built."""
+    from model.compiled import build_lock
+
+    model, _ = load_model(spm_dir)
+    key = package_key(model)
+    AotSteps.load_or_build(model, tmp_path / "other")  # what the other server will have built
+    said: list[str] = []
+    result: dict = {}
+    with build_lock(tmp_path, key):
+        waiter = threading.Thread(target=lambda: result.update(
+            built=AotSteps.load_or_build(model, tmp_path, on_progress=said.append)[1]))
+        waiter.start()
+        (tmp_path / "other" / key).rename(tmp_path / key)  # the other server finishes while holding the lock
+    waiter.join()
+    assert result["built"] is False and said == []  # it built nothing: it waited and loaded the other's package
+
+
+def test_a_build_waits_while_a_request_runs():
+    """The build's phases wait at the gate while a request is served (a stand-in build: the gate is what is
+    tested), and go on once it is done."""
+    from model.compiled import BuildGate
+
+    gate = BuildGate()
+    phases: list[str] = []
+
+    def build():
+        for name in ("canvas", "stream"):
+            gate.wait_idle()
+            phases.append(name)
+
+    with gate.serving():
+        builder = threading.Thread(target=build)
+        builder.start()
+        for _ in range(10_000):  # until the builder is parked at the gate
+            if gate.waits:
+                break
+            threading.Event().wait(0.01)
+        assert gate.waits == 1 and phases == []  # no phase started while the request ran
+    builder.join()
+    assert phases == ["canvas", "stream"]
