@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import unquote, urlparse
 
 from model.workspace import WorkspaceIndex
@@ -91,10 +92,7 @@ class Workspace:
         path = uri_path(uri)
         if path is None:
             return ""
-        if not self.wanted:  # the first request for context starts the scan; it answers from what is indexed so far
-            self.wanted = True
-            if self.index.stats().get("roots"):
-                self._start_scan()
+        self._want()
         with self._lock:
             pending = [(p, t) for p, t in self._pending.items() if p != path]
             for p, _ in pending:
@@ -106,6 +104,21 @@ class Workspace:
             return self.index.context_for(path, text, offset)
         finally:
             self.retrieval_ms.append((time.perf_counter() - t0) * 1000)
+
+    def _want(self) -> None:
+        """The first request for context (or grounding) starts the scan; it answers from what is indexed so far."""
+        if not self.wanted:
+            self.wanted = True
+            if self.index.stats().get("roots"):
+                self._start_scan()
+
+    def knows(self) -> tuple[Callable[[str], bool], Callable[[str], bool]] | None:
+        """(whether the workspace's code uses or defines a name, whether it defines it) once a folder's first scan
+        has finished; None before (or without workspace folders): what other files hold is not known yet."""
+        self._want()
+        if not self.scans or not self.index.stats().get("roots"):
+            return None
+        return self.index.knows, self.index.defines
 
     def stats(self) -> dict:
         ms = sorted(self.retrieval_ms)

@@ -33,6 +33,8 @@ class Settings(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     remote: Annotated[str, msgspec.Meta(pattern=r"^(https?://\S+)?$")] = ""  # its URL; "" = the --remote flag, else local
     remote_token: str = ""  # its bearer token ("" = the --remote-token-file flag)
     remote_fallback: bool = False  # while the service is unreachable, the local model answers
+    grounding: bool = True  # show a suggestion only up to a name that resolves nowhere (document, workspace, builtins)
+    # and not at all when its line cannot tokenize (model.grounding)
 
 
 FIELDS = {f.encode_name for f in msgspec.structs.fields(Settings)}

@@ -310,7 +310,7 @@ def _symbols_by_lines(text: str) -> FileSymbols:
 # a builtin used bare resolves without any other file of the project
 _BUILTINS = frozenset(dir(builtins))
 # an attribute builtin types have (`d.get`, `seen.add`, `__doc__`) may well be theirs, not a project class's member
-_BUILTIN_ATTRS = frozenset(a for t in (object, str, bytes, int, float, list, tuple, dict, set, frozenset, BaseException,
+BUILTIN_ATTRS = frozenset(a for t in (object, str, bytes, int, float, list, tuple, dict, set, frozenset, BaseException,
                                        type, type(lambda: None)) for a in dir(t))
 _STATEMENT_START = (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT)
 
@@ -358,7 +358,7 @@ def cross_file_uses(text: str, symbols: FileSymbols, elsewhere: set[str]) -> dic
             root = t.string
         if t.string not in elsewhere or t.string in local:
             continue
-        if after_dot and (t.string in _BUILTIN_ATTRS or root in sys.stdlib_module_names and root in symbols.imported):
+        if after_dot and (t.string in BUILTIN_ATTRS or root in sys.stdlib_module_names and root in symbols.imported):
             continue
         if not after_dot and t.string in _BUILTINS:
             continue
@@ -1602,6 +1602,16 @@ class WorkspaceIndex:
         return make
 
     # ------------------------------------------------------------------------------------------------ stats
+
+    def knows(self, name: str) -> bool:
+        """Whether an indexed file's code uses or defines `name` (grounding: a suggestion's names must resolve)."""
+        with self._lock:
+            return name in self._post or name in self._symbols
+
+    def defines(self, name: str) -> bool:
+        """Whether an indexed file defines `name` (top level, class member or attribute)."""
+        with self._lock:
+            return name in self._symbols
 
     def stats(self) -> dict:
         with self._lock:

@@ -23,7 +23,8 @@ from .bench import pct
 from .card import put_block
 from .evaluate import edit_similarity
 from ..drafts import copy_hint
-from ..workspace import code_tokens, cross_file_uses, exported_elsewhere, file_symbols
+from ..grounding import ground_in
+from ..workspace import WorkspaceIndex, code_tokens, cross_file_uses, exported_elsewhere, file_symbols
 
 MAX_LINE_CHARS = 120  # longer lines are mostly data or strings
 MIN_LINE_PREFIX = 3  # characters of the line (after its indentation) typed before the cursor
@@ -153,10 +154,17 @@ class _Tally:
         self.es: list[float] = []
         self.ms: list[float] = []
         self.forwards = self.tokens = self.ctx_chars = self.ctx_tokens = self.ctx_kept = 0
+        self.wrong = self.wrong_cut = self.right = self.right_lost = 0  # what grounding would do to the suggestions
         self.by_project: dict[str, list[float]] = defaultdict(list)
 
-    def add(self, case: RepoCase, got: str, ms: float, stats=None) -> None:
+    def add(self, case: RepoCase, got: str, ms: float, stats=None, grounded: str | None = None) -> None:
         got, want = got.rstrip(), case.target.rstrip()  # as model.reports.evaluate scores line mode
+        if grounded is not None and got:
+            changed = grounded.rstrip() != got
+            if got == want:
+                self.right, self.right_lost = self.right + 1, self.right_lost + changed
+            else:
+                self.wrong, self.wrong_cut = self.wrong + 1, self.wrong_cut + changed
         self.em.append(float(got == want))
         self.es.append(edit_similarity(got, want))
         self.ms.append(ms)
@@ -172,7 +180,8 @@ class _Tally:
                 "p95_ms": pct(self.ms, 0.95) if self.ms else 0.0, "forwards": self.forwards / n,
                 "tokens_per_forward": self.tokens / max(1, self.forwards), "context_chars": self.ctx_chars / n,
                 "context_tokens": self.ctx_tokens / n, "context_tokens_kept": self.ctx_kept / n,
-                "exact_match_by_project": {p: sum(v) / len(v) for p, v in sorted(self.by_project.items())}}
+                "exact_match_by_project": {p: sum(v) / len(v) for p, v in sorted(self.by_project.items())},
+                "grounding_wrong_cut": self.wrong_cut / max(1, self.wrong), "grounding_right_lost": self.right_lost / max(1, self.right)}
 
 
 def _run_arm(engine: Engine | None, arm: str, cases: list[RepoCase], opts, files: dict[str, dict[str, str]],
@@ -188,21 +197,21 @@ def _run_arm(engine: Engine | None, arm: str, cases: list[RepoCase], opts, files
         if arm == "copy":
             t0 = time.perf_counter()
             tally.add(case, copy_baseline(case, proj), (time.perf_counter() - t0) * 1000)
-        elif arm in ("file", "hint"):
-            t0 = time.perf_counter()
-            r = engine.fill(pieces, opts, hint=copy_hint(case.prefix, case.suffix) if arm == "hint" else "")
-            tally.add(case, r.texts[0], (time.perf_counter() - t0) * 1000, r.stats)
-        else:
-            if index_of != case.project:
-                from ..workspace import WorkspaceIndex
-
-                index, index_of = WorkspaceIndex.from_files(proj), case.project
-            t0 = time.perf_counter()
-            index.set_file(case.path, case.blanked)
-            ctx = index.context_for(case.path, case.blanked, len(case.prefix))
-            r = engine.fill(pieces, opts, context=ctx, hint=copy_hint(case.prefix, case.suffix))
-            tally.add(case, r.texts[0], (time.perf_counter() - t0) * 1000, r.stats)
-            index.set_file(case.path, proj[case.path])
+            bar.update()
+            continue
+        if index_of != case.project:
+            index, index_of = WorkspaceIndex.from_files(proj), case.project
+        index.set_file(case.path, case.blanked)  # the workspace as the server sees it: the line's rest blanked
+        t0 = time.perf_counter()
+        ctx = index.context_for(case.path, case.blanked, len(case.prefix)) if arm == "context" else ""
+        hint = copy_hint(case.prefix, case.suffix) if arm != "file" else ""
+        r = engine.fill(pieces, opts, context=ctx, hint=hint)
+        ms = (time.perf_counter() - t0) * 1000
+        line_prefix = case.prefix.rsplit("\n", 1)[-1]
+        shown, _ = ground_in(case.blanked, line_prefix, r.texts[0].rstrip(), (index.knows, index.defines))
+        tally.add(case, r.texts[0], ms, r.stats, shown)
+        index.set_file(case.path, proj[case.path])
+        if arm == "context":
             n_ctx = engine.count_tokens(ctx) if ctx else 0
             tally.ctx_chars += len(ctx)
             tally.ctx_tokens += n_ctx
@@ -248,12 +257,13 @@ def table_markdown(res: dict) -> str:
     run = ", ".join(f"{k} {res[k]}" for k in ("seed", "model", "threads") if res.get(k) is not None)
     lines = [f"{res['cases']} cases ({run}): a line whose rest uses a name defined in another file of the project; "
              f"the line's rest is blanked in the workspace. Cases per project: {counts}.", "",
-             "| arm | EM | ES | mean ms | p50 ms | p95 ms | forwards | tok/fwd | context tokens (kept) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| arm | EM | ES | mean ms | p50 ms | p95 ms | forwards | tok/fwd | context tokens (kept) | grounding: wrong cut / right lost |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, f in res["arms"].items():
         lines.append(f"| {ARM_LABELS.get(arm, arm)} | {f['exact_match']:.1%} | {f['edit_similarity']:.3f} | "
                      f"{f['mean_ms']:.0f} | {f['p50_ms']:.0f} | {f['p95_ms']:.0f} | {f['forwards']:.2f} | "
-                     f"{f['tokens_per_forward']:.2f} | {f['context_tokens']:.0f} ({f['context_tokens_kept']:.0f}) |")
+                     f"{f['tokens_per_forward']:.2f} | {f['context_tokens']:.0f} ({f['context_tokens_kept']:.0f}) | "
+                     + (f"{f['grounding_wrong_cut']:.0%} / {f['grounding_right_lost']:.0%} |" if arm != "copy" else "- |"))
     for arm, why in res.get("skipped", {}).items():
         lines.append(f"\n({ARM_LABELS.get(arm, arm)}: not run, {why}.)")
     return "\n".join(lines)

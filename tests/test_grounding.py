@@ -1,0 +1,61 @@
+"""Grounding: suggestions cut before a name that resolves nowhere, hidden when their line cannot tokenize; the
+service applies it with the document and the scanned workspace."""
+
+import asyncio
+
+from model.grounding import document_names, external_roots, ground
+
+DOC = "import numpy as np\nfrom .models import Store\n\nconfig = load()\n\nclass A:\n    def run(self):\n        return 1\n"
+KNOWN = document_names(DOC).__contains__
+EXTERNAL = external_roots(DOC, lambda name: name == "Store")  # the workspace defines Store
+
+
+def test_a_name_that_resolves_nowhere_is_cut_before():
+    assert EXTERNAL == {"np"}
+    assert ground("config.frobnicate(1)", "    x = ", KNOWN, EXTERNAL) == ("config.", "name frobnicate")
+    assert ground("undefined_helper(config)", "    x = ", KNOWN, EXTERNAL) == ("", "name undefined_helper")
+    assert ground("'ok' if flag_nobody_set else 'no'", "    return ", KNOWN, EXTERNAL)[0] == "'ok' if"
+
+
+def test_resolvable_names_are_kept():
+    keep = ["config.run()",  # both in the document (the class member `run`)
+            "np.linalg.norm(config)",  # members of a module imported from outside the workspace are not checked
+            "len(sorted(config.items()))",  # builtins, and an attribute builtin types have
+            "sum(v for v in range(3))",  # a comprehension binds v
+            "Store(root=config)"]  # a keyword argument names a parameter
+    for text in keep:
+        assert ground(text, "    x = ", KNOWN, EXTERNAL) == (text, ""), text
+    assert ground("fig.run()", "    a = con", KNOWN, EXTERNAL) == ("fig.run()", "")  # the word the cursor is in
+    assert ground("def helper(a, b):", "", KNOWN, EXTERNAL) == ("def helper(a, b):", "")  # a def line binds its names
+    workspace = {"fetch_all"}.__contains__  # another file defines it
+    assert ground("Store('.').fetch_all()", "    x = ", lambda n: KNOWN(n) or workspace(n), EXTERNAL)[1] == ""
+
+
+def test_a_line_that_cannot_tokenize_is_not_shown():
+    assert ground('f"{key}:', "    out = ", KNOWN, EXTERNAL) == ("", "string")
+    assert ground("def'", "s = 'abc", KNOWN, EXTERNAL) == ("def'", "")  # it closes the string the line opened
+    assert ground('"""', "    ", KNOWN, EXTERNAL) == ('"""', "")  # a docstring goes on over the next lines
+    assert ground("foo(config]", "    z = ", lambda n: True, EXTERNAL) == ("foo(config", "bracket")
+
+
+async def test_the_service_grounds_with_the_workspace_once_scanned(tmp_path, lsp_service_factory, lsp_fake_engine):
+    (tmp_path / "models.py").write_text("class Store:\n    def fetch_all(self):\n        return []\n")
+    uri = (tmp_path / "app.py").as_uri()
+    engine = lsp_fake_engine("store.fetch_all() + store.invented_name()")
+    h = lsp_service_factory(engine, debounceMs=0)
+    svc = h.service
+    await asyncio.wrap_future(svc.models.future)
+    svc.documents.open(uri, "store = make()\nx = \n")
+    first = await svc.complete(uri, 1, 4)  # no workspace folder: what other files hold is unknown, names are kept
+    assert first.text == "store.fetch_all() + store.invented_name()"
+    svc.workspace.set_folders([tmp_path.as_uri()])
+    for _ in range(200):
+        if svc.workspace.scans:
+            break
+        await asyncio.sleep(0.02)
+    svc.documents.open(uri, "store = make()\ny = \n")
+    c = await svc.complete(uri, 1, 4)
+    assert c.text == "store.fetch_all() + store." and svc.counters.grounded == 1
+    svc.configure({"grounding": False}, initial=False)
+    svc.documents.open(uri, "store = make()\nz = \n")
+    assert (await svc.complete(uri, 1, 4)).text == engine.text
