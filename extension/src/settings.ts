@@ -26,6 +26,7 @@ export interface HoneSettings {
   remote: string;
   remoteToken: string;
   remoteFallback: boolean;
+  grounding: boolean;
 }
 
 /** The camelCase object of initializationOptions and workspace/didChangeConfiguration. */
@@ -43,6 +44,7 @@ export interface ServerSettings {
   remote: string;
   remoteToken: string;
   remoteFallback: boolean;
+  grounding: boolean;
 }
 
 /** Must match the `default`s in package.json (a unit test checks). */
@@ -62,6 +64,7 @@ export const DEFAULTS: Readonly<HoneSettings> = Object.freeze({
   remote: '',
   remoteToken: '',
   remoteFallback: false,
+  grounding: true,
 });
 
 /** Settings whose change needs a new server process (the launch command or the loaded model). */
@@ -121,6 +124,7 @@ export function readSettings(get: SettingReader, userOnly: SettingReader): ReadR
       remote: pick('remote', userOnly('remote'), isUrl, DEFAULTS.remote).trim(),
       remoteToken: pick('remoteToken', userOnly('remoteToken'), isString, DEFAULTS.remoteToken).trim(),
       remoteFallback: pick('remoteFallback', userOnly('remoteFallback'), isBool, DEFAULTS.remoteFallback),
+      grounding: pick('grounding', get('grounding'), isBool, DEFAULTS.grounding),
     },
     problems,
   };
@@ -141,11 +145,14 @@ export function toServerSettings(s: HoneSettings): ServerSettings {
     remote: s.remote,
     remoteToken: s.remoteToken,
     remoteFallback: s.remoteFallback,
+    grounding: s.grounding,
   };
 }
 
 /** Settings the running server takes through workspace/didChangeConfiguration. */
-export const NOTIFY_KEYS = ['enabled', 'maxTokens', 'threshold', 'commitRule', 'debounceMs', 'deadlineMs', 'mode'] as const;
+export const NOTIFY_KEYS = [
+  'enabled', 'maxTokens', 'threshold', 'commitRule', 'debounceMs', 'deadlineMs', 'mode', 'grounding',
+] as const;
 
 /** What a configuration change asks of the running server. */
 export type ChangeAction = 'restart' | 'notify' | 'none';
