@@ -4,11 +4,9 @@ for every line), + cross-file context and the copy hint, and a model-free copy b
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import random
-import sys
 import time
 import tokenize
 from collections import defaultdict
@@ -135,19 +133,6 @@ def copy_baseline(case: RepoCase, others: dict[str, str]) -> str:
     return copy_hint(case.prefix, case.suffix, (t for rel, t in sorted(others.items()) if rel != case.path))
 
 
-def context_unavailable(engine) -> str | None:
-    """Why the `context` arm cannot run yet (None when it can)."""
-    try:
-        from ..workspace import WorkspaceIndex
-    except ImportError as e:
-        return f"model.workspace has no WorkspaceIndex yet ({e})"
-    if not hasattr(WorkspaceIndex, "context_for"):
-        return "WorkspaceIndex has no context_for yet"
-    if "context" not in inspect.signature(engine.fill).parameters:
-        return "Engine.fill takes no `context` yet"
-    return None
-
-
 class _Tally:
     def __init__(self) -> None:
         self.em: list[float] = []
@@ -222,7 +207,7 @@ def _run_arm(engine: Engine | None, arm: str, cases: list[RepoCase], opts, files
 
 def run_repo_eval(engine: Engine | None, cases: list[RepoCase], arms: list[str] | tuple[str, ...] = ARMS,
                   progress: bool = True) -> dict:
-    """Each arm on each case -> {"cases", "per_project" (case counts), "arms": {arm: figures}, "skipped": {arm: why}}.
+    """Each arm on each case -> {"cases", "per_project" (case counts), "arms": {arm: figures}}.
     `engine` may be None when only model-free arms run. The context arm's workspace is the case's project with the
     case's file blanked (never the answer). One arm runs over all cases before the next, so that no arm finds the
     engine's context cache warmed by another on the same case."""
@@ -230,11 +215,6 @@ def run_repo_eval(engine: Engine | None, cases: list[RepoCase], arms: list[str] 
     if bad:
         raise ValueError(f"unknown arm(s) {bad}: choose from {', '.join(ARMS)}")
     arms = list(arms)
-    skipped = {}
-    if "context" in arms and (why := context_unavailable(engine)):
-        print(f"arm context skipped: {why}", file=sys.stderr)
-        skipped["context"] = why
-        arms.remove("context")
     opts = msgspec.structs.replace(engine.default_options(), mode="line", max_tokens=MAX_TOKENS) if engine else None
     ordered = sorted(cases, key=lambda c: c.project)
     files = {p: project_files(Path(p)) for p in {c.project for c in cases}}
@@ -245,7 +225,7 @@ def run_repo_eval(engine: Engine | None, cases: list[RepoCase], arms: list[str] 
     for c in cases:
         per_project[Path(c.project).name] += 1
     return {"cases": len(cases), "per_project": dict(sorted(per_project.items())),
-            "arms": {a: t.figures() for a, t in tallies.items()}, "skipped": skipped}
+            "arms": {a: t.figures() for a, t in tallies.items()}}
 
 
 ARM_LABELS = {"file": "file only (the model alone)", "hint": "file + copy hint", "context": "+ cross-file context",
@@ -264,8 +244,6 @@ def table_markdown(res: dict) -> str:
                      f"{f['mean_ms']:.0f} | {f['p50_ms']:.0f} | {f['p95_ms']:.0f} | {f['forwards']:.2f} | "
                      f"{f['tokens_per_forward']:.2f} | {f['context_tokens']:.0f} ({f['context_tokens_kept']:.0f}) | "
                      + (f"{f['grounding_wrong_cut']:.0%} / {f['grounding_right_lost']:.0%} |" if arm != "copy" else "- |"))
-    for arm, why in res.get("skipped", {}).items():
-        lines.append(f"\n({ARM_LABELS.get(arm, arm)}: not run, {why}.)")
     return "\n".join(lines)
 
 
