@@ -17,6 +17,7 @@ from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
 from . import __version__, memory, watchdog
+from .acceptance import ACCEPT_COMMAND
 from .models import ModelManager, Target
 from .service import EditResult, Service
 
@@ -186,6 +187,7 @@ def did_open(ls: HoneServer, params: types.DidOpenTextDocumentParams) -> None:
     td = params.text_document
     ls.service.documents.open(td.uri, td.text, td.version)
     ls.service.workspace.opened(td.uri, td.text)
+    ls.service.acceptance.language(td.uri, td.language_id)
 
 
 def did_change(ls: HoneServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -208,6 +210,7 @@ def did_close(ls: HoneServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.service.documents.close(params.text_document.uri)
     ls.service.typed.forget(params.text_document.uri)
     ls.service.workspace.closed(params.text_document.uri)
+    ls.service.acceptance.closed(params.text_document.uri)
 
 
 async def inline_completion(ls: HoneServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
@@ -222,8 +225,20 @@ async def inline_completion(ls: HoneServer, params: types.InlineCompletionParams
         return types.InlineCompletionList(items=[])
     here = _position(c.position)
     end = here if c.replace_end is None else _position(c.replace_end)
-    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=c.text,
-                                                                        range=types.Range(here, end))])
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=c.text, range=types.Range(here, end),
+                                                                        command=_accept_command(c))])
+
+
+def _accept_command(c) -> types.Command | None:
+    """What the editor runs when the user accepts the suggestion: it tells the acceptance counters."""
+    return None if c.shown_id is None else types.Command("Hone: accepted", ACCEPT_COMMAND, arguments=[c.shown_id])
+
+
+def accepted(ls: HoneServer, *args: Any) -> bool:
+    """hone.accepted(id): the editor accepted suggestion `id` (lsp_server.acceptance); False for an unknown id."""
+    if len(args) != 1 or not isinstance(args[0], int) or isinstance(args[0], bool):
+        raise JsonRpcInvalidParams(f"{ACCEPT_COMMAND} takes (id: integer)")
+    return ls.service.acceptance.accepted(args[0])
 
 
 async def completion(ls: HoneServer, params: types.CompletionParams) -> types.CompletionList:
@@ -243,6 +258,7 @@ async def completion(ls: HoneServer, params: types.CompletionParams) -> types.Co
         insert_text_format=types.InsertTextFormat.PlainText,
         insert_text_mode=types.InsertTextMode.AsIs,  # the text already carries its indentation
         sort_text="0",
+        command=_accept_command(c),
         preselect=True,
     )
     return types.CompletionList(is_incomplete=True, items=[item])
@@ -271,7 +287,8 @@ async def fill_holes(ls: HoneServer, *args: Any) -> dict:
 
 def stats(ls: HoneServer, params: Any) -> dict:
     return {**msgspec.to_builtins(ls.service.counters), "status": ls.service.status(),
-            "workspace": ls.service.workspace.stats(), "memory": ls.service.memory_stats()}
+            "workspace": ls.service.workspace.stats(), "memory": ls.service.memory_stats(),
+            "acceptance": ls.service.acceptance.stats()}
 
 
 def plain(obj: Any) -> Any:
@@ -317,7 +334,7 @@ FEATURES = [  # (LSP method, options, handler): registered by build_server
     (STATS, None, stats),
     (CONTEXT, None, repo_context),
 ]
-COMMANDS = [(REWRITE, rewrite_selection), (FILL_HOLES, fill_holes)]
+COMMANDS = [(REWRITE, rewrite_selection), (FILL_HOLES, fill_holes), (ACCEPT_COMMAND, accepted)]
 
 
 def _register(server: HoneServer) -> None:

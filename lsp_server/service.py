@@ -23,6 +23,7 @@ from model.grounding import ground_in
 from model.types import Cancelled, Engine, Result, Stats
 
 from . import memory
+from .acceptance import Acceptance
 from .cache import DEBOUNCE_DOCS, LRU, RECENT_BYTES, RECENT_ENTRIES, TypedThrough, context_key, text_bytes
 from .context import sanitize
 from .completion import CompletionPlan, SpanPlan, engine_defaults, plan_completion, plan_fill, plan_rewrite, run_completion
@@ -59,6 +60,7 @@ class Completion:
     position: Position  # where it goes (the request's position, clamped into the document)
     source: str  # model | typed | cache
     replace_end: Position | None = None  # set when `text` replaces position..replace_end (a selected suggestion + more)
+    shown_id: int | None = None  # the acceptance counters' id: the editor's accept command names it
 
 
 @dataclass
@@ -111,6 +113,7 @@ class Service:
         self.settings = Settings()
         self.counters = Counters()
         self.typed = TypedThrough()
+        self.acceptance = Acceptance()  # what users do with what they are shown, per language (hone/stats)
         self.recent: LRU[bytes, str] = LRU(RECENT_ENTRIES, RECENT_BYTES, text_bytes)
         self.debouncer = Debouncer(DEBOUNCE_DOCS)
         self.trimmer = memory.Trimmer()  # freed memory back to the system after model runs (lsp_server.memory)
@@ -275,7 +278,7 @@ class Service:
             rest = None if virtual else self.typed.lookup(uri, text, offset)
             if rest is not None:
                 c.typed_through += 1
-                return Completion(rest, pos, "typed")
+                return Completion(rest, pos, "typed", shown_id=self.acceptance.typed(uri, rest))
             engine = await self._engine()
             if engine is None:
                 c.empty += 1
@@ -293,7 +296,7 @@ class Service:
                 hit = self._grounded(text, plan, hit)
                 if not virtual:
                     self.typed.remember(uri, text, offset, hit)
-                return Completion(hit, pos, "cache") if hit else None
+                return Completion(hit, pos, "cache", shown_id=self._shown(uri, hit, virtual)) if hit else None
             completion = await self._model_completion(engine, plan, key, cancel, delay, f"{uri}:{line}:{character}")
             if completion is None:
                 return None
@@ -303,9 +306,13 @@ class Service:
             if not completion:
                 c.empty += 1
                 return None
-            return Completion(completion, pos, "model")
+            return Completion(completion, pos, "model", shown_id=self._shown(uri, completion, virtual))
         finally:
             self._end(uri, cancel)
+
+    def _shown(self, uri: str, suggestion: str, virtual) -> int | None:
+        """The acceptance counters' id of a suggestion about to be shown (none for a completion list's selection)."""
+        return None if virtual else self.acceptance.shown(uri, suggestion)
 
     def _grounded(self, text: str, plan: CompletionPlan, suggestion: str) -> str:
         """The suggestion as grounding lets it be shown (the setting `grounding`; model.grounding)."""

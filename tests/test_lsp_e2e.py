@@ -38,7 +38,7 @@ async def test_capabilities(client):
     caps = client.init_result.capabilities
     assert caps.inline_completion_provider is not None
     assert caps.completion_provider is not None
-    assert sorted(caps.execute_command_provider.commands) == ["hone.fillHoles", "hone.rewriteSelection"]
+    assert sorted(caps.execute_command_provider.commands) == ["hone.accepted", "hone.fillHoles", "hone.rewriteSelection"]
     assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
     assert caps.position_encoding == types.PositionEncodingKind.Utf16
     assert client.init_result.server_info.name == "hone"
@@ -200,6 +200,21 @@ async def test_typed_through(client):
     assert res.items[0].insert_text == text[1:]
     after = await stats(client)
     assert after["typedThrough"] == before["typedThrough"] + 1 and after["modelRuns"] == before["modelRuns"]
+
+
+async def test_accepting_a_suggestion_is_counted(client):
+    """The inline item carries the accept command; running it (as VS Code does on Tab) counts an acceptance for the
+    document's language in hone/stats; a second run of the same id counts nothing."""
+    uri = open_doc(client, "total = \n")
+    item = (await inline(client, uri, 0, 8)).items[0]
+    assert item.command.command == "hone.accepted" and len(item.command.arguments) == 1
+    run = types.ExecuteCommandParams(command="hone.accepted", arguments=item.command.arguments)
+    assert lsp_plain(await client.workspace_execute_command_async(run)) is True
+    assert lsp_plain(await client.workspace_execute_command_async(run)) is False
+    python = (await stats(client))["acceptance"]["python"]
+    assert python["accepted"] >= 1 and python["shown"] >= python["accepted"] and 0 < python["acceptedRate"] <= 1
+    with pytest.raises(JsonRpcInvalidParams, match="hone.accepted takes"):
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(command="hone.accepted", arguments=["x"]))
 
 
 async def test_replayed_burst_of_typing(client):
