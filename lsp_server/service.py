@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sys
 import threading
 import time
@@ -52,6 +53,7 @@ class Counters(msgspec.Struct, rename="camel"):
     empty: int = 0  # answered with nothing (disabled, unknown document, no model, nothing useful)
     repo_contexts: int = 0  # completions planned with cross-file context from the workspace index
     grounded: int = 0  # suggestions cut before a name that resolves nowhere, or hidden (a line that cannot tokenize)
+    gated: int = 0  # suggestions hidden by the confidence gate (setting minConfidence)
 
 
 @dataclass(frozen=True)
@@ -353,12 +355,16 @@ class Service:
         st = out[1]
         log.debug("model run at %s: %.1f ms, %d forwards, %d context tokens encoded, %d tokens",
                   where, (self._clock() - t0) * 1000, st.forwards, st.context_tokens, st.tokens)
-        self.recent.put(key, out[0])
+        text = out[0]
+        if text and math.exp(st.log_prob) < self.settings.min_confidence:  # the confidence gate (off at 0)
+            c.gated += 1
+            text = ""
+        self.recent.put(key, text)  # the key holds the settings: a changed gate asks the model again
         self.trimmer.maybe(self._clock())
         if cancel.is_set():  # finished, but a newer request for this document came meanwhile
             c.superseded += 1
             return None
-        return out[0]
+        return text
 
     # ---- commands ---------------------------------------------------------------------------------
 

@@ -33,6 +33,8 @@ class Settings(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     remote: Annotated[str, msgspec.Meta(pattern=r"^(https?://\S+)?$")] = ""  # its URL; "" = the --remote flag, else local
     remote_token: str = ""  # its bearer token ("" = the --remote-token-file flag)
     remote_fallback: bool = False  # while the service is unreachable, the local model answers
+    min_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0  # the confidence gate: hide a suggestion the
+    # model gives less than this probability as a whole (0: show every one); docs/server.md has precision vs coverage
     grounding: bool = True  # show a suggestion only up to a name that resolves nowhere (document, workspace, builtins)
     # and not at all when its line cannot tokenize (model.grounding)
 

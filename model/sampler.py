@@ -242,6 +242,7 @@ class _Request:
             chosen = select_commits(conf, ent, _window(masked, holes, opts.window), opts)
             chosen |= _null_tail(tok, masked, holes, b.null_ids)
             stats.slots += int(chosen.sum())
+            stats.log_prob += float(conf[chosen].clamp_min(1e-30).log().sum())
             _scatter(holes, torch.where(chosen, tok, canvas).tolist())
             for h in holes:
                 if h.done:
@@ -502,6 +503,7 @@ def _sample_ar(req: _Request) -> str:
                 ended = True
                 break
             out.append(t)
+            stats.log_prob += float(logits[i].float().log_softmax(-1)[t])
             if need:  # the row was constrained to tokens that spell on it
                 need = spell_on(need, backend.token_texts[t])
             if looped := loop_tail(out):  # a loop only grows (lookup drafts even speed it up): one copy, then stop

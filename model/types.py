@@ -102,6 +102,8 @@ class Stats(msgspec.Struct):
     wall_ms: float = 0.0
     grew: int = 0  # times a hole's canvas was enlarged
     deadline_hit: bool = False
+    log_prob: float = 0.0  # the model's log-probability of what it decided: the sum over the tokens rule ar wrote,
+    # or over the slots a diffusion rule committed (a confidence gate reads it)
 
     def add(self, other: Stats) -> None:
         """Add another call's figures to these, every field (a flag is set when either is): holes filled in turn.

@@ -100,6 +100,7 @@ class FakeEngine:
         self.started = threading.Event()
         self.calls: list[tuple] = []
         self.hints: list[str] = []  # each fill's copy hint
+        self.log_prob = 0.0  # what the model's answers say of their probability (the confidence gate reads it)
         self.cancelled = 0
         self.lock = threading.Lock()
 
@@ -118,7 +119,7 @@ class FakeEngine:
     def _result(self, texts):
         from model.types import Result, Stats
 
-        return Result(texts, Stats(forwards=4, tokens=8, tokens_per_forward=2.0))
+        return Result(texts, Stats(forwards=4, tokens=8, tokens_per_forward=2.0, log_prob=self.log_prob))
 
     def infill(self, prefix, suffix, opts, cancel=None, seed=None):
         self.calls.append(("infill", prefix, suffix, opts))

@@ -47,3 +47,17 @@ async def test_the_service_names_each_suggestion_for_the_accept_command(lsp_serv
     assert (typed.text, typed.source, typed.shown_id) == ("o(a)", "typed", c.shown_id)
     assert svc.acceptance.accepted(typed.shown_id)
     assert svc.acceptance.stats()["python"]["accepted"] == 1
+
+
+async def test_the_confidence_gate_hides_what_the_model_is_unsure_of(lsp_service_factory, lsp_fake_engine):
+    import math
+
+    engine = lsp_fake_engine("foo(a)")
+    engine.log_prob = math.log(0.05)  # the model gives its answer 5 %
+    h = lsp_service_factory(engine, debounceMs=0, minConfidence=0.1)
+    svc = h.service
+    await asyncio.wrap_future(svc.models.future)
+    svc.documents.open("file:///t.py", "x = \n")
+    assert await svc.complete("file:///t.py", 0, 4) is None and svc.counters.gated == 1
+    svc.configure({"minConfidence": 0.01}, initial=False)
+    assert (await svc.complete("file:///t.py", 0, 4)).text == "foo(a)"

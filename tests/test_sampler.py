@@ -386,3 +386,13 @@ def test_a_copy_hint_is_verified_from_the_first_token(spm_engine):
     assert loose.stats.forwards <= plain.stats.forwards
     with pytest.raises(ValueError, match="copy_accept"):
         SampleOptions(copy_accept=-0.1).validate()
+
+
+@pytest.mark.parametrize("rule", ["ar", "threshold"])
+def test_results_say_how_probable_the_model_found_them(spm_engine, rule):
+    """Stats.log_prob: the log-probability of what was decided, finite and ≤ 0, lower for more tokens decided."""
+    short = spm_engine.fill([PREFIX, SUFFIX], SampleOptions(rule=rule, mode="free", max_tokens=2, draft="none"))
+    long = spm_engine.fill([PREFIX, SUFFIX], SampleOptions(rule=rule, mode="free", max_tokens=12, draft="none"))
+    for r in (short, long):
+        assert math.isfinite(r.stats.log_prob) and r.stats.log_prob <= 0
+    assert long.stats.log_prob <= short.stats.log_prob + 1e-4 or long.stats.slots <= short.stats.slots

@@ -27,6 +27,7 @@ export interface HoneSettings {
   remoteToken: string;
   remoteFallback: boolean;
   grounding: boolean;
+  minConfidence: number;
 }
 
 /** The camelCase object of initializationOptions and workspace/didChangeConfiguration. */
@@ -45,6 +46,7 @@ export interface ServerSettings {
   remoteToken: string;
   remoteFallback: boolean;
   grounding: boolean;
+  minConfidence: number;
 }
 
 /** Must match the `default`s in package.json (a unit test checks). */
@@ -65,6 +67,7 @@ export const DEFAULTS: Readonly<HoneSettings> = Object.freeze({
   remoteToken: '',
   remoteFallback: false,
   grounding: true,
+  minConfidence: 0,
 });
 
 /** Settings whose change needs a new server process (the launch command or the loaded model). */
@@ -105,6 +108,7 @@ export function readSettings(get: SettingReader, userOnly: SettingReader): ReadR
   const oneOf = <T extends string>(choices: readonly T[]) => (v: unknown): v is T =>
     typeof v === 'string' && (choices as readonly string[]).includes(v);
   const probability = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0 && v <= 1;
+  const unitInterval = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= 1;
   const isUrl = (v: unknown): v is string => typeof v === 'string' && /^(https?:\/\/\S+)?$/.test(v.trim());
 
   return {
@@ -125,6 +129,7 @@ export function readSettings(get: SettingReader, userOnly: SettingReader): ReadR
       remoteToken: pick('remoteToken', userOnly('remoteToken'), isString, DEFAULTS.remoteToken).trim(),
       remoteFallback: pick('remoteFallback', userOnly('remoteFallback'), isBool, DEFAULTS.remoteFallback),
       grounding: pick('grounding', get('grounding'), isBool, DEFAULTS.grounding),
+      minConfidence: pick('minConfidence', get('minConfidence'), unitInterval, DEFAULTS.minConfidence),
     },
     problems,
   };
@@ -146,12 +151,13 @@ export function toServerSettings(s: HoneSettings): ServerSettings {
     remoteToken: s.remoteToken,
     remoteFallback: s.remoteFallback,
     grounding: s.grounding,
+    minConfidence: s.minConfidence,
   };
 }
 
 /** Settings the running server takes through workspace/didChangeConfiguration. */
 export const NOTIFY_KEYS = [
-  'enabled', 'maxTokens', 'threshold', 'commitRule', 'debounceMs', 'deadlineMs', 'mode', 'grounding',
+  'enabled', 'maxTokens', 'threshold', 'commitRule', 'debounceMs', 'deadlineMs', 'mode', 'grounding', 'minConfidence',
 ] as const;
 
 /** What a configuration change asks of the running server. */

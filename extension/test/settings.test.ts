@@ -65,13 +65,13 @@ describe('toServerSettings', () => {
   it('sends the server contract fields and nothing about how to launch it', () => {
     const server = toServerSettings({ ...DEFAULTS, pythonPath: '/x/python', serverCommand: ['a'] });
     assert.deepEqual(Object.keys(server).sort(), [
-      'commitRule', 'deadlineMs', 'debounceMs', 'device', 'enabled', 'grounding', 'maxTokens', 'mode', 'model', 'remote',
-      'remoteFallback', 'remoteToken', 'threshold', 'trustRemoteCode',
+      'commitRule', 'deadlineMs', 'debounceMs', 'device', 'enabled', 'grounding', 'maxTokens', 'minConfidence', 'mode',
+      'model', 'remote', 'remoteFallback', 'remoteToken', 'threshold', 'trustRemoteCode',
     ]);
     assert.deepEqual(server, {
       enabled: true, model: '', device: 'auto', maxTokens: 64, threshold: 0.9,
       commitRule: 'auto', debounceMs: 10, deadlineMs: 1500, mode: 'auto', trustRemoteCode: false,
-      remote: '', remoteToken: '', remoteFallback: false, grounding: true,
+      remote: '', remoteToken: '', remoteFallback: false, grounding: true, minConfidence: 0,
     });
   });
 });
