@@ -5,7 +5,7 @@ import * as vscode from 'vscode';
 import { ExecuteCommandRequest, type LanguageClient } from 'vscode-languageclient/node';
 
 import { toggleEnabled } from './config';
-import { COMMANDS, countHoles, HOLE, menuItems, SERVER_COMMANDS } from './menu';
+import { acceptanceLine, COMMANDS, countHoles, HOLE, menuItems, SERVER_COMMANDS } from './menu';
 import { DOCUMENT_SELECTOR, type HoneServer } from './server';
 
 function serverFor(server: HoneServer): LanguageClient | undefined {
@@ -78,9 +78,25 @@ async function fillHoles(server: HoneServer): Promise<void> {
   }
 }
 
+/** What the server counted of accepted suggestions in the active editor's language ("" when it cannot say). */
+async function acceptance(server: HoneServer): Promise<string> {
+  const client = server.runningClient();
+  const language = vscode.window.activeTextEditor?.document.languageId;
+  if (client === undefined || language === undefined) {
+    return '';
+  }
+  try {
+    const stats = await client.sendRequest<{ acceptance?: unknown }>('hone/stats');
+    return acceptanceLine(stats.acceptance, language);
+  } catch {
+    return '';
+  }
+}
+
 async function showMenu(server: HoneServer): Promise<void> {
   const { enabled, phase } = server.view();
-  const choice = await vscode.window.showQuickPick(menuItems(enabled, phase), { title: 'Hone', placeHolder: 'Hone commands' });
+  const items = menuItems(enabled, phase, await acceptance(server));
+  const choice = await vscode.window.showQuickPick(items, { title: 'Hone', placeHolder: 'Hone commands' });
   if (choice !== undefined) {
     await vscode.commands.executeCommand(choice.command);
   }

@@ -4,7 +4,7 @@
 import type { ClientPhase } from './status';
 
 /** Command ids this extension contributes. They must differ from the server's executeCommand ids
- * (`hone.rewriteSelection`, `hone.fillHoles`), which vscode-languageclient registers itself. */
+ * (`hone.rewriteSelection`, `hone.fillHoles`, `hone.accepted`), which vscode-languageclient registers itself. */
 export const COMMANDS = {
   rewriteSelection: 'hone.rewriteSelectionInEditor',
   fillHoles: 'hone.fillHolesInEditor',
@@ -26,7 +26,28 @@ export interface MenuItem {
   command: string;
 }
 
-export function menuItems(enabled: boolean, phase: ClientPhase): MenuItem[] {
+/** One language's row of hone/stats' `acceptance` (counted by the server, on this machine only). */
+export interface AcceptanceRow {
+  shown: number;
+  accepted: number;
+  typed: number;
+  partial: number;
+  dismissed: number;
+  acceptedRate: number | null;
+  partialRate: number | null;
+}
+
+/** The menu's line of what was accepted in `languageId` ("" when nothing was settled there yet). */
+export function acceptanceLine(acceptance: unknown, languageId: string): string {
+  const row = (acceptance as Record<string, AcceptanceRow> | undefined)?.[languageId];
+  if (row === undefined || row.acceptedRate === null || row.partialRate === null) {
+    return '';
+  }
+  const pct = (x: number): string => `${Math.round(x * 100)}%`;
+  return `${pct(row.acceptedRate)} accepted, ${pct(row.partialRate)} in part, of ${row.shown} ${languageId} suggestions`;
+}
+
+export function menuItems(enabled: boolean, phase: ClientPhase, acceptance = ''): MenuItem[] {
   const running = phase === 'running';
   const items: MenuItem[] = [
     {
@@ -40,6 +61,9 @@ export function menuItems(enabled: boolean, phase: ClientPhase): MenuItem[] {
       { label: '$(edit) Rewrite Selection', description: 'regenerate the selected code', command: COMMANDS.rewriteSelection },
       { label: '$(question) Fill Holes (???)', description: 'fill every ??? in this file', command: COMMANDS.fillHoles },
     );
+  }
+  if (acceptance) {
+    items.push({ label: `$(graph) ${acceptance}`, description: 'counted on this machine only', command: COMMANDS.showLog });
   }
   items.push(
     { label: '$(debug-restart) Restart Server', description: phase === 'running' ? '' : `server ${phase}`, command: COMMANDS.restart },
