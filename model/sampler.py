@@ -129,7 +129,8 @@ def sample(
     hint: str = "",
 ) -> Result:
     """Fill the holes between `pieces` (len(pieces) - 1 of them); returns one text per hole and stats. `context`:
-    cross-file snippets (the workspace index's), kept up to opts.context_budget tokens."""
+    cross-file snippets (the workspace index's), kept up to opts.context_budget tokens; `hint`: a copy hint
+    (drafts.copy_hint) that rule ar verifies as its first draft."""
     opts.validate()
     if len(pieces) < 2:
         raise ValueError("need at least two pieces (prefix and suffix) around one hole")
@@ -140,8 +141,7 @@ def sample(
         opts = msgspec.structs.replace(opts, rule="ar" if line_ar else "threshold")
     if opts.rule == "ar" and not backend.streams:
         raise ValueError("commit rule 'ar' (autoregressive decoding) needs a Hone model with the spm layout")
-    req = _Request(backend, pieces, opts, cancel, seed, context)
-    req.hint = hint
+    req = _Request(backend, pieces, opts, cancel, seed, context, hint)
     if opts.rule == "ar":
         req.holes[0].text = _sample_ar(req)
         req.holes[0].done = True
@@ -160,7 +160,8 @@ def sample(
 class _Request:
     """One sample() call: its token pieces, holes, clock and counters, and the steps that move them on."""
 
-    def __init__(self, backend: CanvasBackend, pieces: list[str], opts: SampleOptions, cancel, seed, context: str = ""):
+    def __init__(self, backend: CanvasBackend, pieces: list[str], opts: SampleOptions, cancel, seed, context: str = "",
+                 hint: str = ""):
         self.backend, self.opts, self.cancel = backend, opts, cancel
         self.t0 = time.perf_counter()
         self.deadline = None if opts.deadline_s is None else self.t0 + opts.deadline_s
@@ -177,7 +178,7 @@ class _Request:
         self.holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens), before.rsplit("\n", 1)[-1],
                             "" if opts.mode == "line" else suffix_anchor(after)) for before, after in zip(pieces, pieces[1:])]
         self.stats = Stats()
-        self.hint = ""
+        self.hint = hint  # rule ar's first draft (drafts.copy_hint)
 
     def segments(self, pieces: list[list[int]] | None = None, holes: list[list[int]] | None = None) -> Segments:
         """The request's segments as they stand (or with other pieces and holes: rule ar's stream)."""
@@ -460,7 +461,8 @@ def _sample_ar(req: _Request) -> str:
     canvas says the middle ends at a line break. Greedy decoding drafts several tokens (next_draft) and verifies them
     in one forward of the stream (the longest run it agrees with is kept, plus its own next token). Drafts change
     the text only through `draft_accept`: a document draft's token the model finds nearly as likely as its best one
-    is kept (0: exactly the greedy text)."""
+    is kept (0: exactly the greedy text), and through `copy_accept`: the copy hint is the first draft, verified from
+    the first token, each of its tokens kept unless the model finds it far less likely than its own."""
     backend: StreamBackend = req.backend  # sample() checked its `streams` answer
     toks, opts, stats, hole = req.toks, req.opts, req.stats, req.holes[0]
     prefix, healed = toks[0], ""  # healing: the text of the backed-up tokens, which the output must spell first
