@@ -28,9 +28,9 @@ def uri_path(uri: str) -> str | None:
 
 
 class Workspace:
-    """Folders, buffers and file events in; cross-file context out (`context_for`). The folders are scanned only once
-    context is first asked for: a model that reads none (the shipped one today) costs no scan in the first minutes,
-    when the compiled steps are being built and the first completions come."""
+    """Folders, buffers and file events in; cross-file context (`context_for`) and the names grounding checks (`knows`)
+    out. The folders are scanned (at the lowest priority) once context or grounding first asks: with grounding off and
+    a model that reads no context there is no scan at all."""
 
     def __init__(self, index: WorkspaceIndex | None = None):
         self.index = index or WorkspaceIndex()
