@@ -161,8 +161,9 @@ def test_third_party_adapters(tmp_path, style, shifted):
 def test_remote_code_needs_opt_in(tmp_path):
     folder = make_tiny_hf_model(tmp_path / "remote", "dream")
     cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(model_type="evil-diffusion", architectures=["EvilLM"])  # not a family Hone runs natively
     cfg["auto_map"] = {"AutoModel": "modeling_evil.Evil"}
     (folder / "config.json").write_text(json.dumps(cfg))
     (folder / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(CheckpointError, match="trustRemoteCode"):
-        Engine.load(folder, "cpu")
+        Engine.load(folder, "cpu", style="dream")

@@ -1,4 +1,5 @@
-"""Third-party diffusion LMs loaded through transformers (LLaDA-style unshifted, Dream-style shifted logits)."""
+"""Third-party diffusion LMs (LLaDA-style unshifted, Dream-style shifted logits): known families run on Hone's native
+network (families.py, no remote code), other architectures through transformers behind the remote-code opt-in."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .. import layout
 from ..checkpoint import CheckpointError, read_json
 from ..layout import Segments, Specials
 from ..types import SampleOptions
+from .families import STYLE_OF_FAMILY, family_of, load_network, load_tokenizer
 from .style import STYLES, detect_style, shift_sources
 
 LLADA_MASK_ID = 126336  # LLaDA's reserved [MASK] id when its tokenizer does not name a mask token
@@ -28,13 +30,15 @@ class _HFSession:
     def predict(self, canvas: torch.Tensor) -> torch.Tensor:
         ids = self.ids.clone()
         ids[self.slot_pos] = canvas.to(self.b.device)
-        out = self.b.model(input_ids=ids[None])
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        return logits[0, self.src].float().cpu()
+        return self.b.logits(ids[None])[0, self.src].float().cpu()
 
 
 class HFBackend:
-    """A third-party diffusion LM from a local folder (no full-attention cache: every step runs all)."""
+    """A third-party diffusion LM from a local folder (no full-attention cache: every step runs all).
+
+    A folder whose config.json names a known family (families.FAMILIES: Dream / DiffuCoder / Qwen2, LLaDA, LLaMA)
+    loads into the native network and needs no opt-in, even where it ships its own code (auto_map); any other
+    architecture loads through transformers, which runs a folder's own code only with trust_remote_code."""
 
     max_holes = None  # any number of holes in one canvas
     streams = False  # no causal context stream: rule ar is Hone's spm models' own
@@ -46,25 +50,18 @@ class HFBackend:
             raise ValueError(f"unknown model style {style!r}; choose one of {list(STYLES)}")
         folder = Path(folder)
         cfg = read_json(folder / "config.json")
-        self.style = style if style != "auto" else detect_style(cfg)
+        family = family_of(cfg)
+        self.native = family is not None  # Hone's own network: no remote code, nothing of transformers' models
+        self.style = style if style != "auto" else (STYLE_OF_FAMILY.get(family) or detect_style(cfg))
         self.shifted = self.style == "dream"
-        needs_remote = "auto_map" in cfg
-        if needs_remote and not trust_remote_code:
-            raise CheckpointError(
-                folder / "config.json",
-                "this model ships its own Python code (auto_map); loading it needs the user-level "
-                "opt-in trustRemoteCode / --trust-remote-code",
-            )
-        import transformers  # heavy: only when a third-party model is asked for
-
-        try:
-            self.tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
-            loader = transformers.AutoModel if self.style == "llada" and needs_remote else transformers.AutoModelForCausalLM
-            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-            self.model = loader.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code, dtype=dtype)
-        except (OSError, ValueError, KeyError) as e:
-            raise CheckpointError(folder, f"transformers could not load this model: {e}") from e
-        self.model.to(device).eval()
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        if self.native:
+            self.model = load_network(folder, device, dtype)
+            self.tok = load_tokenizer(folder)
+            max_len = self.model.cfg.max_positions
+        else:
+            self._load_transformers(folder, cfg, device, dtype, trust_remote_code)
+            max_len = getattr(self.model.config, "max_position_embeddings", None)  # not every config says
         self.device = device
         mask_id = self.tok.mask_token_id if self.tok.mask_token_id is not None else cfg.get("mask_token_id")
         if mask_id is None and self.style == "llada":
@@ -80,7 +77,34 @@ class HFBackend:
         if self.shifted and self.bos_id is None:
             self.bos_id = self.tok.eos_token_id if self.tok.eos_token_id is not None else self.tok.pad_token_id
         self.specials = Specials(self.bos_id, self.eos_id)
-        self.max_len: int | None = getattr(self.model.config, "max_position_embeddings", None)  # not every config says
+        self.max_len: int | None = max_len
+
+    def _load_transformers(self, folder: Path, cfg: dict, device: torch.device, dtype: torch.dtype,
+                           trust_remote_code: bool) -> None:
+        """An architecture Hone does not implement, through transformers; its own code only with the opt-in."""
+        needs_remote = "auto_map" in cfg
+        if needs_remote and not trust_remote_code:
+            raise CheckpointError(
+                folder / "config.json",
+                f"model_type {cfg.get('model_type')!r} is not a family Hone runs natively and the model ships its own "
+                "Python code (auto_map); loading it needs the user-level opt-in trustRemoteCode / --trust-remote-code",
+            )
+        import transformers  # heavy: only when a third-party model is asked for
+
+        try:
+            self.tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
+            loader = transformers.AutoModel if self.style == "llada" and needs_remote else transformers.AutoModelForCausalLM
+            self.model = loader.from_pretrained(str(folder), local_files_only=True, trust_remote_code=trust_remote_code, dtype=dtype)
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(folder, f"transformers could not load this model: {e}") from e
+        self.model.to(device).eval()
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) -> logits (B, T, V), full attention."""
+        if self.native:
+            return self.model(ids)
+        out = self.model(input_ids=ids)
+        return out.logits if hasattr(out, "logits") else out[0]
 
     def default_options(self) -> SampleOptions:
         """The generic defaults: a third-party model's config does not record the budgets it was trained with."""
