@@ -13,11 +13,14 @@ from safetensors.torch import save_file
 
 from model.backends import HFBackend
 from model.backends.families import BidirectionalLM, family_config, load_network
+from model.backends.hf import CACHE_BLOCK
 from model.checkpoint import CheckpointError
 from model.engine import Engine
 from model.layout import Segments
+from model.sampler import sample
 from model.testing import sample_texts
 from model.tokenizer import train_tokenizer
+from model.types import SampleOptions
 
 transformers = pytest.importorskip("transformers")  # a dependency of the third-party path, installed with it
 
@@ -319,3 +322,57 @@ def test_known_family_never_runs_the_code_it_ships(tmp_path, tok_files):
     (tmp_path / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
     eng = Engine.load(tmp_path, "cpu")
     assert eng.backend.native and isinstance(eng.backend.model, BidirectionalLM)
+
+
+@pytest.fixture(params=["dream", "llada"])
+def native_backend(request, tmp_path, tok_files) -> HFBackend:
+    if request.param == "dream":
+        _dream_folder(tmp_path, tok_files["bpe"], tok_files["mask_id"])
+    else:
+        _llada_folder(tmp_path, tok_files["json"])
+    return Engine.load(tmp_path, "cpu").backend
+
+
+def _two_hole_segments(be: HFBackend, n: int = 6) -> Segments:
+    pieces = ["def add(a, b):\n    return ", "\n\ndef sub(a, b):\n    return ", "\n\nprint(add(1, 2))\n"]
+    return Segments([be.encode(p) for p in pieces], [[be.mask_id] * n, [be.mask_id] * n])
+
+
+def test_dual_cache_step_equals_a_full_forward(native_backend):
+    """Right after a refresh the cached step (active positions against the context's cached keys/values, read
+    shifted or not) gives the full forward's logits."""
+    be = native_backend
+    seg = _two_hole_segments(be)
+    cached, full = be.session(seg, True), be.session(seg, False)
+    canvas = torch.tensor([be.mask_id] * 12)
+    assert torch.equal(cached.predict(canvas), full.predict(canvas))  # the first step refreshes: a full forward
+    assert _max_diff(cached.predict(canvas), full.predict(canvas)) < TOL  # the cached path, same canvas
+    assert cached.refreshes == 1
+
+
+def test_block_refresh_keeps_the_context_cache_until_a_block_is_committed(native_backend):
+    be = native_backend
+    sess = be.session(_two_hole_segments(be), True)
+    canvas = torch.tensor([be.mask_id] * 12)
+    sess.predict(canvas)
+    kept = [(k.clone(), v.clone()) for k, v in sess.cache]
+    token = be.encode("x")[0]
+    for i in range(CACHE_BLOCK - 1):  # commits below a block: the context's keys/values stay as they were
+        canvas[i] = token
+        sess.predict(canvas)
+    assert sess.refreshes == 1
+    assert all(torch.equal(k, k0) and torch.equal(v, v0) for (k, v), (k0, v0) in zip(sess.cache, kept))
+    canvas[CACHE_BLOCK - 1] = token
+    got = sess.predict(canvas)  # a block committed: refreshed from a full forward of the current canvas
+    assert sess.refreshes == 2
+    assert torch.equal(got, be.session(_two_hole_segments(be), False).predict(canvas))
+
+
+@pytest.mark.parametrize("rule", ["threshold", "one"])
+def test_refresh_every_step_text_equals_recompute(native_backend, rule):
+    be = native_backend
+    be.cache_refresh = "step"
+    pieces = ["def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"]
+    opts = SampleOptions(rule=rule, max_tokens=12, threshold=0.3)
+    a, b = sample(be, pieces, opts), sample(be, pieces, SampleOptions(rule=rule, max_tokens=12, threshold=0.3, cached=False))
+    assert a.texts == b.texts and a.stats.forwards == b.stats.forwards

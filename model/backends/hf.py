@@ -15,6 +15,10 @@ from .families import STYLE_OF_FAMILY, family_of, load_network, load_tokenizer
 from .style import STYLES, detect_style, shift_sources
 
 LLADA_MASK_ID = 126336  # LLaDA's reserved [MASK] id when its tokenizer does not name a mask token
+CACHE_REFRESH = ("block", "step")  # when a native model's dual cache re-encodes the context: after CACHE_BLOCK slots
+# were committed since the last refresh (Fast-dLLM's dual cache: approximate, the context saw an older canvas), or
+# every step (exactly the recompute path, no saving: the reference the approximation is measured against)
+CACHE_BLOCK = 8  # committed slots that make a block: two commit windows of the sampler's default (window 4)
 
 
 class _HFSession:
@@ -33,21 +37,78 @@ class _HFSession:
         return self.b.logits(ids[None])[0, self.src].float().cpu()
 
 
+class _DualCacheSession:
+    """Native families: the context's keys/values (prefix, suffix, text between holes) come from a full forward and
+    are reused while canvas steps run only the slots and the positions their logits are read at (the token before a
+    slot for shifted models). The context attends to the canvas in these models, so its cache is refreshed from a
+    full forward of the current canvas whenever `refresh` says (CACHE_REFRESH); the refresh step itself is exact."""
+
+    def __init__(self, backend: HFBackend, ids: list[int], slot_pos: list[int], refresh: str):
+        self.b, self.refresh = backend, refresh
+        dev = backend.device
+        self.ids = torch.tensor(ids, device=dev)
+        self.slot_pos = torch.tensor(slot_pos, device=dev)
+        src = shift_sources(slot_pos, backend.shifted)
+        active = sorted(set(slot_pos) | set(src))  # run every step: slots, and the positions slots are read at
+        where = {p: i for i, p in enumerate(active)}
+        self.active = torch.tensor(active, device=dev)
+        self.slot_in_active = torch.tensor([where[p] for p in slot_pos], device=dev)
+        self.src_in_active = torch.tensor([where[p] for p in src], device=dev)
+        self.src = torch.tensor(src, device=dev)
+        keep = torch.ones(len(ids), dtype=torch.bool, device=dev)
+        keep[self.active] = False
+        self.context_pos = keep.nonzero().squeeze(1)  # (Tc,) positions whose keys/values are cached
+        self.cache = None  # per layer (k, v) (1, Hkv, Tc, Dh) of the context, from the last refresh
+        self.refreshed_canvas: torch.Tensor | None = None  # the canvas the cache was computed with
+        self.refreshes = 0
+        self.encoded = 0  # full forwards run before the first step (none: the first step refreshes)
+
+    def _stale(self, canvas: torch.Tensor) -> bool:
+        if self.cache is None or self.refresh == "step":
+            return True
+        mask = self.b.mask_id
+        committed = (self.refreshed_canvas == mask) & (canvas != mask)
+        return int(committed.sum()) >= CACHE_BLOCK
+
+    @torch.no_grad()
+    def predict(self, canvas: torch.Tensor) -> torch.Tensor:
+        """canvas ids (n,) -> logits (n, V): a full forward that refreshes the cache, or the active positions alone."""
+        canvas = canvas.to(self.b.device)
+        net = self.b.model
+        if self._stale(canvas):
+            ids = self.ids.clone()
+            ids[self.slot_pos] = canvas
+            h, kvs = net.hidden(ids[None], keep_kv=True)  # (1, T, D)
+            self.cache = [(k[:, :, self.context_pos], v[:, :, self.context_pos]) for k, v in kvs]
+            self.refreshed_canvas = canvas.clone()
+            self.refreshes += 1
+            return net.logits(h[0, self.src]).float().cpu()
+        ids = self.ids[self.active].clone()
+        ids[self.slot_in_active] = canvas
+        h, _ = net.hidden(ids[None], self.active, past=self.cache)  # (1, A, D)
+        return net.logits(h[0, self.src_in_active]).float().cpu()
+
+
 class HFBackend:
-    """A third-party diffusion LM from a local folder (no full-attention cache: every step runs all).
+    """A third-party diffusion LM from a local folder.
 
     A folder whose config.json names a known family (families.FAMILIES: Dream / DiffuCoder / Qwen2, LLaDA, LLaMA)
     loads into the native network and needs no opt-in, even where it ships its own code (auto_map); any other
-    architecture loads through transformers, which runs a folder's own code only with trust_remote_code."""
+    architecture loads through transformers, which runs a folder's own code only with trust_remote_code. Cached
+    sessions of native models reuse the context's keys/values (_DualCacheSession); otherwise every step runs all."""
 
     max_holes = None  # any number of holes in one canvas
     streams = False  # no causal context stream: rule ar is Hone's spm models' own
     batches = False  # calls run one after another
     network = None  # not Hone's network: held-out scoring and step reports skip it
 
-    def __init__(self, folder: str | Path, device: torch.device, trust_remote_code: bool = False, style: str = "auto"):
+    def __init__(self, folder: str | Path, device: torch.device, trust_remote_code: bool = False, style: str = "auto",
+                 cache_refresh: str = "block"):
         if style not in STYLES:
             raise ValueError(f"unknown model style {style!r}; choose one of {list(STYLES)}")
+        if cache_refresh not in CACHE_REFRESH:
+            raise ValueError(f"unknown cache refresh {cache_refresh!r}; choose one of {list(CACHE_REFRESH)}")
+        self.cache_refresh = cache_refresh
         folder = Path(folder)
         cfg = read_json(folder / "config.json")
         family = family_of(cfg)
@@ -116,10 +177,12 @@ class HFBackend:
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode([i for i in ids if i not in self.null_ids and i != self.mask_id], skip_special_tokens=False)
 
-    def session(self, seg: Segments, cached: bool) -> _HFSession:
+    def session(self, seg: Segments, cached: bool) -> _HFSession | _DualCacheSession:
         """The infill layout without our context markers, which these models never saw: context is text before the
         prefix."""
         if seg.context:
             seg = Segments([seg.context + seg.pieces[0], *seg.pieces[1:]], seg.holes, seg.doc_end)
         ids, slot_pos = layout.sequence("infill", seg, self.specials)
+        if cached and self.native:
+            return _DualCacheSession(self, ids, slot_pos, self.cache_refresh)
         return _HFSession(self, ids, slot_pos)
