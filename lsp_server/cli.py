@@ -179,6 +179,10 @@ def _bench(a) -> int:
         from model.reports.bench import run_speed
 
         run_speed(a.model, a.n, a.device, a.ar_model, a.threads, compile=a.compile, corpus=a.corpus)
+    elif a.what == "thirdparty":
+        from model.reports.thirdparty import run as run_thirdparty
+
+        run_thirdparty(a.family, a.size, a.device, a.cases, a.refresh, a.seed, a.threads)
     elif a.what == "soak":
         from lsp_server.soak import run as run_soak
 
@@ -330,8 +334,9 @@ def _args_serve(sub) -> None:
 
 def _args_bench(sub) -> None:
     c = sub.add_parser("bench", help="benchmarks: engine, steps (eager vs compiled ways), speed (diffusion vs its AR "
-                       "twin), lsp, soak (a day of typing: memory and lost requests) or serve")
-    c.add_argument("what", choices=["engine", "steps", "speed", "lsp", "soak", "serve"])
+                       "twin), lsp, soak (a day of typing: memory and lost requests), serve or thirdparty (random "
+                       "third-party families: recompute vs dual cache)")
+    c.add_argument("what", choices=["engine", "steps", "speed", "lsp", "soak", "serve", "thirdparty"])
     c.add_argument("--model", default=None)
     c.add_argument("--device", default="cpu")
     c.add_argument("--n", type=int, default=30)
@@ -348,6 +353,12 @@ def _args_bench(sub) -> None:
     from model.serving.bench import add_args as add_serve_bench_args
 
     add_serve_bench_args(c)
+    # thirdparty (model.reports.thirdparty checks the values; its own parser has the same flags: a test compares them)
+    c.add_argument("--family", default="both", help="thirdparty: qwen2, llada or both")
+    c.add_argument("--size", default="small", help="thirdparty: tiny (tests), small (~100M, CPUs) or 7b")
+    c.add_argument("--cases", type=int, default=None, help="thirdparty: cases per kind (default: by size)")
+    c.add_argument("--refresh", default="block", help="thirdparty: the cached path's refresh, block (measured by "
+                   "default) or step (exact)")
     c.set_defaults(fn=_bench)
 
 

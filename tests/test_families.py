@@ -342,6 +342,7 @@ def test_dual_cache_step_equals_a_full_forward(native_backend):
     """Right after a refresh the cached step (active positions against the context's cached keys/values, read
     shifted or not) gives the full forward's logits."""
     be = native_backend
+    be.cache_refresh = "block"
     seg = _two_hole_segments(be)
     cached, full = be.session(seg, True), be.session(seg, False)
     canvas = torch.tensor([be.mask_id] * 12)
@@ -352,6 +353,7 @@ def test_dual_cache_step_equals_a_full_forward(native_backend):
 
 def test_block_refresh_keeps_the_context_cache_until_a_block_is_committed(native_backend):
     be = native_backend
+    be.cache_refresh = "block"
     sess = be.session(_two_hole_segments(be), True)
     canvas = torch.tensor([be.mask_id] * 12)
     sess.predict(canvas)

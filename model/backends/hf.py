@@ -3,6 +3,7 @@ network (families.py, no remote code), other architectures through transformers 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ from .. import layout
 from ..checkpoint import CheckpointError, read_json
 from ..layout import Segments, Specials
 from ..types import SampleOptions
-from .families import STYLE_OF_FAMILY, family_of, load_network, load_tokenizer
+from .families import STYLE_OF_FAMILY, BidirectionalLM, family_of, load_network, load_tokenizer
 from .style import STYLES, detect_style, shift_sources
 
 LLADA_MASK_ID = 126336  # LLaDA's reserved [MASK] id when its tokenizer does not name a mask token
@@ -19,6 +20,20 @@ CACHE_REFRESH = ("block", "step")  # when a native model's dual cache re-encodes
 # were committed since the last refresh (Fast-dLLM's dual cache: approximate, the context saw an older canvas), or
 # every step (exactly the recompute path, no saving: the reference the approximation is measured against)
 CACHE_BLOCK = 8  # committed slots that make a block: two commit windows of the sampler's default (window 4)
+CACHE_REFRESH_ENV = "HONE_CACHE_REFRESH"  # the user's choice of CACHE_REFRESH for every native model this process loads
+DEFAULT_CACHE_REFRESH = "step"  # exact until agreement is measured on a real model: on random-weight families
+# (hone bench thirdparty --size small, CPU) block refresh was 3.7x faster on lines and 2.6x on 64-token blocks but
+# kept only 17-27 % of the recompute path's tokens (docs/thirdparty.md); HONE_CACHE_REFRESH=block opts in
+
+
+def cache_refresh_setting(value: str | None = None) -> str:
+    """The cache refresh to use: `value`, else $HONE_CACHE_REFRESH, else DEFAULT_CACHE_REFRESH; ValueError naming
+    the choices (and where a bad value came from)."""
+    source = "cache_refresh" if value is not None else CACHE_REFRESH_ENV
+    value = value if value is not None else os.environ.get(CACHE_REFRESH_ENV) or DEFAULT_CACHE_REFRESH
+    if value not in CACHE_REFRESH:
+        raise ValueError(f"unknown cache refresh {value!r} ({source}); choose one of {list(CACHE_REFRESH)}")
+    return value
 
 
 class _HFSession:
@@ -34,7 +49,7 @@ class _HFSession:
     def predict(self, canvas: torch.Tensor) -> torch.Tensor:
         ids = self.ids.clone()
         ids[self.slot_pos] = canvas.to(self.b.device)
-        return self.b.logits(ids[None])[0, self.src].float().cpu()
+        return self.b.logits_at(ids, self.src).float().cpu()
 
 
 class _DualCacheSession:
@@ -103,12 +118,11 @@ class HFBackend:
     network = None  # not Hone's network: held-out scoring and step reports skip it
 
     def __init__(self, folder: str | Path, device: torch.device, trust_remote_code: bool = False, style: str = "auto",
-                 cache_refresh: str = "block"):
+                 cache_refresh: str | None = None):
+        """`cache_refresh`: one of CACHE_REFRESH; None reads the user's choice (cache_refresh_setting)."""
         if style not in STYLES:
             raise ValueError(f"unknown model style {style!r}; choose one of {list(STYLES)}")
-        if cache_refresh not in CACHE_REFRESH:
-            raise ValueError(f"unknown cache refresh {cache_refresh!r}; choose one of {list(CACHE_REFRESH)}")
-        self.cache_refresh = cache_refresh
+        self.cache_refresh = cache_refresh_setting(cache_refresh)
         folder = Path(folder)
         cfg = read_json(folder / "config.json")
         family = family_of(cfg)
@@ -124,7 +138,27 @@ class HFBackend:
             self._load_transformers(folder, cfg, device, dtype, trust_remote_code)
             max_len = getattr(self.model.config, "max_position_embeddings", None)  # not every config says
         self.device = device
-        mask_id = self.tok.mask_token_id if self.tok.mask_token_id is not None else cfg.get("mask_token_id")
+        self._set_specials(cfg.get("mask_token_id"), folder)
+        self.max_len: int | None = max_len
+
+    @classmethod
+    def of_network(cls, net: BidirectionalLM, tok, device: torch.device, style: str,
+                   cache_refresh: str | None = None) -> HFBackend:
+        """A native network already in memory (hone bench thirdparty's random-weight models) with a tokenizer-like
+        object (encode, decode, mask/bos/eos/pad_token_id); `style` as the family's (STYLE_OF_FAMILY)."""
+        if style not in STYLES or style == "auto":
+            raise ValueError(f"unknown model style {style!r}; choose one of {[s for s in STYLES if s != 'auto']}")
+        self = cls.__new__(cls)
+        self.cache_refresh = cache_refresh_setting(cache_refresh)
+        self.native, self.model, self.tok, self.device = True, net, tok, device
+        self.style, self.shifted = style, style == "dream"
+        self._set_specials(None, "the network's tokenizer")
+        self.max_len = net.cfg.max_positions
+        return self
+
+    def _set_specials(self, config_mask_id: int | None, folder: Path | str) -> None:
+        """mask, bos and null ids from the tokenizer (config.json's mask_token_id, LLaDA's fixed id as fallbacks)."""
+        mask_id = self.tok.mask_token_id if self.tok.mask_token_id is not None else config_mask_id
         if mask_id is None and self.style == "llada":
             mask_id = LLADA_MASK_ID
         if mask_id is None:
@@ -138,7 +172,6 @@ class HFBackend:
         if self.shifted and self.bos_id is None:
             self.bos_id = self.tok.eos_token_id if self.tok.eos_token_id is not None else self.tok.pad_token_id
         self.specials = Specials(self.bos_id, self.eos_id)
-        self.max_len: int | None = max_len
 
     def _load_transformers(self, folder: Path, cfg: dict, device: torch.device, dtype: torch.dtype,
                            trust_remote_code: bool) -> None:
@@ -166,6 +199,14 @@ class HFBackend:
             return self.model(ids)
         out = self.model(input_ids=ids)
         return out.logits if hasattr(out, "logits") else out[0]
+
+    def logits_at(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """ids (T,) -> logits (len(rows), V) at positions `rows`, full attention; a native model runs its head on
+        those rows alone (the whole sequence's head is most of a small model's step, and GBs of logits at 7B)."""
+        if self.native:
+            h, _ = self.model.hidden(ids[None])  # (1, T, D)
+            return self.model.logits(h[0, rows])
+        return self.logits(ids[None])[0, rows]
 
     def default_options(self) -> SampleOptions:
         """The generic defaults: a third-party model's config does not record the budgets it was trained with."""
