@@ -310,7 +310,7 @@ def _get(url: str, path: str, token: str | None) -> tuple[int, dict]:
     return resp.status, json.loads(body) if body.startswith(b"{") else {}
 
 
-FAST = {"maxTokens": 6, "debounceMs": 0, "deadlineMs": 0}
+FAST = {"maxTokens": 6, "debounceMs": 0, "deadlineMs": 0, "grounding": False}  # the tiny model writes gibberish names
 
 
 def _lsp_command(*extra: str) -> list[str]:
