@@ -14,15 +14,13 @@ import keyword
 import re
 from collections.abc import Callable
 
-from .workspace import BUILTIN_ATTRS
+from .workspace import BUILTIN_ATTRS, bound_imports
 
 ALWAYS_KNOWN = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | {"self", "cls"}
 # what a line's text is made of, for this purpose: strings (with their prefixes; an unterminated one runs to the end),
 # comments, names, and single characters
 _LEX = re.compile(r"""(?P<str>(?:\b[rRbBuUfF]{1,2})?(?:'''|\"\"\"|'(?:\\.|[^'\\])*'?|"(?:\\.|[^"\\])*"?))"""
                   r"|(?P<comment>#.*)|(?P<name>[A-Za-z_]\w*)|(?P<other>\S)")
-_IMPORT = re.compile(r"^\s*(?:import\s+(?P<mods>[\w., ]+?)|from\s+(?P<src>[\w.]+)\s+import\s+(?P<names>[\w., ()]+?))\s*$",
-                     re.M)
 _NO_CHECK = re.compile(r"^\s*(?:async\s+)?(?:def|class|import|from|global|nonlocal)\b")  # lines that bind what they name
 _PAIRS = {")": "(", "]": "[", "}": "{"}
 IMPORTS_CHARS = 65_536  # the head of a document whose imports say which names come from outside the workspace
@@ -36,22 +34,7 @@ def document_names(text: str) -> frozenset[str]:
 def external_roots(text: str, in_workspace: Callable[[str], bool]) -> frozenset[str]:
     """The names a document binds by importing from outside the workspace (`import numpy as np` -> np): their
     members are not indexed. `in_workspace(name)`: whether the workspace defines that imported name."""
-    out = set()
-    for m in _IMPORT.finditer(text):
-        if m.group("mods"):
-            for part in m.group("mods").split(","):
-                words = part.split()
-                if words:
-                    name = words[-1] if len(words) == 3 and words[1] == "as" else words[0].split(".")[0]
-                    out.add(name)
-        else:
-            for part in m.group("names").strip("() ").split(","):
-                words = part.split()
-                if words:
-                    name = words[-1] if len(words) == 3 and words[1] == "as" else words[0]
-                    if not in_workspace(words[0]):
-                        out.add(name)
-    return frozenset(out)
+    return frozenset(bound.split(".")[0] for bound, name in bound_imports(text) if name is None or not in_workspace(name))
 
 
 def _lex(line: str) -> list[tuple[str, str, int]]:

@@ -699,6 +699,12 @@ def _imports_of_text(text: str) -> list[_Import]:
     return out
 
 
+def bound_imports(text: str) -> list[tuple[str, str | None]]:
+    """Each import of live text: (what the code writes: the alias, or `a.b` for `import a.b`; the imported name of
+    `from m import name`, None for a module)."""
+    return [(imp.bound, imp.name) for imp in _imports_of_text(text) if imp.name != "*"]
+
+
 # ---------------------------------------------------------------------------------------------------- ignore rules
 
 
