@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from urllib.parse import unquote, urlparse
 
+from model.reports.common import pct
 from model.workspace import WorkspaceIndex
 
 log = logging.getLogger(__name__)
@@ -109,20 +110,20 @@ class Workspace:
         """The first request for context (or grounding) starts the scan; it answers from what is indexed so far."""
         if not self.wanted:
             self.wanted = True
-            if self.index.stats().get("roots"):
+            if self.index.roots:
                 self._start_scan()
 
     def knows(self) -> tuple[Callable[[str], bool], Callable[[str], bool]] | None:
         """(whether the workspace's code uses or defines a name, whether it defines it) once a folder's first scan
         has finished; None before (or without workspace folders): what other files hold is not known yet."""
         self._want()
-        if not self.scans or not self.index.stats().get("roots"):
+        if not self.scans or not self.index.roots:
             return None
         return self.index.knows, self.index.defines
 
     def stats(self) -> dict:
-        ms = sorted(self.retrieval_ms)
-        at = (lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 3)) if ms else (lambda q: None)
+        ms = list(self.retrieval_ms)
+        at = (lambda q: round(pct(ms, q), 3)) if ms else (lambda q: None)
         return {**self.index.stats(), "scanning": self.scanning, "scans": self.scans,
                 "lastScanSeconds": None if self.scan_s is None else round(self.scan_s, 2),
                 "retrievals": len(ms), "retrievalP50Ms": at(0.5), "retrievalP95Ms": at(0.95)}

@@ -9,14 +9,12 @@ claimed about them). Torch-free and stdlib only: the server, the evaluations and
 
 from __future__ import annotations
 
-import builtins
-import keyword
 import re
 from collections.abc import Callable
 
-from .workspace import BUILTIN_ATTRS, bound_imports
+from .workspace import BUILTIN_ATTRS, BUILTIN_NAMES, KEYWORDS, bound_imports
 
-ALWAYS_KNOWN = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | {"self", "cls"}
+ALWAYS_KNOWN = BUILTIN_NAMES | KEYWORDS | {"self", "cls"}
 # what a line's text is made of, for this purpose: strings (with their prefixes; an unterminated one runs to the end),
 # comments, names, and single characters
 _LEX = re.compile(r"""(?P<str>(?:\b[rRbBuUfF]{1,2})?(?:'''|\"\"\"|'(?:\\.|[^'\\])*'?|"(?:\\.|[^"\\])*"?))"""
@@ -24,11 +22,6 @@ _LEX = re.compile(r"""(?P<str>(?:\b[rRbBuUfF]{1,2})?(?:'''|\"\"\"|'(?:\\.|[^'\\]
 _NO_CHECK = re.compile(r"^\s*(?:async\s+)?(?:def|class|import|from|global|nonlocal)\b")  # lines that bind what they name
 _PAIRS = {")": "(", "]": "[", "}": "{"}
 IMPORTS_CHARS = 65_536  # the head of a document whose imports say which names come from outside the workspace
-
-
-def document_names(text: str) -> frozenset[str]:
-    """Every identifier-like word of a document (strings and comments too: a name a docstring gives is no invention)."""
-    return frozenset(re.findall(r"[A-Za-z_]\w*", text))
 
 
 def external_roots(text: str, in_workspace: Callable[[str], bool]) -> frozenset[str]:

@@ -56,11 +56,12 @@ _NAME = re.compile(r"\b[A-Za-z_]\w*")
 _TRIPLE = r'"""(?:\\.|[^\\])*?(?:"""|\Z)' + "|" + r"'''(?:\\.|[^\\])*?(?:'''|\Z)"
 _SINGLE = r'"(?:\\.|[^"\\\n])*"?' + "|" + r"'(?:\\.|[^'\\\n])*'?"
 _STRINGS_AND_COMMENTS = re.compile(rf"(?:\b[rRbBuUfF]{{1,2}})?(?:{_TRIPLE}|{_SINGLE})|#[^\n]*")
-_KEYWORDS = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
+KEYWORDS = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
+BUILTIN_NAMES = frozenset(dir(builtins))  # a builtin used bare resolves without any file of the workspace
 # Names in nearly every window: they would make all code look alike (and cost the most to score).
-STOP_NAMES = _KEYWORDS | frozenset({"self", "cls", "int", "str", "len", "list", "dict", "bool", "float", "print",
+STOP_NAMES = KEYWORDS | frozenset({"self", "cls", "int", "str", "len", "list", "dict", "bool", "float", "print",
                                     "isinstance", "range", "super", "tuple", "set", "type", "object", "args", "kwargs"})
-_NOT_LOOKED_UP = STOP_NAMES | frozenset(dir(builtins))  # names no workspace file is asked for
+_NOT_LOOKED_UP = STOP_NAMES | BUILTIN_NAMES  # names no workspace file is asked for
 
 
 @dataclass(frozen=True)
@@ -307,8 +308,6 @@ def _symbols_by_lines(text: str) -> FileSymbols:
 
 # ------------------------------------------------------------------------------------------------- cross-file uses
 
-# a builtin used bare resolves without any other file of the project
-_BUILTINS = frozenset(dir(builtins))
 # an attribute builtin types have (`d.get`, `seen.add`, `__doc__`) may well be theirs, not a project class's member
 BUILTIN_ATTRS = frozenset(a for t in (object, str, bytes, int, float, list, tuple, dict, set, frozenset, BaseException,
                                        type, type(lambda: None)) for a in dir(t))
@@ -360,7 +359,7 @@ def cross_file_uses(text: str, symbols: FileSymbols, elsewhere: set[str]) -> dic
             continue
         if after_dot and (t.string in BUILTIN_ATTRS or root in sys.stdlib_module_names and root in symbols.imported):
             continue
-        if not after_dot and t.string in _BUILTINS:
+        if not after_dot and t.string in BUILTIN_NAMES:
             continue
         out[t.start[0] - 1].append((t.string, t.start[1]))
     return out
@@ -1608,6 +1607,12 @@ class WorkspaceIndex:
         return make
 
     # ------------------------------------------------------------------------------------------------ stats
+
+    @property
+    def roots(self) -> list[str]:
+        """The workspace folders indexed (absolute paths)."""
+        with self._lock:
+            return list(self._roots)
 
     def knows(self, name: str) -> bool:
         """Whether an indexed file's code uses or defines `name` (grounding: a suggestion's names must resolve)."""

@@ -2,11 +2,12 @@
 service applies it with the document and the scanned workspace."""
 
 import asyncio
+import re
 
-from model.grounding import document_names, external_roots, ground
+from model.grounding import external_roots, ground
 
 DOC = "import numpy as np\nfrom .models import Store\n\nconfig = load()\n\nclass A:\n    def run(self):\n        return 1\n"
-KNOWN = document_names(DOC).__contains__
+KNOWN = frozenset(re.findall(r"[A-Za-z_]\w*", DOC)).__contains__  # the document's words, as ground_in looks them up
 EXTERNAL = external_roots(DOC, lambda name: name == "Store")  # the workspace defines Store
 
 

@@ -193,20 +193,14 @@ class HFBackend:
             raise CheckpointError(folder, f"transformers could not load this model: {e}") from e
         self.model.to(device).eval()
 
-    def logits(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B, T) -> logits (B, T, V), full attention."""
-        if self.native:
-            return self.model(ids)
-        out = self.model(input_ids=ids)
-        return out.logits if hasattr(out, "logits") else out[0]
-
     def logits_at(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """ids (T,) -> logits (len(rows), V) at positions `rows`, full attention; a native model runs its head on
         those rows alone (the whole sequence's head is most of a small model's step, and GBs of logits at 7B)."""
         if self.native:
             h, _ = self.model.hidden(ids[None])  # (1, T, D)
             return self.model.logits(h[0, rows])
-        return self.logits(ids[None])[0, rows]
+        out = self.model(input_ids=ids[None])
+        return (out.logits if hasattr(out, "logits") else out[0])[0, rows]
 
     def default_options(self) -> SampleOptions:
         """The generic defaults: a third-party model's config does not record the budgets it was trained with."""
