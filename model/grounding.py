@@ -1,5 +1,5 @@
-"""Grounding: a suggestion is shown only up to the first name it introduces that resolves nowhere, and not at all when
-the line it completes cannot tokenize (JetBrains' local Full Line completion shows nothing else either).
+"""Grounding: a suggestion is shown only up to the first name it introduces that resolves nowhere, or the string it
+opens and leaves open on its line, and not at all when it leaves open a string the line began before the cursor.
 
 A name resolves when the document or the workspace index uses or defines it (`known`), it is a builtin or keyword,
 the line binds it (`x = `, `for x in`, `as x`, `lambda x:`, keyword arguments), or it is an attribute of a name the
@@ -58,15 +58,15 @@ def _bound(tokens: list[tuple[str, str, int]]) -> set[str]:
     return out
 
 
-def unterminated(line: str, start: int) -> bool:
-    """Whether a single-quoted string that reaches past `start` of the line (the suggestion's part) stays open at the
-    line's end (a triple quote may go on over the next lines)."""
+def unterminated(line: str, start: int) -> int | None:
+    """Where a single-quoted string that reaches past `start` of the line (the suggestion's part) and stays open at the
+    line's end begins (its prefix letters included), or None (a triple quote may go on over the next lines)."""
     for kind, t, at in _lex(line):
         if kind == "str" and at + len(t) > start:
             body = t.lstrip("rRbBuUfF")
             if body not in ("'''", '"""') and (len(body) < 2 or body[-1] != body[0]):
-                return True
-    return False
+                return at
+    return None
 
 
 def ground(text: str, line_prefix: str, known: Callable[[str], bool], external: frozenset[str] = frozenset()) -> tuple[str, str]:
@@ -77,8 +77,8 @@ def ground(text: str, line_prefix: str, known: Callable[[str], bool], external: 
     first, nl, rest = text.partition("\n")
     line = line_prefix + first
     start = len(line_prefix)
-    if unterminated(line, start):
-        return "", "string"
+    if (opened := unterminated(line, start)) is not None:  # shown up to the string the suggestion leaves open
+        return (text[: opened - start].rstrip() if opened > start else ""), "string"
     tokens = _lex(line)
     depth: list[str] = []
     for kind, t, at in tokens:  # a closer that does not match the bracket it would close

@@ -32,8 +32,10 @@ def test_resolvable_names_are_kept():
     assert ground("Store('.').fetch_all()", "    x = ", lambda n: KNOWN(n) or workspace(n), EXTERNAL)[1] == ""
 
 
-def test_a_line_that_cannot_tokenize_is_not_shown():
+def test_a_string_left_open_is_cut_and_a_bracket_that_closes_nothing_too():
     assert ground('f"{key}:', "    out = ", KNOWN, EXTERNAL) == ("", "string")
+    assert ground('path.join(root, "data', "    return os.", KNOWN, EXTERNAL) == ("path.join(root,", "string")
+    assert ground("abc", "    s = 'x ", KNOWN, EXTERNAL) == ("", "string")  # the string began before the cursor
     assert ground("def'", "s = 'abc", KNOWN, EXTERNAL) == ("def'", "")  # it closes the string the line opened
     assert ground('"""', "    ", KNOWN, EXTERNAL) == ('"""', "")  # a docstring goes on over the next lines
     assert ground("foo(config]", "    z = ", lambda n: True, EXTERNAL) == ("foo(config", "bracket")
