@@ -1,4 +1,4 @@
-"""`hone`: complete, corpus, tokenizer, train, eval, serve, bench."""
+"""`hone`: complete, corpus, tokenizer, train, eval, adapt, serve, bench."""
 
 from __future__ import annotations
 
@@ -96,6 +96,54 @@ def _eval_repo(a) -> int:
         raise SystemExit(f"--arms: unknown {', '.join(bad)} (choose from {', '.join(ARMS)})")
     repos = Path(a.repos) if a.repos else default_repos()
     repo_main(a.model, repos, a.n, a.seed, arms, a.threads, a.write_card, a.device)
+    return 0
+
+
+def _adapt(a) -> int:
+    import msgspec
+    from tqdm import tqdm
+
+    from model import DEFAULT_MODEL_DIR
+    from model.adapted import adapted_dir
+    from model.training.adapt import AdaptConfig, AdaptError, adapt, cpu_clock
+    from model.workspace import WorkspaceIndex
+
+    root = Path(a.dir).resolve()
+    if not root.is_dir():
+        raise SystemExit(f"{root}: not a folder")
+    index = WorkspaceIndex()  # the server's own walk: .gitignore rules, no virtualenvs, the same size limits
+    index.add_root(str(root))
+    index.scan()
+    files = index.texts(str(root))
+    print(f"{root}: {len(files)} Python files, {sum(map(len, files.values())) / 1e6:.2f}M characters", file=sys.stderr)
+    cfg = AdaptConfig(minutes=a.minutes, threads=a.threads or AdaptConfig().threads)
+    if a.lr:
+        cfg.lr = a.lr
+    bar = tqdm(total=round(a.minutes * 60), unit="s", desc="adapt")
+
+    def progress(rec: dict) -> None:
+        if "elapsed" in rec:
+            bar.update(round(rec["elapsed"]) - bar.n)
+            bar.set_postfix(step=rec["step"], loss=f"{rec['loss']:.3f}")
+        else:
+            tqdm.write(f"held-out {rec['event']}: " + ", ".join(
+                f"{k.removeprefix('heldout_')} {'diverged' if v is None else f'{v:.3f}'}" for k, v in rec.items()
+                if k.startswith("heldout_")))
+
+    base = Path(a.model) if a.model else DEFAULT_MODEL_DIR
+    out = Path(a.out).resolve() if a.out else None
+    try:
+        info = adapt(files, base, cfg, root=str(root), out=out, progress=progress,
+                     **({"clock": cpu_clock(cfg.threads)} if a.cpu_time else {}))
+    except AdaptError as e:
+        raise SystemExit(f"hone adapt: {e}")
+    finally:
+        bar.close()
+    where = out if out is not None else adapted_dir(root) / "model"
+    verdict = (f"kept: {where}" + ("" if out else " (hone-lsp uses it for this workspace)") if info.kept
+               else "not kept: the held-out loss did not fall (the model in use stays)")
+    print(f"{info.steps} steps, {info.tokens / 1e6:.2f}M tokens, {info.minutes:.1f} min; {verdict}", file=sys.stderr)
+    print(msgspec.json.encode(info).decode())
     return 0
 
 
@@ -287,6 +335,21 @@ def _args_eval_repo(sub) -> None:
     c.set_defaults(fn=_eval_repo)
 
 
+def _args_adapt(sub) -> None:
+    c = sub.add_parser("adapt", help="fine-tune the model on one repository's Python files (kept only if its held-out "
+                       "lines improve); hone-lsp then uses it for that workspace")
+    c.add_argument("dir", help="the repository (workspace root)")
+    c.add_argument("--minutes", type=float, default=5.0, help="training budget (default 5)")
+    c.add_argument("--out", default=None, help="write a plain model folder here (for --model / the model setting) "
+                   "instead of the per-workspace model under ~/.cache/hone/adapted")
+    c.add_argument("--model", default=None, help="the model to adapt (default: the shipped model)")
+    c.add_argument("--lr", type=float, default=None, help="peak learning rate (default 7e-4)")
+    c.add_argument("--threads", type=int, default=None)
+    c.add_argument("--cpu-time", action="store_true", help="count the minutes in CPU time per thread (a run that is "
+                   "paused from outside, as the server's idle adaptation does)")
+    c.set_defaults(fn=_adapt)
+
+
 def _args_routes(sub) -> None:
     c = sub.add_parser("routes", help="compare runs of several recipes (same token budget): curves, eval, card section")
     c.add_argument("runs", nargs="+", help="run folders, e.g. runs/recipe-spm runs/recipe-ar-then-diffusion")
@@ -365,7 +428,7 @@ def _args_bench(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hone", description="Hone: diffusion code completion")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_args_complete, _args_corpus, _args_tokenizer, _args_train, _args_eval, _args_eval_repo, _args_routes, _args_ship, _args_drafts, _args_serve, _args_bench):
+    for add in (_args_complete, _args_corpus, _args_tokenizer, _args_train, _args_eval, _args_eval_repo, _args_adapt, _args_routes, _args_ship, _args_drafts, _args_serve, _args_bench):
         add(sub)
     a = p.parse_args(argv)
     return a.fn(a)

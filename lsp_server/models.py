@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ class Target:
     remote_token: str = field(default="", repr=False)  # its bearer token (never shown)
     remote_fallback: bool = False  # load the local model while the service is unreachable
     compile: bool = False  # compile the local model's hot steps in the background once it is loaded (hone-lsp: on)
+    adapted: str = ""  # `model` is this workspace root's adapted model (model.adapted): the default answers if it fails
 
 
 def load_local(target: Target, threads: int | None = None) -> Engine:
@@ -67,6 +70,8 @@ class ModelManager:
         self.state = "idle"  # idle | loading | ready | error
         self.engine: Engine | None = None
         self.error = ""
+        self.adapted = ""  # the workspace root whose adapted model answers ("" none)
+        self.adapted_error = ""  # why that adapted model could not be loaded
         self.future: Future = Future()
 
     @property
@@ -90,18 +95,30 @@ class ModelManager:
         return True
 
     def _load(self, gen: int, target: Target, fut: Future) -> None:
+        adapted, adapted_error = target.adapted, ""
         try:
-            engine = self._loader(target)
+            try:
+                engine = self._loader(target)
+            except Exception as e:
+                if not target.adapted:
+                    raise
+                # a broken adapted model: the default answers (the error is kept for hone/stats)
+                log.warning("the adapted model %s failed to load (%s: %s); loading the default", target.model,
+                            type(e).__name__, e)
+                adapted, adapted_error = "", f"{type(e).__name__}: {e}"
+                engine = self._loader(dataclasses.replace(target, model="", adapted=""))
         except Exception as e:  # any failure becomes status "error" with its reason; the server stays up
             log.exception("loading model %r failed", target.model or "default")
             engine, error = None, f"{type(e).__name__}: {e}"
         else:
             error = ""
-            log.info("model %s loaded on %s", getattr(engine, "name", "?"), getattr(engine, "device", "?"))
+            log.info("model %s loaded on %s%s", getattr(engine, "name", "?"), getattr(engine, "device", "?"),
+                     f" (adapted to {adapted})" if adapted else "")
         with self._lock:
             current = gen == self._generation
             if current:
                 self.engine, self.error = engine, error
+                self.adapted, self.adapted_error = (adapted if engine is not None else ""), adapted_error
                 self.state = "ready" if engine is not None else "error"
         if current and target.compile and hasattr(engine, "compile_in_background"):  # a remote engine has none
             engine.compile_in_background(lambda: self._steps_changed(gen))  # answering with eager steps meanwhile
@@ -116,5 +133,7 @@ class ModelManager:
     def label(self) -> str:
         """The model's name for status messages."""
         if self.engine is not None:
+            if self.adapted:
+                return f"default, adapted to {os.path.basename(self.adapted.rstrip(os.sep)) or self.adapted}"
             return str(getattr(self.engine, "name", ""))
         return default_model_label(self.target) if self.target else ""

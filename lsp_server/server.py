@@ -133,12 +133,12 @@ def initialize(ls: HoneServer, params: types.InitializeParams) -> None:
     ls.loop = asyncio.get_running_loop()
     encoding = ls.workspace.position_encoding
     ls.service.documents.encoding = str(getattr(encoding, "value", encoding) or "utf-16")
+    folders = [f.uri for f in params.workspace_folders or []] or ([params.root_uri] if params.root_uri else [])
+    ls.service.workspace.set_folders(folders)  # before the settings: the model may be the workspace's adapted one
     for problem in ls.service.configure(params.initialization_options, initial=True):
         ls.show(problem)
     if params.process_id:
         watchdog.watch(params.process_id, ls.on_editor_gone)
-    folders = [f.uri for f in params.workspace_folders or []] or ([params.root_uri] if params.root_uri else [])
-    ls.service.workspace.set_folders(folders)
     ls.initialized = True
 
 
@@ -157,7 +157,7 @@ def initialized(ls: HoneServer, params: types.InitializedParams) -> None:
 
 def did_change_workspace_folders(ls: HoneServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
     ev = params.event
-    ls.service.workspace.set_folders([f.uri for f in ev.added], [f.uri for f in ev.removed])
+    ls.service.set_folders([f.uri for f in ev.added], [f.uri for f in ev.removed])
 
 
 def did_change_watched_files(ls: HoneServer, params: types.DidChangeWatchedFilesParams) -> None:
@@ -288,7 +288,7 @@ async def fill_holes(ls: HoneServer, *args: Any) -> dict:
 def stats(ls: HoneServer, params: Any) -> dict:
     return {**msgspec.to_builtins(ls.service.counters), "status": ls.service.status(),
             "workspace": ls.service.workspace.stats(), "memory": ls.service.memory_stats(),
-            "acceptance": ls.service.acceptance.stats()}
+            "acceptance": ls.service.acceptance.stats(), "adaptation": ls.service.adaptation_stats()}
 
 
 def plain(obj: Any) -> Any:

@@ -23,8 +23,12 @@ import msgspec
 from model.grounding import ground_in
 from model.types import Cancelled, Engine, Result, Stats
 
+from model import DEFAULT_MODEL_DIR
+from model.adapted import find_adapted
+
 from . import memory
 from .acceptance import Acceptance
+from .adaptation import IdleAdapter
 from .cache import DEBOUNCE_DOCS, LRU, RECENT_BYTES, RECENT_ENTRIES, TypedThrough, context_key, text_bytes
 from .context import sanitize
 from .completion import CompletionPlan, SpanPlan, engine_defaults, plan_completion, plan_fill, plan_rewrite, run_completion
@@ -127,15 +131,29 @@ class Service:
         self._busy = 0
         self._last_status: dict | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hone-infer")
+        self.adapter = IdleAdapter(on_done=self._adapted)  # idle adaptation (setting adapt), paused by every request
+        self.adapted_why = ""  # why the workspace's adapted model is not used ("" when it is, or none is wanted)
 
     # ---- settings and model -------------------------------------------------------------------
 
     def target(self) -> Target:
+        """The model to load: the settings' or the command line's; with neither, the shipped default, or the first
+        workspace root's adapted model when it has a current one (setting useAdapted)."""
         s, cli = self.settings, self.cli_target
-        return Target(s.model or cli.model, s.device if s.device != "auto" else cli.device,
-                      s.trust_remote_code or cli.trust_remote_code, remote=s.remote or cli.remote,
+        model, remote, adapted = s.model or cli.model, s.remote or cli.remote, ""
+        self.adapted_why = ""
+        if not model and not remote and s.use_adapted and (root := self._root()):
+            folder, self.adapted_why = find_adapted(root, DEFAULT_MODEL_DIR)
+            if folder is not None:
+                model, adapted = str(folder), root
+        return Target(model, s.device if s.device != "auto" else cli.device,
+                      s.trust_remote_code or cli.trust_remote_code, remote=remote,
                       remote_token=s.remote_token or cli.remote_token,
-                      remote_fallback=s.remote_fallback or cli.remote_fallback, compile=cli.compile)
+                      remote_fallback=s.remote_fallback or cli.remote_fallback, compile=cli.compile, adapted=adapted)
+
+    def _root(self) -> str:
+        roots = self.workspace.index.roots
+        return roots[0] if roots else ""
 
     def configure(self, raw: Any, *, initial: bool) -> list[str]:
         """Merge settings (initializationOptions when `initial`, else workspace settings); reload the
@@ -144,7 +162,31 @@ class Service:
         self.settings, problems = merge(old, raw, allow_trust=initial)
         if initial or needs_reload(old, self.settings):
             self.models.request(self.target())
+        self._configure_adapter()
         return problems
+
+    def set_folders(self, added: list[str], removed: list[str] = ()) -> None:
+        """Workspace folders changed: the index rescans; the adapted model and idle adaptation follow the first."""
+        self.workspace.set_folders(added, removed)
+        if self.models.target is not None:
+            self.models.request(self.target())
+        self._configure_adapter()
+
+    def _configure_adapter(self) -> None:
+        s, cli = self.settings, self.cli_target
+        local_default = not (s.model or cli.model or s.remote or cli.remote)
+        self.adapter.configure(s.adapt, self._root(), DEFAULT_MODEL_DIR if local_default else None)
+
+    def _adapted(self, root: str, kept: bool) -> None:
+        """An idle adaptation ended: a kept model answers from its next request on (loaded in the background)."""
+        if kept and root == self._root():
+            self.models.request(self.target())
+        self.publish_status()
+
+    def adaptation_stats(self) -> dict:
+        """hone/stats' adaptation: which model answers for the workspace and the idle adaptation's state."""
+        return {"inUse": self.models.adapted or None, "notUsed": self.adapted_why or None,
+                "loadError": self.models.adapted_error or None, "idle": self.adapter.stats()}
 
     def status(self) -> dict:
         m = self.models
@@ -196,7 +238,9 @@ class Service:
     # ---- request bookkeeping ------------------------------------------------------------------
 
     def _start(self, key: str) -> threading.Event:
-        """A cancel event for a new request under `key`; the previous request under it is cancelled."""
+        """A cancel event for a new request under `key`; the previous request under it is cancelled. An idle
+        adaptation stops until the editor is quiet again."""
+        self.adapter.request_started()
         old = self._live.get(key)
         if old is not None:
             old.set()
@@ -204,6 +248,7 @@ class Service:
         return ev
 
     def _end(self, key: str, ev: threading.Event) -> None:
+        self.adapter.request_ended()
         if self._live.get(key) is ev:
             del self._live[key]
 
@@ -421,6 +466,7 @@ class Service:
         return await self._edit(uri, make, "")
 
     def close(self) -> None:
+        self.adapter.close()
         self.workspace.close()
         for ev in self._live.values():
             ev.set()

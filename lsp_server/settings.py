@@ -36,11 +36,14 @@ class Settings(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     min_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0  # the confidence gate: hide a suggestion the
     # model gives less than this probability as a whole (0: show every one); docs/server.md has precision vs coverage
     grounding: bool = True  # show a suggestion only up to a name that resolves nowhere (document, workspace, builtins)
-    # and not at all when its line cannot tokenize (model.grounding)
+    # or a string it leaves open (model.grounding)
+    use_adapted: bool = True  # answer with the workspace's adapted model (`hone adapt`, idle adaptation) when it has one
+    adapt: Literal["off", "idle"] = "off"  # idle: adapt the model to the workspace while the editor is idle (user-level
+    # only: it spends this machine's cores and disk)
 
 
 FIELDS = {f.encode_name for f in msgspec.structs.fields(Settings)}
-USER_ONLY = {"remote", "remoteToken", "remoteFallback"}  # only from initializationOptions (and the command line)
+USER_ONLY = {"remote", "remoteToken", "remoteFallback", "adapt"}  # only from initializationOptions (and the command line)
 SECRET = {"remoteToken"}  # never echoed in messages or logs
 
 
@@ -58,7 +61,7 @@ def merge(previous: Settings, raw: Any, *, allow_trust: bool) -> tuple[Settings,
 
     Each key is checked on its own so one bad value does not discard the good ones; a rejected key
     keeps its previous value. `allow_trust=False` (workspace settings) never turns trustRemoteCode on and
-    never changes the remote* settings.
+    never changes the remote* settings or adapt.
     """
     raw = unwrap(raw)
     if raw is None:
@@ -98,6 +101,6 @@ def _short(value: Any) -> str:
 
 def needs_reload(old: Settings, new: Settings) -> bool:
     def key(s: Settings) -> tuple:
-        return s.model, s.device, s.trust_remote_code, s.remote, s.remote_token, s.remote_fallback
+        return s.model, s.device, s.trust_remote_code, s.remote, s.remote_token, s.remote_fallback, s.use_adapted
 
     return key(old) != key(new)

@@ -1614,6 +1614,11 @@ class WorkspaceIndex:
         with self._lock:
             return list(self._roots)
 
+    def texts(self, under: str | None = None) -> dict[str, str]:
+        """The indexed files' texts (open buffers as the editor has them), path -> text; only those under `under`."""
+        with self._lock:
+            return {p: e.text for p, e in self._files.items() if under is None or _under(p, os.path.abspath(under))}
+
     def knows(self, name: str) -> bool:
         """Whether an indexed file's code uses or defines `name` (grounding: a suggestion's names must resolve)."""
         with self._lock:

@@ -183,14 +183,14 @@ from lsp_server.server import plain as lsp_plain  # noqa: E402 - the server's ow
 
 @pytest.fixture(scope="session")
 def lsp_start_client(lsp_server_command, lsp_server_env):
-    """async start(init_options=None, command=None, initialize=True) -> a pytest-lsp client that records
+    """async start(init_options=None, command=None, initialize=True, root=REPO, env=None) -> a pytest-lsp client that records
     `hone/status` notifications (client.statuses) and applies nothing but records `workspace/applyEdit`
     (client.edits). Stop it with `await lsp_stop_client(client)`."""
     from lsprotocol import types
     from pytest_lsp import client_capabilities
     from pytest_lsp.client import make_test_lsp_client
 
-    async def start(init_options=None, command=None, initialize=True, capabilities=None):
+    async def start(init_options=None, command=None, initialize=True, capabilities=None, root: Path = REPO, env=None):
         client = make_test_lsp_client()
         client.statuses, client.edits = [], []
 
@@ -203,11 +203,11 @@ def lsp_start_client(lsp_server_command, lsp_server_env):
             client.edits.append(params)
             return types.ApplyWorkspaceEditResult(applied=True)
 
-        await client.start_io(*(command or lsp_server_command), env=lsp_server_env)
+        await client.start_io(*(command or lsp_server_command), env={**lsp_server_env, **(env or {})})
         if initialize:
             caps = capabilities or client_capabilities("visual-studio-code")
             client.init_result = await client.initialize_session(types.InitializeParams(
-                capabilities=caps, initialization_options=init_options, root_uri=REPO.as_uri()))
+                capabilities=caps, initialization_options=init_options, root_uri=root.as_uri()))
         return client
 
     return start

@@ -83,3 +83,11 @@ def test_reload_keys():
     assert needs_reload(Settings(), Settings(model="/m"))
     assert needs_reload(Settings(), Settings(device="cpu"))
     assert not needs_reload(Settings(), Settings(max_tokens=3, threshold=0.5, mode="block"))
+
+
+def test_idle_adaptation_is_a_user_level_setting():
+    user, problems = merge(Settings(), {"adapt": "idle"}, allow_trust=True)
+    assert user.adapt == "idle" and problems == []
+    s, problems = merge(Settings(), {"adapt": "idle", "useAdapted": False}, allow_trust=False)
+    assert s.adapt == "off" and not s.use_adapted  # a workspace may turn the adapted model off, not adaptation on
+    assert len(problems) == 1 and "hone.adapt" in problems[0]

@@ -8,6 +8,8 @@ export const MODES = ['auto', 'line', 'block'] as const;
 export type Device = (typeof DEVICES)[number];
 export type CommitRule = (typeof COMMIT_RULES)[number];
 export type Mode = (typeof MODES)[number];
+export const ADAPT_MODES = ['off', 'idle'] as const;
+export type AdaptMode = (typeof ADAPT_MODES)[number];
 
 /** Everything the extension reads from `hone.*` (trace.server is read by vscode-languageclient). */
 export interface HoneSettings {
@@ -28,6 +30,8 @@ export interface HoneSettings {
   remoteFallback: boolean;
   grounding: boolean;
   minConfidence: number;
+  useAdapted: boolean;
+  adapt: AdaptMode;
 }
 
 /** The camelCase object of initializationOptions and workspace/didChangeConfiguration. */
@@ -47,6 +51,8 @@ export interface ServerSettings {
   remoteFallback: boolean;
   grounding: boolean;
   minConfidence: number;
+  useAdapted: boolean;
+  adapt: AdaptMode;
 }
 
 /** Must match the `default`s in package.json (a unit test checks). */
@@ -68,11 +74,14 @@ export const DEFAULTS: Readonly<HoneSettings> = Object.freeze({
   remoteFallback: false,
   grounding: true,
   minConfidence: 0,
+  useAdapted: true,
+  adapt: 'off',
 });
 
 /** Settings whose change needs a new server process (the launch command or the loaded model). */
 export const RESTART_KEYS = [
   'pythonPath', 'serverCommand', 'model', 'device', 'trustRemoteCode', 'remote', 'remoteToken', 'remoteFallback',
+  'useAdapted', 'adapt',
 ] as const;
 
 /** Reads one key below `hone.`; returns undefined when unset. */
@@ -86,7 +95,7 @@ export interface ReadResult {
 
 /**
  * Validates raw values into HoneSettings.
- * `userOnly` must return only user (global) values: trustRemoteCode and remote* are never taken from a workspace.
+ * `userOnly` must return only user (global) values: trustRemoteCode, remote* and adapt are never taken from a workspace.
  */
 export function readSettings(get: SettingReader, userOnly: SettingReader): ReadResult {
   const problems: string[] = [];
@@ -130,6 +139,8 @@ export function readSettings(get: SettingReader, userOnly: SettingReader): ReadR
       remoteFallback: pick('remoteFallback', userOnly('remoteFallback'), isBool, DEFAULTS.remoteFallback),
       grounding: pick('grounding', get('grounding'), isBool, DEFAULTS.grounding),
       minConfidence: pick('minConfidence', get('minConfidence'), unitInterval, DEFAULTS.minConfidence),
+      useAdapted: pick('useAdapted', get('useAdapted'), isBool, DEFAULTS.useAdapted),
+      adapt: pick('adapt', userOnly('adapt'), oneOf(ADAPT_MODES), DEFAULTS.adapt),
     },
     problems,
   };
@@ -152,6 +163,8 @@ export function toServerSettings(s: HoneSettings): ServerSettings {
     remoteFallback: s.remoteFallback,
     grounding: s.grounding,
     minConfidence: s.minConfidence,
+    useAdapted: s.useAdapted,
+    adapt: s.adapt,
   };
 }
 

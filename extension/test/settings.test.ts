@@ -59,19 +59,28 @@ describe('readSettings', () => {
     const fromUser = readSettings(reader({}), reader({ trustRemoteCode: true }));
     assert.equal(fromUser.settings.trustRemoteCode, true);
   });
+
+  it('takes idle adaptation only from the user-level reader (it spends the cores)', () => {
+    assert.equal(readSettings(reader({ adapt: 'idle' }), reader({})).settings.adapt, 'off');
+    assert.equal(readSettings(reader({}), reader({ adapt: 'idle' })).settings.adapt, 'idle');
+    const bad = readSettings(reader({}), reader({ adapt: 'always' }));
+    assert.equal(bad.settings.adapt, 'off');
+    assert.equal(bad.problems.length, 1);
+  });
 });
 
 describe('toServerSettings', () => {
   it('sends the server contract fields and nothing about how to launch it', () => {
     const server = toServerSettings({ ...DEFAULTS, pythonPath: '/x/python', serverCommand: ['a'] });
     assert.deepEqual(Object.keys(server).sort(), [
-      'commitRule', 'deadlineMs', 'debounceMs', 'device', 'enabled', 'grounding', 'maxTokens', 'minConfidence', 'mode',
-      'model', 'remote', 'remoteFallback', 'remoteToken', 'threshold', 'trustRemoteCode',
+      'adapt', 'commitRule', 'deadlineMs', 'debounceMs', 'device', 'enabled', 'grounding', 'maxTokens', 'minConfidence',
+      'mode', 'model', 'remote', 'remoteFallback', 'remoteToken', 'threshold', 'trustRemoteCode', 'useAdapted',
     ]);
     assert.deepEqual(server, {
       enabled: true, model: '', device: 'auto', maxTokens: 64, threshold: 0.9,
       commitRule: 'auto', debounceMs: 10, deadlineMs: 1500, mode: 'auto', trustRemoteCode: false,
-      remote: '', remoteToken: '', remoteFallback: false, grounding: true, minConfidence: 0,
+      remote: '', remoteToken: '', remoteFallback: false, grounding: true, minConfidence: 0, useAdapted: true,
+      adapt: 'off',
     });
   });
 });

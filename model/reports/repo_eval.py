@@ -215,7 +215,7 @@ def run_repo_eval(engine: Engine | None, cases: list[RepoCase], arms: list[str] 
     if bad:
         raise ValueError(f"unknown arm(s) {bad}: choose from {', '.join(ARMS)}")
     arms = list(arms)
-    opts = msgspec.structs.replace(engine.default_options(), mode="line", max_tokens=MAX_TOKENS) if engine else None
+    opts = _line_options(engine) if engine else None
     ordered = sorted(cases, key=lambda c: c.project)
     files = {p: project_files(Path(p)) for p in {c.project for c in cases}}
     bar = tqdm(total=len(ordered) * len(arms), desc="eval-repo", unit="fill", disable=not progress)
@@ -271,3 +271,63 @@ def main(model_dir: str | None, repos: Path, n: int, seed: int, arms: list[str],
                   "Repository-level held-out")
     return res
 
+
+
+def blank_targets(files: dict[str, str], cases: list[RepoCase]) -> dict[str, str]:
+    """The project as `hone adapt` may see it: every case's line cut at its cursor (the answers never trained on)."""
+    cuts: dict[str, dict[int, int]] = defaultdict(dict)
+    for c in cases:
+        cuts[c.path][c.line] = min(c.col, cuts[c.path].get(c.line, c.col))
+    out = dict(files)
+    for rel, rows in cuts.items():
+        lines = io.StringIO(files[rel]).readlines()
+        for row, col in rows.items():
+            end = lines[row][len(lines[row].rstrip("\r\n")):]
+            lines[row] = lines[row][:col] + end
+        out[rel] = "".join(lines)
+    return out
+
+
+def adapt_eval(model_dir: str | None, projects: list[Path], n: int, seed: int, minutes: float, threads: int | None,
+               device: str = "cpu", steps: int = 0, lr: float | None = None) -> dict:
+    """Per project: the hint arm on its cases with the base model, then again after `hone adapt` for `minutes` on
+    the project with every case's answer blanked -> {"projects": {name: {before, after, adapt}}, "before", "after"}."""
+    import tempfile
+
+    from ..training.adapt import AdaptConfig, adapt
+
+    base = Path(model_dir or DEFAULT_MODEL_DIR)
+    engine = Engine.load(str(base), device, threads=threads)
+    out: dict = {"projects": {}, "minutes": minutes}
+    before_all, after_all = _Tally(), _Tally()
+    for root in projects:
+        cases = build_cases([root], n, seed)
+        if not cases:
+            continue
+        files = project_files(root)
+        bar = tqdm(total=2 * len(cases), desc=f"adapt-eval {root.name}", unit="fill")
+        before = _run_arm(engine, "hint", cases, _line_options(engine), {str(root): files}, bar)
+        with tempfile.TemporaryDirectory(prefix="hone-adapt-eval-") as tmp:
+            info = adapt({str(root / k): v for k, v in blank_targets(files, cases).items()}, base,
+                         AdaptConfig(minutes=minutes, steps=steps, threads=threads or 2,
+                                                     **({"lr": lr} if lr else {})), root=str(root), out=Path(tmp) / "m")
+            after = before
+            if info.kept:
+                adapted = Engine.load(str(Path(tmp) / "m"), device, threads=threads)
+                after = _run_arm(adapted, "hint", cases, _line_options(adapted), {str(root): files}, bar)
+        bar.close()
+        for tally, into in ((before, before_all), (after, after_all)):
+            into.em += tally.em
+            into.es += tally.es
+        out["projects"][root.name] = {"cases": len(cases), "before": before.figures(), "after": after.figures(),
+                                      "adapt": msgspec.to_builtins(info)}
+        f0, f1 = before.figures(), after.figures()
+        print(f"{root.name}: {len(cases)} cases, ES {f0['edit_similarity']:.3f} -> {f1['edit_similarity']:.3f}, "
+              f"EM {f0['exact_match']:.1%} -> {f1['exact_match']:.1%}; adapt {info.steps} steps, "
+              f"{info.minutes:.1f} min, held-out {info.before} -> {info.after}, kept {info.kept}", flush=True)
+    out["before"], out["after"] = before_all.figures(), after_all.figures()
+    return out
+
+
+def _line_options(engine: Engine):
+    return msgspec.structs.replace(engine.default_options(), mode="line", max_tokens=MAX_TOKENS)

@@ -1,0 +1,208 @@
+"""`hone adapt` and the server's idle adaptation: fine-tune a model on one repository's Python files.
+
+What is trained is what the editor asks for: the spm stream that writes lines (next-token over the surroundings) and
+the canvas, on editor-shaped examples where half of the middles are the rest of a line that uses a name another
+file of the repository defines (training.repos.cross_file_spots), over as many passes as the minutes allow. One
+block of lines in HELDOUT_EVERY is cut out of the training text and decides: its lines are completed with and
+without the adaptation, and the result is kept only when that held-out loss falls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import torch
+
+from ..adapted import AdaptInfo, install, model_fingerprint
+from ..checkpoint import load_model, save_model
+from ..drafts import DRAFTS_FILE
+from ..layout import Budgets
+from .curves import plot_losses
+from .data import Spot, infill_batch
+from .heldout import heldout_batches, evaluate_heldout
+from .losses import LossModule
+from .repos import cross_file_spots
+from .trainer import TrainConfig, lr_at, make_optimizers
+
+BLOCK_LINES = 24  # the held-out slice is made of whole blocks of this many lines
+HELDOUT_EVERY = 10  # one block in this many (chosen by a digest of file and block: the same on every run)
+MIN_LINE_CODE = 8  # a held-out line is completed only if it holds this many non-blank characters
+MIN_TRAIN_CHARS = 2_000  # less text than this is not worth adapting to
+HELDOUT_BATCHES = 6  # batches of 16 held-out line completions (fewer when the slice is small)
+
+
+class AdaptError(ValueError):
+    """The repository cannot be adapted to (too little Python, no held-out lines); the message says why."""
+
+
+class AdaptConfig(msgspec.Struct, kw_only=True):
+    minutes: float = 5.0  # wall-clock training budget (pauses not counted); the schedule follows it
+    steps: int = 0  # > 0: a step budget instead (comparisons on a busy machine: as many steps as `minutes` make idle)
+    lr: float = 7e-4  # Muon's peak (AdamW for embeddings and norms at the same rate)
+    batch: int = 16
+    warmup_steps: int = 8
+    decay_share: float = 0.5  # the last half of the budget decays the rate linearly to 10 %
+    cross_share: float = 0.5  # examples that finish a line using another file's name
+    threads: int = 2
+    seed: int = 0
+
+
+class Split(msgspec.Struct):
+    train: dict[str, str]  # path -> the file without its held-out blocks
+    heldout: dict[str, str]  # path -> the whole file, for files with held-out lines
+    spots: dict[str, list[tuple[int, int]]]  # path -> held-out lines: (first cursor offset, last cursor offset)
+
+
+def split(files: dict[str, str]) -> Split:
+    """Cut one block of BLOCK_LINES lines in HELDOUT_EVERY out of each file's training text (a digest of path and
+    block picks them); the held-out lines are completed in their whole file, whose other lines the model trained on
+    (as in the editor)."""
+    train, heldout, spots = {}, {}, {}
+    for path, text in sorted(files.items()):
+        lines = text.split("\n")
+        keep: list[str] = []
+        mine: list[tuple[int, int]] = []
+        offset = 0
+        for b in range(0, len(lines), BLOCK_LINES):
+            block = lines[b: b + BLOCK_LINES]
+            held = int(hashlib.sha1(f"{path}:{b}".encode()).hexdigest(), 16) % HELDOUT_EVERY == 0
+            for line in block:
+                code = line.strip()
+                if held and len(code) >= MIN_LINE_CODE and not code.startswith("#"):
+                    indent = len(line) - len(line.lstrip())
+                    mine.append((offset + indent + 2, offset + len(line.rstrip()) - 4))
+                offset += len(line) + 1
+            if not held:
+                keep.extend(block)
+        train[path] = "\n".join(keep)
+        if mine:
+            heldout[path], spots[path] = text, mine
+    return Split(train, heldout, spots)
+
+
+def cpu_clock(threads: int) -> Callable[[], float]:
+    """Seconds of this process' CPU time per thread: a clock that stands still while the process is stopped."""
+    return lambda: time.process_time() / max(1, threads)
+
+
+def _quantize(model: torch.nn.Module) -> None:
+    """Round the weights to bf16 as they will be saved, so the held-out figures are those of the saved model."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.bfloat16().float())
+
+
+def _finite(held: dict[str, float]) -> dict[str, float | None]:
+    """Held-out losses as JSON keeps them: a diverged one (nan, inf) becomes None."""
+    return {k: v if math.isfinite(v) else None for k, v in held.items()}
+
+
+def _score(held: dict[str, float | None]) -> float:
+    values = list(held.values())
+    return math.inf if None in values else sum(values) / max(1, len(values))
+
+
+def adapt(files: dict[str, str], base: Path, cfg: AdaptConfig = AdaptConfig(), *, root: str = "",
+          out: Path | None = None, progress: Callable[[dict], None] = lambda rec: None,
+          pause: Callable[[], None] = lambda: None, stop: Callable[[], bool] = lambda: False,
+          clock: Callable[[], float] = time.perf_counter) -> AdaptInfo:
+    """Fine-tune the model in `base` on `files` (path -> text) for cfg.minutes. `pause()` is called before every
+    step and may block (the server's gate while a request runs; not counted in the minutes); `stop()` ends the
+    training early (what was trained is still judged). The adapted model is written to `out` when given, else
+    installed as `root`'s per-workspace model (model.adapted), only if its held-out loss fell; `progress` gets a
+    record per step and the held-out figures. `clock` measures the minutes (a process that may be stopped from outside
+    counts its CPU time: cpu_clock)."""
+    torch.set_num_threads(cfg.threads)
+    model, tok = load_model(base, "cpu")
+    model.float()
+    mc = model.cfg
+    budgets = Budgets(mc.prefix_tokens, mc.middle_tokens, mc.suffix_tokens, 0)
+    parts = split(files)
+    texts = [t for t in parts.train.values() if t.strip()]
+    if sum(map(len, texts)) < MIN_TRAIN_CHARS:
+        raise AdaptError(f"too little Python to adapt to ({sum(map(len, texts))} characters, at least {MIN_TRAIN_CHARS})")
+    if not parts.spots:
+        raise AdaptError("no held-out lines to judge an adaptation by")
+    held_spots = {parts.heldout[p]: s for p, s in parts.spots.items()}
+    n_held = sum(map(len, held_spots.values()))
+    held = heldout_batches(tok, list(held_spots), budgets, mc.layout, n=max(1, min(HELDOUT_BATCHES, n_held // 16)),
+                           spots=held_spots)
+    before = _finite(evaluate_heldout(model, held, tok.mask_id, "cpu"))
+    progress({"event": "before", **before})
+    train_spots: dict[str, list[Spot]] = {parts.train[p]: s for p, s in cross_file_spots(parts.train).items()}
+    loss_fn = LossModule(model, tok.pad_id, tok.mask_id)
+    tcfg = TrainConfig(route="spm", optimizer="muon", lr=cfg.lr, schedule="wsd", decay_share=cfg.decay_share,
+                       warmup_steps=cfg.warmup_steps, hours=cfg.minutes / 60, batch=cfg.batch)
+    opts = make_optimizers(model, tcfg)
+    rng, gen = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    budget = max(1e-9, cfg.minutes * 60)
+    elapsed, step, tokens, log = 0.0, 0, 0, []
+    done = (lambda: step / cfg.steps) if cfg.steps > 0 else (lambda: elapsed / budget)
+    model.train()
+    while done() < 1.0 and not stop():
+        pause()
+        if stop():
+            break
+        t0 = clock()
+        lr = lr_at(tcfg, step, done())
+        for opt in opts:
+            for g in opt.param_groups:
+                g["lr"] = lr
+        batch = infill_batch(tok, texts, rng, budgets, cfg.batch, mc.layout, spots=train_spots, cross_share=cfg.cross_share)
+        loss, canvas_ce, next_ce, _ = loss_fn(batch=batch, gen=gen)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
+        for opt in opts:
+            opt.step()
+        step += 1
+        tokens += batch.ids.numel()
+        elapsed += clock() - t0
+        rec = {"step": step, "elapsed": elapsed, "tokens": tokens, "phase": "diffusion", "loss": loss.item(), "lr": lr,
+               "canvas_ce": canvas_ce.item()}
+        if next_ce is not None:
+            rec["next_ce"] = next_ce.item()
+        log.append(rec)
+        progress(rec)
+    model.eval()
+    _quantize(model)
+    after = _finite(evaluate_heldout(model, held, tok.mask_id, "cpu"))
+    kept = step > 0 and _score(after) < _score(before)
+    progress({"event": "after", "kept": kept, **after})
+    info = AdaptInfo(root=root, base=str(base), base_fingerprint=model_fingerprint(base), kept=kept, before=before,
+                     after=after, steps=step, tokens=tokens, minutes=elapsed / 60, train_files=len(texts),
+                     train_chars=sum(map(len, texts)), heldout_lines=n_held, finished=time.time())
+    log += [{"step": 0, "tokens": 0, **before}, {"step": step, "tokens": tokens, **after}]
+    with tempfile.TemporaryDirectory(prefix="hone-adapt-") as tmp:
+        staging = Path(tmp) / "model"
+        if kept:
+            _write_model(staging, model, tok, base, log)
+        if out is not None:
+            if kept:
+                if out.exists():
+                    shutil.rmtree(out)
+                shutil.move(str(staging), out)
+                (out / "adapt.json").write_bytes(msgspec.json.format(msgspec.json.encode(info), indent=2))
+        else:
+            install(staging, root, info)
+    return info
+
+
+def _write_model(folder: Path, model, tok, base: Path, log: list[dict]) -> None:
+    """A plain model folder: weights in bf16 (as the default ships), the base's draft table (same tokenizer), the
+    loss log and its picture."""
+    save_model(folder, model, tok, dtype=torch.bfloat16)
+    if (base / DRAFTS_FILE).is_file():
+        shutil.copy2(base / DRAFTS_FILE, folder / DRAFTS_FILE)
+    (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    plot_losses(folder / "log.jsonl", folder / "loss.png")

@@ -1,0 +1,92 @@
+"""`hone adapt` (model.training.adapt, model.adapted) on a tiny randomly initialised network."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model.adapted import AdaptInfo, adapted_dir, find_adapted, install, model_fingerprint, prune, read_info
+from model.testing import make_tiny_model, sample_texts
+from model.training.adapt import BLOCK_LINES, AdaptConfig, AdaptError, adapt, split
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("adapt") / "base", layout="spm", shifted=True)
+
+
+@pytest.fixture(scope="module")
+def files():
+    return {f"/work/proj/pkg/mod{i}.py": text for i, text in enumerate(sample_texts()[:6])}
+
+
+def test_split_holds_whole_blocks_out_of_training(files):
+    parts = split(files)
+    assert parts.spots and set(parts.train) == set(files)
+    for path, spots in parts.spots.items():
+        text = parts.heldout[path]
+        assert text == files[path]
+        lines = text.split("\n")
+        for lo, hi in spots:
+            assert lo <= hi
+            row = text.count("\n", 0, lo)
+            block = row - row % BLOCK_LINES
+            assert lines[row].strip()
+            assert "\n".join(lines[block: block + BLOCK_LINES]) not in parts.train[path]  # never trained on
+    assert split(files) == parts  # the same slice on every run
+
+
+def test_adapt_lowers_heldout_loss_and_writes_a_model_folder(base, files, tmp_path):
+    from model.engine import Engine
+
+    records = []
+    out = tmp_path / "adapted"
+    info = adapt(files, base, AdaptConfig(steps=25, lr=3e-3, batch=8, threads=1), root="/work/proj", out=out,
+                 progress=records.append)
+    assert info.kept and info.steps == 25
+    assert sum(info.after.values()) < sum(info.before.values())
+    assert [r["event"] for r in records if "event" in r] == ["before", "after"]
+    assert {"config.json", "tokenizer.json", "loss.png", "log.jsonl", "adapt.json"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "adapt.json").read_text())["kept"] is True
+    engine = Engine.load(out, "cpu", threads=1)  # a plain model folder the model setting accepts
+    assert engine.fill(["def f(x):\n    return ", "\n"], engine.default_options()).texts
+
+
+def test_adapt_refuses_a_worse_result(base, files, tmp_path, monkeypatch):
+    monkeypatch.setenv("HONE_CACHE", str(tmp_path / "cache"))
+    info = adapt(files, base, AdaptConfig(steps=6, lr=30.0, warmup_steps=1, batch=8, threads=1), root="/work/proj")
+    assert not info.kept  # the held-out loss rose: nothing to use
+    folder = adapted_dir("/work/proj")
+    assert read_info(folder) == info and not (folder / "model").exists()
+    assert find_adapted("/work/proj", base) == (None, "the last adaptation did not improve the held-out loss")
+
+
+def test_too_little_python_is_a_clear_error(base):
+    with pytest.raises(AdaptError, match="too little Python"):
+        adapt({"/p/a.py": "x = 1\n"}, base, AdaptConfig(steps=1, threads=1))
+
+
+def _info(root: str, base, kept: bool = True, **kw) -> AdaptInfo:
+    return AdaptInfo(root=root, base=str(base), base_fingerprint=model_fingerprint(base), kept=kept,
+                     before={"heldout_masked_ce": 2.0}, after={"heldout_masked_ce": 1.9}, **kw)
+
+
+def test_a_workspace_finds_its_adapted_model_only_for_its_base(base, tmp_path, monkeypatch):
+    monkeypatch.setenv("HONE_CACHE", str(tmp_path / "cache"))
+    other = make_tiny_model(tmp_path / "other", seed=1)
+    staging = make_tiny_model(tmp_path / "staging", seed=2)
+    install(staging, "/work/a", _info("/work/a", base))
+    folder, why = find_adapted("/work/a", base)
+    assert why == "" and folder == adapted_dir("/work/a") / "model" and (folder / "config.json").is_file()
+    assert find_adapted("/work/a", other) == (None, "adapted from another base model")
+    assert find_adapted("/work/b", base) == (None, "not adapted")
+
+
+def test_at_most_max_adapted_are_kept(base, tmp_path, monkeypatch):
+    monkeypatch.setenv("HONE_CACHE", str(tmp_path / "cache"))
+    for i in range(3):
+        install(None, f"/work/{i}", _info(f"/work/{i}", base, kept=False))
+    gone = prune(keep=2)
+    assert [read_info(p) for p in gone] == [None] and read_info(adapted_dir("/work/0")) is None
+    assert read_info(adapted_dir("/work/2")) is not None
