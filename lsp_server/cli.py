@@ -95,6 +95,11 @@ def _eval_repo(a) -> int:
     if bad := [x for x in arms if x not in ARMS]:
         raise SystemExit(f"--arms: unknown {', '.join(bad)} (choose from {', '.join(ARMS)})")
     repos = Path(a.repos) if a.repos else default_repos()
+    if a.adapt:
+        from model.reports.repo_eval import adapt_main
+
+        adapt_main(a.model, repos, a.n, a.seed, a.adapt, a.threads, a.device, a.adapt_steps, a.projects)
+        return 0
     repo_main(a.model, repos, a.n, a.seed, arms, a.threads, a.write_card, a.device)
     return 0
 
@@ -332,6 +337,12 @@ def _args_eval_repo(sub) -> None:
     c.add_argument("--device", default="cpu")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--write-card", action="store_true", help="write the table into the model's MODEL_CARD.md")
+    c.add_argument("--adapt", type=float, default=0.0, metavar="MINUTES", help="instead: per project, the hint arm on "
+                   "its cases before and after `hone adapt` for MINUTES on the project with the answers blanked "
+                   "(--n cases per project)")
+    c.add_argument("--adapt-steps", type=int, default=0, help="with --adapt: a step budget instead of the minutes (as "
+                   "many steps as the minutes make on an idle machine, for runs on a busy one)")
+    c.add_argument("--projects", default="", help="with --adapt: comma-separated project folder names (default: all)")
     c.set_defaults(fn=_eval_repo)
 
 

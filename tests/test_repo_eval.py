@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from model.reports.repo_eval import REPO_END, REPO_START, RepoCase, build_cases, copy_baseline, main, run_repo_eval
+from model.reports.repo_eval import (REPO_END, REPO_START, RepoCase, adapt_main, blank_targets, build_cases, copy_baseline,
+                                    main, run_repo_eval)
 
 UTIL = '''def helper(x):
     return x + 1
@@ -123,3 +124,30 @@ def test_main_prints_a_table_then_figures_and_keeps_one_card_section(tmp_path, c
     card = (model / "MODEL_CARD.md").read_text()
     assert card.count(REPO_START) == card.count(REPO_END) == 1 and "2 cases (seed 0, model model" in card
     assert "kept" in card
+
+
+def test_blanked_targets_leave_the_rest_of_each_line_and_file(tmp_path):
+    root = tiny_project(tmp_path / "proj")
+    cases = build_cases([root], 10, 0)
+    files = {rel: (root / rel).read_text() for rel in ("pkg/main.py", "pkg/other.py", "pkg/util.py", "pkg/__init__.py")}
+    blanked = blank_targets(files, cases)
+    for c in cases:
+        line = blanked[c.path].split("\n")[c.line]
+        assert line == c.prefix.rsplit("\n", 1)[-1]  # cut at the cursor, nothing of the answer left
+    assert blanked["pkg/util.py"] == files["pkg/util.py"]
+
+
+def test_adapt_eval_adapts_per_project_and_prints_its_table(tmp_path, capsys):
+    from model.testing import make_tiny_model, sample_texts
+
+    repos = tmp_path / "repos"
+    root = tiny_project(repos / "proj")
+    for i, text in enumerate(sample_texts()[:3]):  # enough Python to adapt to
+        (root / "pkg" / f"big{i}.py").write_text(text)
+    model = make_tiny_model(tmp_path / "model", layout="spm", shifted=True)
+    res = adapt_main(str(model), repos, 4, 0, 1.0, 1, steps=2)
+    p = res["projects"]["proj"]
+    assert p["adapt"]["steps"] == 2 and p["cases"] == res["before"]["cases"] == res["after"]["cases"] > 0
+    assert all(math.isfinite(res[k]["edit_similarity"]) for k in ("before", "after"))
+    out = capsys.readouterr().out
+    assert "| proj |" in out and "| **all** |" in out

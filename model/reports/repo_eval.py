@@ -331,3 +331,37 @@ def adapt_eval(model_dir: str | None, projects: list[Path], n: int, seed: int, m
 
 def _line_options(engine: Engine):
     return msgspec.structs.replace(engine.default_options(), mode="line", max_tokens=MAX_TOKENS)
+
+
+def adapt_table(res: dict) -> str:
+    """The markdown table of adapt_eval."""
+    lines = [f"`hone adapt` for {res['minutes']:g} minutes per project (the project's Python files with every case's "
+             "answer blanked), then the hint arm on its cases:", "",
+             "| project | cases | ES before | ES after | EM before | EM after | steps | held-out CE before → after | kept |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def ce(held: dict) -> str:
+        return " / ".join("-" if v is None else f"{v:.3f}" for v in held.values())
+
+    for name, p in res["projects"].items():
+        b, a, info = p["before"], p["after"], p["adapt"]
+        lines.append(f"| {name} | {p['cases']} | {b['edit_similarity']:.3f} | {a['edit_similarity']:.3f} | "
+                     f"{b['exact_match']:.1%} | {a['exact_match']:.1%} | {info['steps']} | "
+                     f"{ce(info['before'])} → {ce(info['after'])} | {'yes' if info['kept'] else 'no'} |")
+    b, a = res["before"], res["after"]
+    lines.append(f"| **all** | {b['cases']} | **{b['edit_similarity']:.3f}** | **{a['edit_similarity']:.3f}** | "
+                 f"{b['exact_match']:.1%} | {a['exact_match']:.1%} | | | |")
+    return "\n".join(lines)
+
+
+def adapt_main(model_dir: str | None, repos: Path, n: int, seed: int, minutes: float, threads: int | None,
+               device: str = "cpu", steps: int = 0, only: str = "") -> dict:
+    names = {x.strip() for x in only.split(",") if x.strip()}
+    projects = sorted(p for p in Path(repos).iterdir() if p.is_dir() and (not names or p.name in names)) \
+        if Path(repos).is_dir() else []
+    if not projects:
+        raise SystemExit(f"{repos}: no held-out projects{' named ' + only if only else ''}")
+    res = adapt_eval(model_dir, projects, n, seed, minutes, threads, device, steps)
+    print(adapt_table(res))
+    print(json.dumps(res))
+    return res
