@@ -340,14 +340,14 @@ class Service:
                 return None
             if (hit := self.recent.get(key)) is not None:
                 c.cache_hits += 1
-                hit = self._grounded(text, plan, hit)
+                hit = self._grounded(text, offset, plan, hit)
                 if not virtual:
                     self.typed.remember(uri, text, offset, hit)
                 return Completion(hit, pos, "cache", shown_id=self._shown(uri, hit, virtual)) if hit else None
             completion = await self._model_completion(engine, plan, key, cancel, delay, f"{uri}:{line}:{character}")
             if completion is None:
                 return None
-            completion = self._grounded(text, plan, completion)
+            completion = self._grounded(text, offset, plan, completion)
             if not virtual:
                 self.typed.remember(uri, text, offset, completion)
             if not completion:
@@ -361,11 +361,11 @@ class Service:
         """The acceptance counters' id of a suggestion about to be shown (none for a completion list's selection)."""
         return None if virtual else self.acceptance.shown(uri, suggestion)
 
-    def _grounded(self, text: str, plan: CompletionPlan, suggestion: str) -> str:
+    def _grounded(self, text: str, offset: int, plan: CompletionPlan, suggestion: str) -> str:
         """The suggestion as grounding lets it be shown (the setting `grounding`; model.grounding)."""
         if not self.settings.grounding:
             return suggestion
-        shown, why = ground_in(text, plan.context.line_prefix, suggestion, self.workspace.knows())
+        shown, why = ground_in(text, plan.context.line_prefix, suggestion, self.workspace.knows(), offset)
         if why:
             self.counters.grounded += 1
             log.debug("grounding cut %r to %r (%s)", suggestion, shown, why)

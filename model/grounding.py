@@ -9,12 +9,15 @@ claimed about them). Torch-free and stdlib only: the server, the evaluations and
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable
 
-from .workspace import BUILTIN_ATTRS, BUILTIN_NAMES, KEYWORDS, bound_imports
+from .workspace import BUILTIN_ATTRS, BUILTIN_NAMES, KEYWORDS, _bindings, bound_imports
 
-ALWAYS_KNOWN = BUILTIN_NAMES | KEYWORDS | {"self", "cls"}
+MODULE_DUNDERS = frozenset({"__file__", "__name__", "__doc__", "__all__", "__path__", "__spec__", "__loader__",
+                            "__package__", "__builtins__", "__annotations__", "__dict__", "__version__", "__class__"})
+ALWAYS_KNOWN = BUILTIN_NAMES | KEYWORDS | MODULE_DUNDERS | {"self", "cls", "_"}  # `_`: gettext's, often a builtin
 # what a line's text is made of, for this purpose: strings (with their prefixes; an unterminated one runs to the end),
 # comments, names, and single characters
 _LEX = re.compile(r"""(?P<str>(?:\b[rRbBuUfF]{1,2})?(?:'''|\"\"\"|'(?:\\.|[^'\\])*'?|"(?:\\.|[^"\\])*"?))"""
@@ -28,6 +31,160 @@ def external_roots(text: str, in_workspace: Callable[[str], bool]) -> frozenset[
     """The names a document binds by importing from outside the workspace (`import numpy as np` -> np): their
     members are not indexed. `in_workspace(name)`: whether the workspace defines that imported name."""
     return frozenset(bound.split(".")[0] for bound, name in bound_imports(text) if name is None or not in_workspace(name))
+
+
+_BLOCK = re.compile(r"^([ \t]*)(?:async[ \t]+)?(def|class)[ \t]+(\w+)")
+_STAR = re.compile(r"^[ \t]*from[ \t]+\S+[ \t]+import[ \t]+\*", re.M)
+_NONLOCAL = re.compile(r"\b(?:global|nonlocal)[ \t]+([\w \t,]+)")
+_CLOSERS = (")", "]", "}", "#")
+DEPTH_LINES = 60  # lines before the cursor's read to tell whether it is inside brackets
+# a line that starts like this continues a statement begun on an earlier line
+_CONTINUES = re.compile(r"(?:and|or|in|is|not[ \t]+in)\b|[-+*/%|&^<>=!.]")
+_ENDS_OPEN = (",", "(", "[", "{", "\\", "+", "-", "*", "/", "%", "&", "|", "^", "<", ">", "=", ".")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _block_end(lines: list[str], row: int) -> int:
+    """The row after the block whose header is at `row` (a signature's closing line does not end it)."""
+    ind, end = _indent(lines[row]), row + 1
+    while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > ind
+                                or lines[end].lstrip().startswith(_CLOSERS)):
+        end += 1
+    return end
+
+
+_TOP_BLOCK = ("try", "if ", "else", "elif ", "except", "finally", "with ", "for ", "while ", "async ")
+_IMPORTED = re.compile(r"^[ \t]*(?:from[ \t]+[.\w]+[ \t]+)?import[ \t]+(\([^)]*\)|[^\n#;]*)", re.M)
+
+
+def _imported(text: str) -> set[str]:
+    """The names the text's imports bind (`import a.b` binds a, `x as y` binds y)."""
+    out = set()
+    for group in _IMPORTED.findall(text):
+        for part in group.strip("()").replace("\\", " ").split(","):
+            words = part.split()
+            if words:
+                out.add(words[-1] if len(words) >= 3 and words[-2] == "as" else words[0].split(".")[0])
+    return out
+
+
+def _module_names(lines: list[str]) -> tuple[set[str], bool]:
+    """(what the module binds: its top-level statements, the bodies of its top-level if/try/with/for blocks, every
+    def and class, every import at any depth (one inside a function is harmless to count); whether it star-imports).
+    One pass over the lines."""
+    top, imports, blocks = [], [], set()
+    in_block = False
+    for line in lines:
+        c = line[:1]
+        if not c:
+            continue
+        if "import" in line:
+            imports.append(line)
+        if c.isalpha() or c == "_":
+            top.append(line)
+            in_block = line.startswith(_TOP_BLOCK)
+        elif in_block and c in " \t":
+            top.append(line)
+        if (c in " \tdca") and line.lstrip().startswith(("def ", "class ", "async def ")) and (m := _BLOCK.match(line)):
+            blocks.add(m.group(3))
+    imported = "\n".join(imports)
+    return _bindings("\n".join(top)) | _imported(imported) | blocks, bool(_STAR.search(imported))
+
+
+class _LastModule:
+    """The module names of the last document asked about: typing changes one line, and the rest of a document
+    of 200 KB takes ~15 ms to read again (a keystroke's budget), ~0.1 ms to compare."""
+
+    doc: str = ""
+    names: frozenset[str] = frozenset()
+    star: bool = False
+
+    @classmethod
+    def names_of(cls, doc: str, lines: list[str], row_start: int, row_end: int) -> tuple[set[str], bool]:
+        old, tail = cls.doc, doc[row_end:]
+        if old and len(old) - len(tail) >= row_start and old.endswith(tail) and old.startswith(doc[:row_start]):
+            line = doc[row_start:row_end]
+            return set(cls.names) | _bindings(line) | _imported(line), cls.star or bool(_STAR.search(line))
+        names, star = _module_names(lines)
+        cls.doc, cls.names, cls.star = doc, frozenset(names), star
+        return names, star
+
+
+def scope_names(doc: str, offset: int) -> set[str] | None:
+    """The names a bare name at `offset` of `doc` can resolve to, found the way Python scopes them (approximately:
+    the document need not parse): what the module binds, the enclosing functions' parameters and bindings, and the
+    body of a class the cursor is directly in. None when a star import makes it unknowable."""
+    lines = doc.split("\n")
+    row = doc.count("\n", 0, offset)
+    row_start = doc.rfind("\n", 0, offset) + 1
+    names, star = _LastModule.names_of(doc, lines, row_start, row_start + len(lines[row]))
+    if star:
+        return None
+    level, innermost = _indent(lines[row]), True
+    for r in range(row - 1, -1, -1):
+        if level == 0:
+            break
+        line = lines[r]
+        if not line.strip() or line.lstrip().startswith(_CLOSERS) or _indent(line) >= level:
+            continue
+        level = _indent(line)
+        m = _BLOCK.match(line)
+        if m is None or (m.group(2) == "class" and not innermost):  # a class body is not seen from its methods
+            innermost = innermost and m is None
+            continue
+        innermost = False
+        region = "\n".join(lines[r: _block_end(lines, r)])
+        names |= _bindings(region) | _imported(region)
+        names |= {n for g in _NONLOCAL.findall(region) for n in re.findall(r"\w+", g)}
+    return names
+
+
+def _inside_brackets(doc: str, line_start: int) -> bool:
+    """Whether the line starting at `line_start` continues a statement: brackets opened on the DEPTH_LINES lines
+    before it are still open, or the line before ends with an operator, a comma or a backslash."""
+    depth, in_doc = 0, False
+    start = line_start
+    for _ in range(DEPTH_LINES + 1):
+        start = doc.rfind("\n", 0, start - 1) + 1 if start > 0 else 0
+    before = doc[start:line_start].split("\n")
+    for line in before:
+        if line.count('"""') % 2 or line.count("'''") % 2:
+            in_doc = not in_doc
+            continue
+        if in_doc:
+            continue
+        for kind, t, _ in _lex(line):
+            if kind == "other":
+                depth += (t in "([{") - (t in ")]}")
+    last = next((x.split("#")[0].rstrip() for x in reversed(before) if x.strip()), "")
+    return depth > 0 or last.endswith(_ENDS_OPEN)
+
+
+def statement_error(doc: str, offset: int, line: str) -> str:
+    """Why the cursor's line, completed as `line`, cannot be a Python statement of its own ("" when it can, or when
+    it continues an earlier line). Open brackets pass when the next line goes on deeper or closes them."""
+    row_start = doc.rfind("\n", 0, offset) + 1
+    code = line.strip()
+    if (not code or code.startswith(("@", "#", "case ", "match ", '"', "'")) or _CONTINUES.match(code)
+            or _inside_brackets(doc, row_start)):
+        return ""
+    head = "if 1: pass\n" if re.match(r"(?:elif|else)\b", code) else "try: pass\n" if re.match(
+        r"(?:except|finally)\b", code) else ""
+    try:
+        ast.parse(head + code + (" pass" if code.endswith(":") else ""))
+        return ""
+    except SyntaxError as e:
+        why = str(e.msg)
+    except (ValueError, MemoryError, RecursionError):  # null bytes, absurd nesting: not ours to judge
+        return ""
+    if "never closed" in why or "unexpected EOF" in why:
+        nxt = next((x for x in doc[offset:].split("\n")[1:] if x.strip()), "")
+        if _indent(nxt) > _indent(line) or nxt.lstrip().startswith(_CLOSERS):
+            return ""
+    return why
 
 
 def _lex(line: str) -> list[tuple[str, str, int]]:
@@ -69,11 +226,14 @@ def unterminated(line: str, start: int) -> int | None:
     return None
 
 
-def ground(text: str, line_prefix: str, known: Callable[[str], bool], external: frozenset[str] = frozenset()) -> tuple[str, str]:
+def ground(text: str, line_prefix: str, known: Callable[[str], bool], external: frozenset[str] = frozenset(),
+           scope: set[str] | None = None, statement: Callable[[str], str] | None = None) -> tuple[str, str]:
     """(the part of the suggestion `text` to show, why the rest was cut: "" | "name <x>" | "string" | "bracket").
     `line_prefix`: the cursor line left of the cursor; `known(name)`: whether the document or the workspace uses or
     defines it; `external`: names imported from outside the workspace (their attributes are not checked). Only the
-    suggestion's first line is checked (a line completion is one line; a block's later lines keep their text)."""
+    suggestion's first line is checked (a line completion is one line; a block's later lines keep their text).
+    `scope`: the names a bare name typed after the cursor may resolve to (scope_names; None: any `known` one);
+    `statement(line)`: why the completed line cannot be a statement ("" when it can: statement_error)."""
     first, nl, rest = text.partition("\n")
     line = line_prefix + first
     start = len(line_prefix)
@@ -91,14 +251,22 @@ def ground(text: str, line_prefix: str, known: Callable[[str], bool], external: 
                 return text[: max(0, at - start)].rstrip() if at >= start else "", "bracket"
             if depth:
                 depth.pop()
+    if statement is not None and (why := statement(line)):
+        return "", "syntax"
     if _NO_CHECK.match(line):
         return text, ""
     bound = _bound(tokens)
     texts = [t for _, t, _ in tokens]
     for i, (kind, t, at) in enumerate(tokens):
-        if kind != "name" or at + len(t) <= start or t in ALWAYS_KNOWN or t in bound or t in external or known(t):
+        if kind != "name" or at + len(t) <= start or t in ALWAYS_KNOWN or t in bound or t in external:
             continue
-        if i and texts[i - 1] == ".":  # an attribute: of a builtin type, or of a name imported from outside the workspace
+        attribute = i > 0 and texts[i - 1] == "."
+        if scope is not None and at >= start and not attribute:  # a bare name typed by the suggestion: in scope?
+            if t in scope:
+                continue
+        elif known(t):
+            continue
+        if attribute:  # an attribute: of a builtin type, or of a name imported from outside the workspace
             if t in BUILTIN_ATTRS:
                 continue
             j = i - 1
@@ -113,17 +281,36 @@ def ground(text: str, line_prefix: str, known: Callable[[str], bool], external: 
 
 
 
+def in_docstring(doc: str, offset: int) -> bool:
+    """Whether `offset` is inside a triple-quoted string (an odd number of triple quotes before it; approximate)."""
+    return (doc.count('"""', 0, offset) + doc.count("'''", 0, offset)) % 2 == 1
+
+
 def ground_in(doc: str, line_prefix: str, suggestion: str,
-              workspace: tuple[Callable[[str], bool], Callable[[str], bool]] | None) -> tuple[str, str]:
+              workspace: tuple[Callable[[str], bool], Callable[[str], bool]] | None,
+              offset: int | None = None) -> tuple[str, str]:
     """ground() on a suggestion for the document `doc` -> (what to show, why the rest was cut or ""). A name
     resolves when the document holds it as a word (looked up only for the suggestion's few names) or the workspace
-    (`Workspace.knows`: uses, defines) does; without a scanned workspace only the line's syntax is checked."""
+    (`Workspace.knows`: uses, defines) does; without a scanned workspace only the line's syntax is checked. With the
+    cursor's `offset` in `doc`, a bare name the suggestion types must also be in scope there (scope_names), and the
+    completed line must be able to stand as a statement (statement_error)."""
     if not suggestion:
         return suggestion, ""
+    scope, statement = None, None
+    if offset is not None and in_docstring(doc, offset):
+        return suggestion, ""  # prose (or code of another language) in a triple-quoted string: nothing to check
+    if offset is not None:
+        scope = scope_names(doc, offset)
+        end = doc.find("\n", offset)
+        rest = doc[offset: len(doc) if end < 0 else end]  # what the line holds after the cursor (an auto-closed ")")
+
+        def statement(line: str) -> str:
+            why = statement_error(doc, offset, line)
+            return statement_error(doc, offset, line + rest) if why and rest.strip() else why
     if workspace is None:
         known, external = (lambda name: True), frozenset()
     else:
         uses, defines = workspace
         known = lambda name: uses(name) or re.search(rf"\b{name}\b", doc) is not None  # noqa: E731
         external = external_roots(doc[:IMPORTS_CHARS], defines)
-    return ground(suggestion, line_prefix, known, external)
+    return ground(suggestion, line_prefix, known, external, scope, statement)

@@ -193,7 +193,8 @@ def _run_arm(engine: Engine | None, arm: str, cases: list[RepoCase], opts, files
         r = engine.fill(pieces, opts, context=ctx, hint=hint)
         ms = (time.perf_counter() - t0) * 1000
         line_prefix = case.prefix.rsplit("\n", 1)[-1]
-        shown, _ = ground_in(case.blanked, line_prefix, r.texts[0].rstrip(), (index.knows, index.defines))
+        shown, _ = ground_in(case.blanked, line_prefix, r.texts[0].rstrip(), (index.knows, index.defines),
+                             len(case.prefix))
         tally.add(case, r.texts[0], ms, r.stats, shown)
         index.set_file(case.path, proj[case.path])
         if arm == "context":
