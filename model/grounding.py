@@ -76,13 +76,14 @@ def _module_names(lines: list[str]) -> tuple[set[str], bool]:
     def and class, every import at any depth (one inside a function is harmless to count); whether it star-imports).
     One pass over the lines."""
     top, imports, blocks = [], [], set()
-    in_block = False
+    in_block = in_import = False
     for line in lines:
         c = line[:1]
         if not c:
             continue
-        if "import" in line:
+        if in_import or "import" in line:
             imports.append(line)
+            in_import = ")" not in line and (in_import or "(" in line)  # `from m import (` over several lines
         if c.isalpha() or c == "_":
             top.append(line)
             in_block = line.startswith(_TOP_BLOCK)

@@ -43,6 +43,10 @@ def test_a_string_left_open_is_cut_and_a_bracket_that_closes_nothing_too():
 
 SCOPED = """import os
 from pkg import tools
+from pkg.more import (
+    helper_one,
+    helper_two as two,
+)
 
 LIMIT = 3
 
@@ -78,7 +82,7 @@ def test_a_bare_name_must_be_in_scope_where_it_is_typed():
     doc = SCOPED.replace("        return x + total", "        return x + total\n        ‸")
     here = _at(doc, "return x + total\n        ")
     names = scope_names(doc, here)
-    assert {"x", "total", "path", "mode", "inner", "outer", "LIMIT", "os", "tools", "Box"} <= names
+    assert {"x", "total", "path", "mode", "inner", "outer", "LIMIT", "os", "tools", "Box", "helper_one", "two"} <= names
     grow = _at(SCOPED, "        return by")
     assert "by" in scope_names(SCOPED, grow) and "size" not in scope_names(SCOPED, grow)  # class body: not in methods
     assert "size" in scope_names(SCOPED, _at(SCOPED, "    size = 2"))
