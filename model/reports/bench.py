@@ -208,6 +208,7 @@ SPEED_DECODINGS = {  # label -> SampleOptions overrides; "ar" is the AR twin (th
     "ar": dict(rule="ar", draft="none"),  # plain greedy AR, one token per forward: the baseline
     "ar + lookup drafts": dict(rule="ar", draft="lookup"),  # the same text, drafts from the document verified
     "ar + n-gram drafts": dict(rule="ar", draft="ngram"),  # ... else from the model's corpus n-gram table
+    "ar + canvas drafts": dict(rule="ar", draft="canvas"),  # the canvas read after the stream drafts (one forward)
 }
 
 
@@ -234,8 +235,10 @@ def run_speed(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: s
     figures: dict = {"model": engine.name, "threads": torch.get_num_threads(), "cases": "heldout" if corpus else "stdlib"}
     if compile:
         compile_engine(engine, figures)
+    texts: dict[str, list[str]] = {}  # "kind.label" -> each case's text (the drafted rows must equal plain AR's)
     for kind, (cases, mode, max_tokens) in _speed_cases(n, corpus).items():
         for label, over in SPEED_DECODINGS.items():
+            got_texts = texts.setdefault(f"{kind}.{label}", [])
             eng = ar_engine if over.get("rule") == "ar" else engine
             if eng is not engine and over.get("rule") == "ar":  # a separate AR network decodes causally with its prefix
                 if over.get("draft") != "none":
@@ -243,6 +246,7 @@ def run_speed(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: s
                 lat, fw, tok, em, es = [], 0, 0, 0, 0.0
                 for pre, mid, _suf in cases:
                     text, f, ms = ar_complete_line(eng, pre, max_tokens)
+                    got_texts.append(text)
                     lat.append(ms)
                     fw, tok = fw + f, tok + len(eng.backend.encode(text))
                     em += text.rstrip() == mid.rstrip()
@@ -252,6 +256,7 @@ def run_speed(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: s
                 for pre, mid, suf in cases:
                     r = eng.infill(pre, suf, SampleOptions(mode=mode, max_tokens=max_tokens, **over))
                     got = r.texts[0]
+                    got_texts.append(got)
                     lat.append(r.stats.wall_ms)
                     fw, tok = fw + r.stats.forwards, tok + r.stats.tokens
                     em += got.rstrip() == mid.rstrip()
@@ -268,5 +273,13 @@ def run_speed(model_dir: str | None, n: int = 30, device: str = "cpu", ar_dir: s
         figures[f"em_diff_{kind}"] = d["exact_match"] - a["exact_match"]
         print(f"{kind}: diffusion τ=0.9 is {figures[f'speedup_vs_ar_{kind}']:.2f}x the AR twin's speed (mean ms), "
               f"EM {figures[f'em_diff_{kind}']:+.3f}")
+        if (c := figures.get(f"{kind}.ar + canvas drafts")) is not None:  # a separate AR twin has no canvas
+            plain, drafted = texts[f"{kind}.ar"], texts[f"{kind}.ar + canvas drafts"]
+            figures[f"speedup_canvas_drafts_vs_ar_{kind}"] = a["mean_ms"] / max(1e-9, c["mean_ms"])
+            figures[f"same_text_{kind}"] = sum(x == y for x, y in zip(plain, drafted)) / max(1, len(plain))
+            figures[f"accepted_per_forward_{kind}"] = c["tokens_per_forward"]
+            print(f"{kind}: ar + canvas drafts is {figures[f'speedup_canvas_drafts_vs_ar_{kind}']:.2f}x plain AR's speed, "
+                  f"{figures[f'accepted_per_forward_{kind}']:.2f} tokens per forward, same text in "
+                  f"{figures[f'same_text_{kind}']:.0%} of cases")
     print(json.dumps(figures))
     return figures
