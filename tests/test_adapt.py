@@ -90,3 +90,12 @@ def test_at_most_max_adapted_are_kept(base, tmp_path, monkeypatch):
     gone = prune(keep=2)
     assert [read_info(p) for p in gone] == [None] and read_info(adapted_dir("/work/0")) is None
     assert read_info(adapted_dir("/work/2")) is not None
+
+
+def test_a_big_repository_is_sampled_to_a_fixed_subset():
+    from model.training.adapt import sample_files
+
+    files = {f"/r/m{i}.py": "x = 1\n" * 100 for i in range(50)}  # 600 characters each
+    small = sample_files(files, max_chars=6_000)
+    assert len(small) == 10 and small == sample_files(files, max_chars=6_000) and set(small) <= set(files)
+    assert sample_files(files) == files

@@ -38,6 +38,7 @@ HELDOUT_EVERY = 10  # one block in this many (chosen by a digest of file and blo
 MIN_LINE_CODE = 8  # a held-out line is completed only if it holds this many non-blank characters
 MIN_TRAIN_CHARS = 2_000  # less text than this is not worth adapting to
 HELDOUT_BATCHES = 6  # batches of 16 held-out line completions (fewer when the slice is small)
+MAX_CHARS = 8_000_000  # a bigger repository is adapted to on a sample of its files (a digest of the path picks them)
 
 
 class AdaptError(ValueError):
@@ -60,6 +61,18 @@ class Split(msgspec.Struct):
     train: dict[str, str]  # path -> the file without its held-out blocks
     heldout: dict[str, str]  # path -> the whole file, for files with held-out lines
     spots: dict[str, list[tuple[int, int]]]  # path -> held-out lines: (first cursor offset, last cursor offset)
+
+
+def sample_files(files: dict[str, str], max_chars: int = MAX_CHARS) -> dict[str, str]:
+    """All the files, or, past `max_chars`, a fixed sample of them that fits (minutes of training see a few MB)."""
+    if sum(map(len, files.values())) <= max_chars:
+        return files
+    out, total = {}, 0
+    for path in sorted(files, key=lambda p: hashlib.sha1(p.encode()).hexdigest()):
+        if total + len(files[path]) <= max_chars:
+            out[path] = files[path]
+            total += len(files[path])
+    return out
 
 
 def split(files: dict[str, str]) -> Split:
@@ -126,7 +139,7 @@ def adapt(files: dict[str, str], base: Path, cfg: AdaptConfig = AdaptConfig(), *
     model.float()
     mc = model.cfg
     budgets = Budgets(mc.prefix_tokens, mc.middle_tokens, mc.suffix_tokens, 0)
-    parts = split(files)
+    parts = split(sample_files(files))
     texts = [t for t in parts.train.values() if t.strip()]
     if sum(map(len, texts)) < MIN_TRAIN_CHARS:
         raise AdaptError(f"too little Python to adapt to ({sum(map(len, texts))} characters, at least {MIN_TRAIN_CHARS})")
