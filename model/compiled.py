@@ -5,19 +5,35 @@ than eager and 1.2-1.7x faster than ONNX Runtime, with no dependency beyond torc
 shapes are dynamic within fixed ranges; anything outside them runs eagerly).
 
 A compiled package is built once per model, torch version and CPU (a minute or more of CPU on 2 cores, a C++
-compiler needed) and kept in the cache folder; later loads take a few seconds."""
+compiler needed) and kept in the cache folder; later loads take a few seconds.
+
+Each package carries its own copy of the weights it reads (the default model: canvas ~48 MB, stream ~38, head ~10),
+mostly the same matrices in the same packed layouts, and the runtime copies them out of the library at load. Loaded
+here, the steps keep one copy in all (SharedWeights): the model's own tensors where a constant is one of its weights
+unchanged, one tensor for a packed matrix two steps share; the library's embedded copy is handed back to the system.
+For the default model the three loaded steps then add ~45 MB to the process instead of ~275 (issue #23;
+torch._inductor's loader, no longer imported, accounted for ~70 of those)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import ctypes.util
 import hashlib
+import mmap
 import os
 import platform
+import re
 import shutil
+import sys
+import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import msgspec
@@ -227,12 +243,207 @@ def _tidy(root: Path, keep: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+# ---- loading: one copy of the weights -------------------------------------------------------------------------------
+
+CONST_ALIGN = 64  # bytes: the AOTInductor runtime places each constant at a multiple of this in its blob (model_base.h)
+_MADV_DONTNEED = 4  # madvise advice (Linux): drop these pages; a later read maps them from the file again
+_FIELD = re.compile(r"constants_info_\[(\d+)\]\.(\w+) = (.*?);$", re.M)
+
+
+class LayoutError(RuntimeError):
+    """A package's constants are not laid out as this module reads them (another torch's runtime)."""
+
+
+@dataclass
+class Constant:
+    """One constant of a compiled step, as its generated code declares it (constants_info_ in the wrapper .cpp)."""
+
+    name: str  # the runtime's key
+    fqn: str  # the module attribute it came from ("m.head.weight"), or a made-up name for folded/packed ones
+    dtype: torch.dtype
+    nbytes: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int  # storage offset, in elements
+    folded: bool  # computed at run time from other constants (none with freezing); not in the blob
+    mkldnn: str  # a oneDNN-packed tensor's layout description ("" for a plain strided tensor)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x.rstrip("L")) for x in text.strip("{} ").split(",") if x.strip())
+
+
+def constants_of(wrapper_cpp: str) -> list[Constant]:
+    """The constants a generated wrapper declares, in the runtime's order; LayoutError if it declares them
+    otherwise than this reads them."""
+    fields: dict[int, dict[str, str]] = {}
+    for i, key, value in _FIELD.findall(wrapper_cpp):
+        fields.setdefault(int(i), {})[key] = value
+    out = []
+    try:
+        for i in range(len(fields)):
+            f = fields[i]
+            dtype = getattr(torch, f["dtype"].rsplit("cached_torch_dtype_", 1)[1].strip(")"))
+            out.append(Constant(name=f["name"].strip('"'), fqn=f["original_fqn"].strip('"'), dtype=dtype,
+                                nbytes=int(f["data_size"]), shape=_ints(f["shape"]), stride=_ints(f["stride"]),
+                                offset=int(f["offset"]), folded=f["from_folded"] == "true",
+                                mkldnn=f.get("opaque_metadata", "") if "mkldnn" in f.get("layout", "") else ""))
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        raise LayoutError(f"a constant's declaration is not as expected ({type(e).__name__}: {e})") from e
+    return out
+
+
+class SharedWeights:
+    """The tensors the loaded steps read, one copy of each: a constant that is one of the model's weights (the head,
+    the norms, the rope tables) is the model's own tensor; a packed matrix found in several steps (the canvas and
+    stream steps pack the same layers the same way) is kept once. The steps hold raw pointers into these tensors:
+    they live as long as the steps, and the model's weights must not change in place while the steps serve."""
+
+    def __init__(self, model: Denoiser):
+        named = chain(model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False))
+        self._model = {f"m.{name}": t.detach() for name, t in named}  # the steps' modules hold the model as `m`
+        self._kept: dict[tuple, torch.Tensor] = {}  # content key -> the one tensor
+        self.from_model = 0  # constants that are the model's own tensors
+        self.deduplicated = 0  # constants another step already holds
+        self.unshared = 0  # steps whose constants could not be placed (LayoutError): they keep the runtime's copy
+
+    def nbytes(self) -> int:
+        """Bytes held for the steps beyond the model's own weights."""
+        return sum(torch.ops.mkldnn._nbytes(t) if t.is_mkldnn else t.untyped_storage().nbytes()
+                   for t in self._kept.values())
+
+    def tensor(self, c: Constant, t: torch.Tensor) -> torch.Tensor:
+        """The tensor to serve constant `c`, whose value as loaded is `t` (a view into the runtime's copy)."""
+        own = self._model.get(c.fqn)
+        if (own is not None and not t.is_mkldnn and own.dtype == t.dtype and own.shape == t.shape
+                and own.stride() == t.stride() and torch.equal(own, t)):
+            self.from_model += 1
+            return own
+        key = _content_key(c, t)
+        if key in self._kept:
+            self.deduplicated += 1
+        else:
+            self._kept[key] = t.clone()
+        return self._kept[key]
+
+
+def _content_key(c: Constant, t: torch.Tensor) -> tuple:
+    if t.is_mkldnn:
+        raw = ctypes.string_at(torch.ops.mkldnn.data_ptr(t), torch.ops.mkldnn._nbytes(t))
+    else:
+        raw = t.contiguous().view(torch.uint8).numpy()
+    return (c.dtype, c.shape, c.stride, c.mkldnn, hashlib.sha256(raw).digest())
+
+
+def _adopt(runner, consts: list[Constant], weights: SharedWeights) -> None:
+    """Point the runner's constants at `weights` and free its own copy. The runtime names each constant, but hands
+    them out only by fqn, which two packed layouts of one matrix share: the others are read from its blob, whose
+    layout (each constant at a 64-byte boundary, in order) is first checked against every constant it hands out."""
+    blob = [c for c in consts if not c.folded]
+    if {c.name for c in blob} != set(runner.get_constant_names_to_original_fqns()):
+        raise LayoutError("the package's generated code and its library name different constants")
+    by_fqn = runner.extract_constants_map(False)  # fqn -> the first constant of that fqn
+    first: dict[str, str] = {}
+    offsets: dict[str, int] = {}
+    at = 0
+    for c in blob:
+        first.setdefault(c.fqn, c.name)
+        offsets[c.name] = at
+        at += -(-c.nbytes // CONST_ALIGN) * CONST_ALIGN
+    bases = {by_fqn[c.fqn].untyped_storage().data_ptr() - offsets[c.name]
+             for c in blob if first[c.fqn] == c.name and not c.mkldnn and c.nbytes}
+    if len(bases) > 1:
+        raise LayoutError("the runtime's constants are not where its layout puts them")
+    base = bases.pop() if bases else 0
+    table = {}
+    for c in blob:
+        if c.mkldnn or not c.nbytes:
+            if first[c.fqn] != c.name:
+                raise LayoutError(f"constant {c.name} is out of reach (packed, and its fqn is shared)")
+            t = by_fqn[c.fqn]
+        else:
+            raw = (ctypes.c_char * c.nbytes).from_address(base + offsets[c.name])
+            t = torch.frombuffer(raw, dtype=torch.uint8).view(c.dtype).as_strided(c.shape, c.stride, c.offset)
+        table[c.name] = weights.tensor(c, t)
+    del by_fqn  # views into the copy freed below
+    runner.update_constant_buffer(table, True, True, True)  # into the spare buffer, as borrowed tensors
+    runner.swap_constant_buffer()
+    runner.free_inactive_constant_buffer()  # the runtime's own copy
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+_LIBC = _libc()
+
+
+def _drop_embedded(library: str) -> int:
+    """Hand back the pages of a loaded step library's embedded weights (read once, when the runtime copied them):
+    they are read-only file pages, so dropping them is safe; returns the bytes dropped (0 where it cannot)."""
+    if _LIBC is None:
+        return 0
+    try:
+        lib = ctypes.CDLL(library, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)  # the runner's handle, not a second copy
+        start = ctypes.addressof(ctypes.c_char.in_dll(lib, "_binary_constants_bin_start"))
+        end = ctypes.addressof(ctypes.c_char.in_dll(lib, "_binary_constants_bin_end"))
+    except (OSError, ValueError):  # no embedded weights (another packaging)
+        return 0
+    page = mmap.PAGESIZE
+    lo, hi = -(-start // page) * page, end // page * page
+    if hi <= lo or _LIBC.madvise(lo, hi - lo, _MADV_DONTNEED) != 0:
+        return 0
+    return hi - lo
+
+
+class CompiledStep:
+    """A compiled step loaded from its package: called with the flat tensor arguments, returns the flat outputs."""
+
+    def __init__(self, runner, dropped: int):
+        self.runner = runner
+        self.dropped = dropped  # bytes of the library's embedded weights handed back to the system (_drop_embedded)
+
+    def __call__(self, *args: torch.Tensor) -> list[torch.Tensor]:
+        return self.runner.run(list(args))
+
+
+def _load_step(path: Path, weights: SharedWeights) -> CompiledStep:
+    """A step's package loaded with its constants in `weights`. The runtime is driven directly (not through
+    torch._inductor's loader, whose import alone costs ~70 MB of a server that only runs steps)."""
+    with zipfile.ZipFile(path) as z:
+        libraries = [n for n in z.namelist() if n.endswith(".so")]
+        sources = [n for n in z.namelist() if n.endswith(".wrapper.cpp")]
+        if len(libraries) != 1 or len(sources) != 1:
+            raise LayoutError(f"{path}: expected one library and its wrapper source, found {libraries + sources}")
+        source = z.read(sources[0]).decode()
+        folder = tempfile.mkdtemp(prefix="hone-aot-")
+        try:
+            library = z.extract(libraries[0], folder)
+            runner = torch._C._aoti.AOTIModelContainerRunnerCpu(library, 1)
+            try:
+                _adopt(runner, constants_of(source), weights)
+            except LayoutError:  # checked before anything changed: the step serves from the runtime's own copy
+                weights.unshared += 1
+            dropped = _drop_embedded(library)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # a loaded library stays mapped after its file is gone
+    return CompiledStep(runner, dropped)
+
+
 class AotSteps:
     """Compiled canvas and stream steps with the signatures of the Denoiser methods of those names. What they do not
     cover (more than MAX_NEW tokens, a shorter past, a batch, positions at the model's limit) runs eagerly."""
 
     def __init__(self, model: Denoiser, canvas, stream, head):
         self.model, self._canvas, self._stream, self._head = model, canvas, stream, head
+        self.weights: SharedWeights | None = None  # the one copy of the weights the steps read (kept alive here)
 
     @classmethod
     def load_or_build(cls, model: Denoiser, root: Path | None = None,
@@ -258,8 +469,11 @@ class AotSteps:
                 pass
         else:
             os.utime(folder)  # recently used: kept by _tidy
-        canvas, stream, head = (torch._inductor.aoti_load_package(str(folder / f"{name}.pt2")) for name in STEPS)
-        return cls(model, canvas, stream, head), built
+        weights = SharedWeights(model)
+        canvas, stream, head = (_load_step(folder / f"{name}.pt2", weights) for name in STEPS)
+        steps = cls(model, canvas, stream, head)
+        steps.weights = weights
+        return steps, built
 
     def _covers(self, ids: torch.Tensor, positions: torch.Tensor, past: int) -> bool:
         n = ids.shape[1]
@@ -269,7 +483,7 @@ class AotSteps:
     def canvas_logits(self, ids, positions, cache: KVCache, last) -> torch.Tensor:
         if not self._covers(ids, positions, cache[0][0].shape[2]):
             return self.model.canvas_logits(ids, positions, cache, last)
-        return self._canvas(ids.contiguous(), positions.contiguous(), last.contiguous(), *_flat(cache))
+        return self._canvas(ids.contiguous(), positions.contiguous(), last.contiguous(), *_flat(cache))[0]
 
     def extend_stream(self, ids, positions, past: KVCache):
         if not self._covers(ids, positions, past[0][0].shape[2]):
@@ -281,4 +495,4 @@ class AotSteps:
         """h (m, D) -> float logits (m, V)."""
         if not 1 <= h.shape[0] <= MAX_NEW or h.device.type != "cpu":
             return self.model.head(h).float()
-        return self._head(h.contiguous())
+        return self._head(h.contiguous())[0]

@@ -2,12 +2,13 @@
 context stream hands them, eager beyond their ranges, built once per model."""
 
 import os
+import sys
 import threading
 
 import torch
 
 from model.checkpoint import load_model
-from model.compiled import MAX_NEW, AotSteps, cache_root, package_key
+from model.compiled import MAX_NEW, AotSteps, cache_root, constants_of, package_key
 
 
 def test_compiled_steps_equal_eager_and_are_built_once(spm_dir):
@@ -29,6 +30,76 @@ def test_compiled_steps_equal_eager_and_are_built_once(spm_dir):
             torch.testing.assert_close(got_h, want_h, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(got_kv, want_kv, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(again.head(h[0, :n]), model.head(h[0, :n]).float(), rtol=1e-4, atol=1e-4)
+
+
+def test_loaded_steps_keep_one_copy_of_the_weights(spm_dir):
+    """The steps read the model's own tensors where a constant is one of its weights, the canvas and stream steps
+    one shared tensor for each matrix both pack the same way, and the runtime's own copy is gone; the steps still
+    give the eager model's logits."""
+    model, _ = load_model(spm_dir)
+    steps, _ = AotSteps.load_or_build(model)
+    canvas = steps._canvas.runner.extract_constants_map(False)
+    stream = steps._stream.runner.extract_constants_map(False)
+    assert canvas["m.head.weight"].data_ptr() == model.head.weight.data_ptr()
+    assert canvas["m.blocks.0.norm1.weight"].data_ptr() == model.blocks[0].norm1.weight.data_ptr()
+    packed = [fqn for fqn, t in canvas.items() if not fqn.startswith("m.") and not t.is_mkldnn]
+    assert packed and any(stream.get(fqn) is not None and stream[fqn].data_ptr() == canvas[fqn].data_ptr()
+                          for fqn in packed)
+    assert steps.weights.from_model > 0 and steps.weights.deduplicated > 0
+    if sys.platform.startswith("linux"):  # the library's embedded copy, read once at load, is handed back
+        assert min(step.dropped for step in (steps._canvas, steps._stream, steps._head)) > 0
+    ids = torch.randint(5, model.cfg.vocab_size, (1, 30))
+    with torch.no_grad():
+        h, kv = model.hidden(ids, causal=True, keep_kv=True)
+        new, pos = torch.randint(5, model.cfg.vocab_size, (1, 5)), torch.arange(30, 35)
+        torch.testing.assert_close(steps.canvas_logits(new, pos, kv, h[0, -1:]),
+                                   model.canvas_logits(new, pos, kv, h[0, -1:]), rtol=1e-4, atol=1e-4)
+
+
+def test_a_step_whose_constants_cannot_be_placed_keeps_its_own_copy(spm_dir, monkeypatch):
+    """A package whose generated code does not name the constants its library holds (another torch's layout): the
+    step serves from the runtime's own copy of the weights, as before, and gives the eager answers."""
+    from model import compiled
+
+    model, _ = load_model(spm_dir)
+    AotSteps.load_or_build(model)
+    monkeypatch.setattr(compiled, "constants_of", lambda source: [])  # the constants table went missing
+    steps, built = AotSteps.load_or_build(model)
+    assert not built and steps.weights.unshared == 3 and steps.weights.from_model == 0
+    canvas = steps._canvas.runner.extract_constants_map(False)
+    assert canvas["m.head.weight"].data_ptr() != model.head.weight.data_ptr()
+    h = model.embed(torch.randint(5, model.cfg.vocab_size, (1, 7)))[0]
+    with torch.no_grad():
+        torch.testing.assert_close(steps.head(h), model.head(h).float(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_wrapper_declares_its_constants():
+    """The constants table of a generated wrapper, as AOTInductor writes it, read field by field."""
+    source = """
+    constants_info_[0].name = "m_head_weight";
+    constants_info_[0].dtype = cached_torch_dtype_float32;
+    constants_info_[0].offset = 0;
+    constants_info_[0].data_size = 131072;
+    constants_info_[0].from_folded = false;
+    constants_info_[0].shape = {512, 64};
+    constants_info_[0].stride = {64, 1};
+    constants_info_[0].layout = static_cast<int32_t>(cached_torch_layout_strided);
+    constants_info_[0].original_fqn = "m.head.weight";
+    constants_info_[1].name = "_frozen_param3";
+    constants_info_[1].dtype = cached_torch_dtype_bfloat16;
+    constants_info_[1].offset = 2;
+    constants_info_[1].data_size = 1000;
+    constants_info_[1].from_folded = true;
+    constants_info_[1].shape = {8, 64};
+    constants_info_[1].stride = {1, 0};
+    constants_info_[1].layout = static_cast<int32_t>(cached_torch_layout__mkldnn);
+    constants_info_[1].opaque_metadata = {1L, 0L, 32L};
+    constants_info_[1].original_fqn = "_frozen_param3";
+"""
+    head, packed = constants_of(source)
+    assert (head.name, head.fqn, head.dtype, head.nbytes, head.shape, head.stride, head.offset, head.folded,
+            head.mkldnn) == ("m_head_weight", "m.head.weight", torch.float32, 131072, (512, 64), (64, 1), 0, False, "")
+    assert (packed.dtype, packed.offset, packed.folded, packed.mkldnn) == (torch.bfloat16, 2, True, "{1L, 0L, 32L}")
 
 
 def test_another_model_gets_its_own_package(spm_dir):
