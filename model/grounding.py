@@ -241,18 +241,21 @@ def ground(text: str, line_prefix: str, known: Callable[[str], bool], external: 
     if (opened := unterminated(line, start)) is not None:  # shown up to the string the suggestion leaves open
         return (text[: opened - start].rstrip() if opened > start else ""), "string"
     tokens = _lex(line)
-    depth: list[str] = []
+    depth: list[tuple[str, int]] = []  # the brackets open so far: (opener, where)
     for kind, t, at in tokens:  # a closer that does not match the bracket it would close
         if kind != "other":
             continue
         if t in "([{":
-            depth.append(t)
+            depth.append((t, at))
         elif t in _PAIRS:
-            if depth and depth[-1] != _PAIRS[t]:
+            if depth and depth[-1][0] != _PAIRS[t]:
                 return text[: max(0, at - start)].rstrip() if at >= start else "", "bracket"
             if depth:
                 depth.pop()
     if statement is not None and (why := statement(line)):
+        if "never closed" in why and depth and depth[0][1] > start:  # cut before the bracket it leaves open
+            shown, more = ground(text[: depth[0][1] - start].rstrip(), line_prefix, known, external, scope, statement)
+            return shown, more or "bracket"
         return "", "syntax"
     if _NO_CHECK.match(line):
         return text, ""

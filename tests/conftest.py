@@ -154,7 +154,8 @@ def lsp_fake_engine():
 
 @pytest.fixture
 def lsp_service_factory():
-    """Build a Service over a loader that returns the given engine (or raises the given exception)."""
+    """Build a Service over a loader that returns the given engine (or raises the given exception); grounding is off
+    unless a test turns it on (the fake engines' texts are not meant to resolve)."""
     from lsp_server.models import ModelManager, Target
     from lsp_server.service import Service
 
@@ -169,7 +170,7 @@ def lsp_service_factory():
         statuses: list[dict] = []
         svc = Service(ModelManager(loader=loader), Target("", "cpu", False), notify_status=statuses.append)
         svc.models.on_change = svc.publish_status
-        svc.configure(settings, initial=True)
+        svc.configure({"grounding": False, **settings}, initial=True)  # fake texts name nothing in scope
         made.append(svc)
         return SimpleNamespace(service=svc, statuses=statuses)
 

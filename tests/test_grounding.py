@@ -101,6 +101,8 @@ def test_a_completed_line_that_cannot_be_a_statement_is_hidden():
     assert statement_error(doc, at, "    if a.ready() and") != ""
     assert ground_in(doc, "    if a", ".ready() and", None, at) == ("", "syntax")
     assert ground_in(doc, "    if a", ".ready():", None, at) == (".ready():", "")
+    doc = "import os\n\ndef f(a):\n    return os.\n\n\ndef g():\n    pass\n"
+    assert ground_in(doc, "    return os.", "path.join(os", None, _at(doc, "return os.")) == ("path.join", "bracket")
     opened = "def f(a):\n    g(a\n        b)\n"  # the next line goes on deeper: a call over two lines
     assert statement_error(opened, _at(opened, "    g(a"), "    g(a,") == ""
     closed = "def f(a):\n    g()\n"  # the editor closed the bracket after the cursor
@@ -116,7 +118,7 @@ async def test_the_service_grounds_with_the_workspace_once_scanned(tmp_path, lsp
     (tmp_path / "models.py").write_text("class Store:\n    def fetch_all(self):\n        return []\n")
     uri = (tmp_path / "app.py").as_uri()
     engine = lsp_fake_engine("store.fetch_all() + store.invented_name()")
-    h = lsp_service_factory(engine, debounceMs=0)
+    h = lsp_service_factory(engine, debounceMs=0, grounding=True)
     svc = h.service
     await asyncio.wrap_future(svc.models.future)
     svc.documents.open(uri, "store = make()\nx = \n")
