@@ -8,7 +8,7 @@ import pytest
 
 from model.adapted import AdaptInfo, adapted_dir, find_adapted, install, model_fingerprint, prune, read_info
 from model.testing import make_tiny_model, sample_texts
-from model.training.adapt import BLOCK_LINES, AdaptConfig, AdaptError, adapt, split
+from model.training.adapt import AdaptConfig, AdaptError, adapt, split
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +21,18 @@ def files():
     return {f"/work/proj/pkg/mod{i}.py": text for i, text in enumerate(sample_texts()[:6])}
 
 
-def test_split_holds_whole_blocks_out_of_training(files):
+def test_split_holds_whole_files_out_of_training(files):
     parts = split(files)
-    assert parts.spots and set(parts.train) == set(files)
+    assert parts.spots and set(parts.heldout) == set(parts.spots)
+    assert not set(parts.heldout) & set(parts.train) and set(parts.heldout) | set(parts.train) == set(files)
+    assert sum(map(len, parts.heldout.values())) <= 0.25 * sum(map(len, files.values()))
     for path, spots in parts.spots.items():
         text = parts.heldout[path]
-        assert text == files[path]
-        lines = text.split("\n")
         for lo, hi in spots:
-            assert lo <= hi
-            row = text.count("\n", 0, lo)
-            block = row - row % BLOCK_LINES
-            assert lines[row].strip()
-            assert "\n".join(lines[block: block + BLOCK_LINES]) not in parts.train[path]  # never trained on
-    assert split(files) == parts  # the same slice on every run
+            assert lo <= hi and text[lo:hi].strip()
+    assert split(files) == parts  # the same files on every run
+    two = dict(list(files.items())[:2])
+    assert len(split(two).heldout) == 1 and len(split(two).train) == 1
 
 
 def test_adapt_lowers_heldout_loss_and_writes_a_model_folder(base, files, tmp_path):
@@ -64,7 +62,9 @@ def test_adapt_refuses_a_worse_result(base, files, tmp_path, monkeypatch):
 
 def test_too_little_python_is_a_clear_error(base):
     with pytest.raises(AdaptError, match="too little Python"):
-        adapt({"/p/a.py": "x = 1\n"}, base, AdaptConfig(steps=1, threads=1))
+        adapt({"/p/a.py": "x = 1\n", "/p/b.py": "y = 2\n"}, base, AdaptConfig(steps=1, threads=1))
+    with pytest.raises(AdaptError, match="at least two"):
+        adapt({"/p/a.py": "x = 1\n" * 1000}, base, AdaptConfig(steps=1, threads=1))
 
 
 def _info(root: str, base, kept: bool = True, **kw) -> AdaptInfo:

@@ -2,9 +2,9 @@
 
 What is trained is what the editor asks for: the spm stream that writes lines (next-token over the surroundings) and
 the canvas, on editor-shaped examples where half of the middles are the rest of a line that uses a name another
-file of the repository defines (training.repos.cross_file_spots), over as many passes as the minutes allow. One
-block of lines in HELDOUT_EVERY is cut out of the training text and decides: its lines are completed with and
-without the adaptation, and the result is kept only when that held-out loss falls.
+file of the repository defines (training.repos.cross_file_spots), over as many passes as the minutes allow. Files
+held out whole decide: their lines are completed with and without the adaptation, and the result is kept only when
+that held-out loss falls.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from .losses import LossModule
 from .repos import cross_file_spots
 from .trainer import TrainConfig, lr_at, make_optimizers
 
-BLOCK_LINES = 24  # the held-out slice is made of whole blocks of this many lines
-HELDOUT_EVERY = 10  # one block in this many (chosen by a digest of file and block: the same on every run)
+HELDOUT_EVERY = 10  # one file in this many is held out (chosen by a digest of its path: the same on every run)
+HELDOUT_SHARE = 0.25  # ... unless that would hold out more of the text than this
 MIN_LINE_CODE = 8  # a held-out line is completed only if it holds this many non-blank characters
 MIN_TRAIN_CHARS = 2_000  # less text than this is not worth adapting to
 HELDOUT_BATCHES = 6  # batches of 16 held-out line completions (fewer when the slice is small)
@@ -75,31 +75,37 @@ def sample_files(files: dict[str, str], max_chars: int = MAX_CHARS) -> dict[str,
     return out
 
 
+def _digest(path: str) -> int:
+    return int(hashlib.sha1(path.encode()).hexdigest(), 16)
+
+
 def split(files: dict[str, str]) -> Split:
-    """Cut one block of BLOCK_LINES lines in HELDOUT_EVERY out of each file's training text (a digest of path and
-    block picks them); the held-out lines are completed in their whole file, whose other lines the model trained on
-    (as in the editor)."""
-    train, heldout, spots = {}, {}, {}
-    for path, text in sorted(files.items()):
-        lines = text.split("\n")
-        keep: list[str] = []
-        mine: list[tuple[int, int]] = []
-        offset = 0
-        for b in range(0, len(lines), BLOCK_LINES):
-            block = lines[b: b + BLOCK_LINES]
-            held = int(hashlib.sha1(f"{path}:{b}".encode()).hexdigest(), 16) % HELDOUT_EVERY == 0
-            for line in block:
-                code = line.strip()
-                if held and len(code) >= MIN_LINE_CODE and not code.startswith("#"):
-                    indent = len(line) - len(line.lstrip())
-                    mine.append((offset + indent + 2, offset + len(line.rstrip()) - 4))
-                offset += len(line) + 1
-            if not held:
-                keep.extend(block)
-        train[path] = "\n".join(keep)
+    """Hold out one file in HELDOUT_EVERY whole (a digest of its path picks them; at least one, at most
+    HELDOUT_SHARE of the text, never every file): the adaptation never reads them, and completing their lines
+    decides. (Held-out lines inside trained files would not do: the stream's next-token loss over their surroundings
+    falls by memorising the file, not by learning the repository.)"""
+    paths = sorted(files, key=_digest)
+    total = sum(map(len, files.values()))
+    held: list[str] = []
+    for path in paths:
+        if len(held) + 1 >= len(paths) or sum(len(files[p]) for p in held) + len(files[path]) > HELDOUT_SHARE * total:
+            continue
+        if _digest(path) % HELDOUT_EVERY == 0 or not held and path == paths[-1]:
+            held.append(path)
+    if not held:  # every file too big for the share: the smallest one
+        held = [min(paths, key=lambda p: len(files[p]))] if len(paths) > 1 else []
+    spots = {}
+    for path in held:
+        mine, offset = [], 0
+        for line in files[path].split("\n"):
+            code = line.strip()
+            if len(code) >= MIN_LINE_CODE and not code.startswith("#"):
+                indent = len(line) - len(line.lstrip())
+                mine.append((offset + indent + 2, offset + len(line.rstrip()) - 4))
+            offset += len(line) + 1
         if mine:
-            heldout[path], spots[path] = text, mine
-    return Split(train, heldout, spots)
+            spots[path] = mine
+    return Split({p: t for p, t in files.items() if p not in held}, {p: files[p] for p in spots}, spots)
 
 
 def cpu_clock(threads: int) -> Callable[[], float]:
@@ -141,6 +147,8 @@ def adapt(files: dict[str, str], base: Path, cfg: AdaptConfig = AdaptConfig(), *
     budgets = Budgets(mc.prefix_tokens, mc.middle_tokens, mc.suffix_tokens, 0)
     parts = split(sample_files(files))
     texts = [t for t in parts.train.values() if t.strip()]
+    if len(files) < 2:
+        raise AdaptError("one Python file: nothing to hold out to judge an adaptation by (at least two are needed)")
     if sum(map(len, texts)) < MIN_TRAIN_CHARS:
         raise AdaptError(f"too little Python to adapt to ({sum(map(len, texts))} characters, at least {MIN_TRAIN_CHARS})")
     if not parts.spots:
