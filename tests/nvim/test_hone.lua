@@ -15,7 +15,7 @@ local ok, err = pcall(function()
   vim.fn.writefile({ 'import os', '', 'def size(path):', '    return ', '', 'total = ???', '' }, file)
   hone.setup({
     cmd = vim.json.decode(assert(os.getenv('HONE_CMD'))),
-    settings = { maxTokens = 6, debounceMs = 0, deadlineMs = 0 },
+    settings = { maxTokens = 6, debounceMs = 0, deadlineMs = 0, grounding = false }, -- the tiny model writes gibberish names
   })
   vim.cmd('filetype plugin indent on') -- an -u script runs before Neovim turns detection on
   vim.cmd.edit(file)
