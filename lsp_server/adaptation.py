@@ -4,7 +4,7 @@ and continued after IDLE_RESUME_S of quiet. A kept result is installed as the ro
 swapped in by the server between requests. One child at a time; each root at most once per server run, again only
 when its adaptation is missing, older than STALE_S or made from another base model.
 
-Memory and disk: the child is a second Python process with torch (~0.6 GB while it trains, nothing after it ends);
+Memory and disk: the child is a second Python process with torch (peak ~1.1 GB RSS while it trains, nothing after);
 an adapted model takes ~20 MB on disk, at most model.adapted.MAX_ADAPTED of them are kept.
 """
 

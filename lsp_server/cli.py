@@ -354,7 +354,7 @@ def _args_adapt(sub) -> None:
     c.add_argument("--out", default=None, help="write a plain model folder here (for --model / the model setting) "
                    "instead of the per-workspace model under ~/.cache/hone/adapted")
     c.add_argument("--model", default=None, help="the model to adapt (default: the shipped model)")
-    c.add_argument("--lr", type=float, default=None, help="peak learning rate (default 7e-4)")
+    c.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--cpu-time", action="store_true", help="count the minutes in CPU time per thread (a run that is "
                    "paused from outside, as the server's idle adaptation does)")
