@@ -93,7 +93,7 @@ def find_adapted(root: str | os.PathLike, base: str | os.PathLike) -> tuple[Path
     return model, ""
 
 
-def install(staging: Path, root: str | os.PathLike, info: AdaptInfo) -> Path:
+def install(staging: Path | None, root: str | os.PathLike, info: AdaptInfo) -> Path:
     """Move a finished adaptation (`staging`: a model folder, or None when not kept) into the root's place, replacing
     the previous one whole, then prune to MAX_ADAPTED. -> the root's folder."""
     folder = adapted_dir(root)

@@ -47,7 +47,7 @@ class AdaptError(ValueError):
 
 
 class AdaptConfig(msgspec.Struct, kw_only=True):
-    minutes: float = 5.0  # wall-clock training budget (pauses not counted); the schedule follows it
+    minutes: float = 5.0  # training budget (adapt's clock); the schedule follows it
     steps: int = 0  # > 0: a step budget instead (comparisons on a busy machine: as many steps as `minutes` make idle)
     lr: float = 3e-4  # Muon's peak (AdamW for embeddings and norms at the same rate); 7e-4 overfit in 75 steps
     batch: int = 16
@@ -143,14 +143,11 @@ def _score(held: dict[str, float | None]) -> float:
 
 def adapt(files: dict[str, str], base: Path, cfg: AdaptConfig = AdaptConfig(), *, root: str = "",
           out: Path | None = None, progress: Callable[[dict], None] = lambda rec: None,
-          pause: Callable[[], None] = lambda: None, stop: Callable[[], bool] = lambda: False,
           clock: Callable[[], float] = time.perf_counter) -> AdaptInfo:
-    """Fine-tune the model in `base` on `files` (path -> text) for cfg.minutes. `pause()` is called before every
-    step and may block (the server's gate while a request runs; not counted in the minutes); `stop()` ends the
-    training early (what was trained is still judged). The adapted model is written to `out` when given, else
-    installed as `root`'s per-workspace model (model.adapted), only if its held-out loss fell; `progress` gets a
-    record per step and the held-out figures. `clock` measures the minutes (a process that may be stopped from outside
-    counts its CPU time: cpu_clock)."""
+    """Fine-tune the model in `base` on `files` (path -> text) for cfg.minutes. The adapted model is written to `out`
+    when given, else installed as `root`'s per-workspace model (model.adapted), only if its held-out loss fell;
+    `progress` gets a record per step and the held-out figures. `clock` measures the minutes (a process that is
+    stopped from outside, as the server's idle adaptation is, counts its CPU time: cpu_clock)."""
     torch.set_num_threads(cfg.threads)
     model, tok = load_model(base, "cpu")
     model.float()
@@ -180,10 +177,7 @@ def adapt(files: dict[str, str], base: Path, cfg: AdaptConfig = AdaptConfig(), *
     elapsed, step, tokens, log = 0.0, 0, 0, []
     done = (lambda: step / cfg.steps) if cfg.steps > 0 else (lambda: elapsed / budget)
     model.train()
-    while done() < 1.0 and not stop():
-        pause()
-        if stop():
-            break
+    while done() < 1.0:
         t0 = clock()
         lr = lr_at(tcfg, step, done())
         for opt in opts:
