@@ -40,6 +40,7 @@ import msgspec
 import torch
 from torch import nn
 
+from . import cache_home
 from .machine import cpuinfo
 from .network import Denoiser, KVCache
 
@@ -52,8 +53,7 @@ MIN_PAST = 2  # the shortest cached stream a compiled step takes ([BOS] + a toke
 
 def cache_root() -> Path:
     """Where compiled packages live: $HONE_CACHE/compiled, else the user's cache folder (~/.cache/hone/compiled)."""
-    base = os.environ.get("HONE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hone"
-    return Path(base) / "compiled"
+    return cache_home() / "compiled"
 
 
 def _cpu_id() -> str:
