@@ -20,11 +20,10 @@ from typing import Any, Callable
 
 import msgspec
 
-from model.grounding import ground_in
-from model.types import Cancelled, Engine, Result, Stats
-
 from model import DEFAULT_MODEL_DIR
 from model.adapted import find_adapted
+from model.grounding import ground_in
+from model.types import Cancelled, Engine, Result, Stats
 
 from . import memory
 from .acceptance import Acceptance
