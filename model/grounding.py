@@ -1,5 +1,8 @@
-"""Grounding: a suggestion is shown only up to the first name it introduces that resolves nowhere, or the string it
-opens and leaves open on its line, and not at all when it leaves open a string the line began before the cursor.
+"""Grounding: a suggestion is shown only up to the first name it introduces that resolves nowhere, or the string or
+bracket it opens and leaves open on its line, and not at all when its completed line cannot parse as a statement or
+leaves open a string the line began before the cursor. A bare name it types must be in scope at the cursor
+(scope_names: Python's scoping read off the document's indentation; JetBrains' local Full Line completion checks
+its names against the project's resolve too).
 
 A name resolves when the document or the workspace index uses or defines it (`known`), it is a builtin or keyword,
 the line binds it (`x = `, `for x in`, `as x`, `lambda x:`, keyword arguments), or it is an attribute of a name the
