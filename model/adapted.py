@@ -8,6 +8,7 @@ model makes old adaptations stale), and at most MAX_ADAPTED are kept, the least 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -52,13 +53,29 @@ def adapted_dir(root: str | os.PathLike) -> Path:
 
 
 def model_fingerprint(folder: str | os.PathLike) -> str:
-    """A digest of a model folder's config, tokenizer and weights (~20 MB read for the default model)."""
+    """A digest of a model folder's config, tokenizer and weights (~20 MB read for the default model; read again
+    only when one of those files changed: the server asks on every settings change)."""
     folder = Path(folder)
-    h = hashlib.sha256()
-    for path in [folder / n for n in _FINGERPRINT_FILES] + sorted(folder.glob("*.safetensors")):
-        h.update(path.name.encode())
+    paths = [folder / n for n in _FINGERPRINT_FILES] + sorted(folder.glob("*.safetensors"))
+    stamps = []
+    for path in paths:
         try:
-            with open(path, "rb") as f:
+            st = path.stat()
+            stamps.append((path.name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append((path.name, -1, -1))
+    return _digest_files(str(folder), tuple(stamps))
+
+
+@functools.lru_cache(maxsize=8)
+def _digest_files(folder: str, stamps: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    for name, size, _ in stamps:
+        h.update(name.encode())
+        try:
+            if size < 0:
+                raise OSError
+            with open(Path(folder) / name, "rb") as f:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
         except OSError:
