@@ -103,7 +103,7 @@ def _fill(engine: Engine, make_plan: Callable[[Engine, str], SpanPlan | None], t
 
 def _build_gate():
     """model.compiled's gate for its background build, when that module is loaded (a remote engine never imports
-    torch); a request holds it while it runs."""
+    torch); a request holds it while it runs, and the build child is stopped meanwhile."""
     compiled = sys.modules.get("model.compiled")
     return compiled.GATE.serving() if compiled is not None else contextlib.nullcontext()
 
@@ -264,7 +264,7 @@ class Service:
         self._busy += 1
         self.publish_status()
         try:
-            with _build_gate():  # a background compile build starts no phase while this runs
+            with _build_gate():  # a background compile build is stopped while this runs
                 out = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
             record(out)
             return out

@@ -5,7 +5,9 @@ than eager and 1.2-1.7x faster than ONNX Runtime, with no dependency beyond torc
 shapes are dynamic within fixed ranges; anything outside them runs eagerly).
 
 A compiled package is built once per model, torch version and CPU (a minute or more of CPU on 2 cores, a C++
-compiler needed) and kept in the cache folder; later loads take a few seconds.
+compiler needed) and kept in the cache folder; later loads take a few seconds. The build runs in a child process
+(`python -m model.compiled build`) at the lowest priority, stopped while a request is served: what torch.export and
+Inductor leave behind (~300 MB) goes with it, and the server only loads the finished packages.
 
 Each package carries its own copy of the weights it reads (the default model: canvas ~48 MB, stream ~38, head ~10),
 mostly the same matrices in the same packed layouts, and the runtime copies them out of the library at load. Loaded
@@ -17,7 +19,6 @@ torch._inductor's loader, no longer imported, accounted for ~70 of those)."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import ctypes.util
 import hashlib
@@ -26,6 +27,8 @@ import os
 import platform
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +52,9 @@ MAX_NEW = 128  # the most tokens one compiled step takes (canvas slots or new st
 KEEP_PACKAGES = 4  # compiled packages kept in the cache (about 100 MB each for the default model)
 KEY_CHARS = 24  # a package's folder name: this many hex digits of package_key
 MIN_PAST = 2  # the shortest cached stream a compiled step takes ([BOS] + a token; streams start with [BOS] suffix)
+BUILD_NICE = 19  # the build child's niceness (lowest): the editor and the server's requests come first
+MODEL_FILE = "model.pt"  # the model handed to the build child, in its .building- folder while it builds
+PROGRESS = "progress: "  # a line of the build child's stdout that says how far it got
 
 
 def cache_root() -> Path:
@@ -153,54 +159,120 @@ STEPS = ("canvas", "stream", "head")
 
 
 class BuildGate:
-    """Requests being served hold a build between its phases (each step's export, each step's compile): the build
-    runs at low priority and, beyond that, does not start a phase while a completion runs. The server marks its
-    model runs with `serving()`; the build calls `wait_idle()` before each phase."""
+    """Requests being served stop a build: the build child and the compilers it starts (one process group) get
+    SIGSTOP when a completion starts (at once, no core used meanwhile) and SIGCONT when none runs any more. The server
+    marks its model runs with `serving()`; a build registers its process group with `building(pgid)`."""
 
     def __init__(self) -> None:
         self._busy = 0
-        self._cond = threading.Condition()
-        self.waits = 0  # phases that waited for requests to finish
+        self._groups: set[int] = set()
+        self._lock = threading.Lock()
+        self.pauses = 0  # times a build was stopped for a request
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:
-        with self._cond:
+        with self._lock:
             self._busy += 1
+            if self._busy == 1:
+                self._signal(self._groups, "SIGSTOP")
         try:
             yield
         finally:
-            with self._cond:
+            with self._lock:
                 self._busy -= 1
-                self._cond.notify_all()
+                if self._busy == 0:
+                    self._signal(self._groups, "SIGCONT")
 
-    def wait_idle(self) -> None:
-        with self._cond:
+    @contextlib.contextmanager
+    def building(self, pgid: int) -> Iterator[None]:
+        """Stop and continue process group `pgid` with the requests while this is held; it leaves the group running.
+        Leave it before reaping the group's leader (a reaped leader's id may name another group)."""
+        with self._lock:
+            self._groups.add(pgid)
             if self._busy:
-                self.waits += 1
-            self._cond.wait_for(lambda: self._busy == 0)
+                self._signal({pgid}, "SIGSTOP")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._groups.discard(pgid)
+                if self._busy:
+                    self._signal({pgid}, "SIGCONT")
+
+    def _signal(self, groups: set[int], name: str) -> None:
+        sig = getattr(signal, name, None)  # none on Windows: builds there are not stopped, only low priority
+        for pgid in groups if sig is not None else ():
+            try:
+                os.killpg(pgid, sig)
+            except OSError:  # the build has just ended
+                continue
+            self.pauses += name == "SIGSTOP"
 
 
 GATE = BuildGate()  # the process' one gate: the engine's requests and its background build meet here
 
 
-def _export(model: Denoiser, folder: Path, on_progress: Callable[[str], None], gate: BuildGate = GATE) -> None:
+def _export(model: Denoiser, folder: Path, on_progress: Callable[[str], None]) -> None:
     """Export and compile the steps into folder/{canvas,stream,head}.pt2, skipping those already there (a build
-    that a restart interrupted resumes). Each step is written under another name and renamed when done, so a step
-    file is whole or absent. Exports trace a copy: tracing swaps a module's parameters for stand-ins while it runs,
-    and the engine keeps answering with the model meanwhile."""
-    for name, module, args, dims, options in export_specs(copy.deepcopy(model)):
+    that was interrupted resumes). Each step is written under another name and renamed when done, so a step file is
+    whole or absent. Runs in the build child (`main`)."""
+    for name, module, args, dims, options in export_specs(model):
         if (folder / f"{name}.pt2").is_file():
             on_progress(f"the {name} step was built before")
             continue
-        gate.wait_idle()
         on_progress(f"exporting the {name} step")
         with torch.no_grad():
             program = torch.export.export(module, args, dynamic_shapes=dims)
-            gate.wait_idle()
             on_progress(f"compiling the {name} step (AOTInductor)")
             part = folder / f"{name}.part.pt2"
             torch._inductor.aoti_compile_and_package(program, package_path=str(part), inductor_configs=options)
             os.replace(part, folder / f"{name}.pt2")
+
+
+class BuildFailed(RuntimeError):
+    """The build child failed or was killed; the message says how, with the last line it wrote to stderr."""
+
+
+def build_command(folder: Path, key: str) -> list[str]:
+    """The build child's command line: it builds package `key` into `folder` from the model in folder/MODEL_FILE."""
+    return [sys.executable, "-m", "model.compiled", "build", str(folder), key, str(os.getpid())]
+
+
+def _build_in_child(model: Denoiser, folder: Path, key: str, on_progress: Callable[[str], None],
+                    gate: BuildGate = GATE) -> None:
+    """Build package `key` into `folder` in a child process and wait for it, passing its progress on. The model
+    goes over as a pickled module (the same round trip as copy.deepcopy: shared weights stay shared, dtypes kept)
+    in the folder; any failure raises BuildFailed, and a raise here (the server going away) kills the child."""
+    handed = folder / MODEL_FILE
+    torch.save(model, handed)
+    here = str(Path(__file__).resolve().parents[1])  # where `model` is imported from, whatever the working folder
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))}
+    try:
+        with tempfile.TemporaryFile() as err:  # its errors (a pipe nobody reads could fill and block it)
+            # its own process group, so the gate stops the compilers it starts along with it
+            proc = subprocess.Popen(build_command(folder, key), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=err, env=env, process_group=0, text=True, errors="replace")
+            try:
+                with gate.building(proc.pid):
+                    for line in proc.stdout:
+                        if line.startswith(PROGRESS):
+                            on_progress(line[len(PROGRESS):].rstrip("\n"))
+            finally:
+                if proc.poll() is None:  # not reaped yet: the group's id is still this build's
+                    with contextlib.suppress(OSError):
+                        os.killpg(proc.pid, signal.SIGKILL)  # a no-op once it has ended by itself
+                proc.wait()
+                proc.stdout.close()
+            if proc.returncode != 0:
+                err.seek(0)
+                lines = [x for x in err.read().decode(errors="replace").splitlines() if x.strip()]
+                how = (f"was killed ({signal.Signals(-proc.returncode).name})" if proc.returncode < 0
+                       else f"failed (exit code {proc.returncode})")
+                raise BuildFailed(f"the build process {how}" + (f": {lines[-1][:300]}" if lines else ""))
+    finally:
+        handed.unlink(missing_ok=True)
+        for part in folder.glob("*.part.pt2"):  # a step the child had begun to write
+            part.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -448,8 +520,8 @@ class AotSteps:
     @classmethod
     def load_or_build(cls, model: Denoiser, root: Path | None = None,
                       on_progress: Callable[[str], None] = lambda s: None) -> tuple[AotSteps, bool]:
-        """The model's compiled steps from the cache, built there first if missing; returns them and whether they
-        were built now."""
+        """The model's compiled steps from the cache, built there first if missing (in a child process,
+        _build_in_child); returns them and whether they were built now."""
         root = root or cache_root()
         key = package_key(model)
         folder = root / key
@@ -460,7 +532,7 @@ class AotSteps:
                 if not folder.is_dir():
                     partial = root / f".building-{key}"  # one name per package: a later start resumes it
                     partial.mkdir(exist_ok=True)
-                    _export(model, partial, on_progress)
+                    _build_in_child(model, partial, key, on_progress)
                     partial.rename(folder)  # atomic: a half-built package is never loaded
                     built = True
             try:
@@ -496,3 +568,36 @@ class AotSteps:
         if not 1 <= h.shape[0] <= MAX_NEW or h.device.type != "cpu":
             return self.model.head(h).float()
         return self._head(h.contiguous())[0]
+
+
+# ---- the build child ------------------------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1  # prctl option (Linux): a signal for this process when its parent ends
+
+
+def _die_with(parent: int) -> None:
+    """End this process with its parent (a build the server no longer waits for would only take cores; stopped,
+    it would wait forever); a stopped process is ended too by SIGKILL."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it ended before the line above
+        raise SystemExit("the server that started this build has ended")
+
+
+def main(argv: list[str]) -> None:
+    """`python -m model.compiled build FOLDER KEY PARENT_PID`: build package KEY into FOLDER from the model in
+    FOLDER/MODEL_FILE (what _build_in_child starts), at BUILD_NICE, ended with its parent."""
+    if len(argv) != 4 or argv[0] != "build":
+        raise SystemExit("usage: python -m model.compiled build FOLDER KEY PARENT_PID")
+    folder, key, parent = Path(argv[1]), argv[2], int(argv[3])
+    _die_with(parent)
+    with contextlib.suppress(AttributeError, OSError):  # not POSIX: normal priority
+        os.setpriority(os.PRIO_PROCESS, 0, BUILD_NICE)
+    model = torch.load(folder / MODEL_FILE, weights_only=False)  # our own file, written by the parent just now
+    if package_key(model) != key:
+        raise SystemExit(f"the model handed over is not the one of package {key}")
+    _export(model, folder, lambda message: print(PROGRESS + message, flush=True))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -19,7 +19,8 @@ from .machine import free_cores
 from .sampler import sample
 from .types import DEVICES, Fit, Limits, Result, SampleOptions, fit_options
 
-COMPILE_NICE = 10  # niceness of the thread that builds compiled steps (0 normal, 19 lowest): it yields to requests
+COMPILE_NICE = 10  # niceness of the thread that loads (and checks) compiled steps (0 normal, 19 lowest); a build
+# runs in a child process at model.compiled.BUILD_NICE, stopped while a request is served
 log = logging.getLogger(__name__)
 
 
@@ -140,8 +141,8 @@ class Engine:
         return self.steps
 
     def compile_in_background(self, done: Callable[[], None] = lambda: None) -> threading.Thread:
-        """compile() on a thread of its own at COMPILE_NICE (the build competes with the editor and with completions,
-        the compilers it starts inherit the priority); `steps` says "compiling" from now on, done() runs after."""
+        """compile() on a thread of its own at COMPILE_NICE (a first build for the model runs in a child process
+        that this thread waits for, model.compiled); `steps` says "compiling" from now on, done() runs after."""
         self.steps = "compiling"
 
         def run() -> None:

@@ -2,9 +2,11 @@
 context stream hands them, eager beyond their ranges, built once per model."""
 
 import os
+import subprocess
 import sys
 import threading
 
+import pytest
 import torch
 
 from model.checkpoint import load_model
@@ -190,26 +192,90 @@ def test_a_package_is_never_built_twice_at_once(spm_dir, tmp_path):
     assert result["built"] is False and said == []  # it built nothing: it waited and loaded the other's package
 
 
-def test_a_build_waits_while_a_request_runs():
-    """The build's phases wait at the gate while a request is served (a stand-in build: the gate is what is
-    tested), and go on once it is done."""
+def test_the_build_runs_in_a_child_and_the_server_only_loads_it(spm_dir, tmp_path):
+    """A first build for a model leaves the process that asked for it as lean as a later load: torch.export and
+    Inductor are imported (and their leftovers kept) by the build child only; this process loads the packages, which
+    give the eager model's answers. Run in a fresh interpreter: other tests here import torch._inductor."""
+    script = f"""
+import os, sys, torch
+from pathlib import Path
+from model.checkpoint import load_model
+from model.compiled import AotSteps
+model, _ = load_model({str(spm_dir)!r})
+said = []
+steps, built = AotSteps.load_or_build(model, Path({str(tmp_path)!r}), on_progress=said.append)
+h = model.embed(torch.randint(5, model.cfg.vocab_size, (1, 7)))[0]
+with torch.no_grad():
+    same = torch.allclose(steps.head(h), model.head(h).float(), rtol=1e-4, atol=1e-4)
+print(built, same, sorted(m for m in sys.modules if m.startswith(("torch._inductor", "torch.export"))), said)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    built, same, imported, said = out.stdout.strip().splitlines()[-1].split(" ", 3)
+    assert built == "True" and same == "True"
+    assert imported == "[]"  # the build's machinery never came into this process
+    assert "compiling the head step (AOTInductor)" in said  # the child's progress, passed on
+    package = tmp_path / package_key(load_model(spm_dir)[0])
+    assert sorted(p.name for p in package.iterdir()) == ["canvas.pt2", "head.pt2", "stream.pt2"]  # nothing else
+
+
+def test_a_failed_or_killed_build_says_why(spm_dir, tmp_path, monkeypatch):
+    """The build child fails (no C++ compiler, say) or is killed: loading raises with the reason, which the engine
+    shows in its status while the eager steps keep serving; nothing half-built is taken for a package."""
+    from model import compiled
+    from model.engine import Engine
+
+    model, _ = load_model(spm_dir)
+    monkeypatch.setattr(compiled, "build_command",
+                        lambda folder, key: [sys.executable, "-c", "import sys; sys.exit('no C++ compiler here')"])
+    with pytest.raises(compiled.BuildFailed, match="failed \\(exit code 1\\): no C\\+\\+ compiler here"):
+        AotSteps.load_or_build(model, tmp_path)
+    monkeypatch.setattr(compiled, "build_command", lambda folder, key: ["sh", "-c", "kill -9 $$"])
+    with pytest.raises(compiled.BuildFailed, match="was killed \\(SIGKILL\\)"):
+        AotSteps.load_or_build(model, tmp_path)
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [f".building-{package_key(model)}"]
+    assert not any((tmp_path / f".building-{package_key(model)}").iterdir())  # nor the model handed over
+    monkeypatch.setattr(compiled, "cache_root", lambda: tmp_path)
+    engine = Engine.load(spm_dir, "cpu", threads=1)
+    assert engine.compile() == "eager (compiling failed: BuildFailed: the build process was killed (SIGKILL))"
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]  # R running, S sleeping, T stopped
+
+
+def _until(pred) -> bool:
+    for _ in range(2000):  # polled, at most ~20 s
+        if pred():
+            return True
+        threading.Event().wait(0.01)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process states from /proc")
+def test_a_build_is_stopped_while_a_request_runs():
+    """A stand-in build (a child that starts a compiler of its own, in one process group) is stopped, compiler
+    included, while a request is served, and continues once none is."""
     from model.compiled import BuildGate
 
-    gate = BuildGate()
-    phases: list[str] = []
-
-    def build():
-        for name in ("canvas", "stream"):
-            gate.wait_idle()
-            phases.append(name)
-
-    with gate.serving():
-        builder = threading.Thread(target=build)
-        builder.start()
-        for _ in range(10_000):  # until the builder is parked at the gate
-            if gate.waits:
-                break
-            threading.Event().wait(0.01)
-        assert gate.waits == 1 and phases == []  # no phase started while the request ran
-    builder.join()
-    assert phases == ["canvas", "stream"]
+    spin = "import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', 'while True: pass']); " \
+           "print(c.pid, flush=True); c.wait()"
+    build = subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE, text=True, process_group=0)
+    try:
+        compiler = int(build.stdout.readline())
+        gate = BuildGate()
+        with gate.building(build.pid):
+            assert _until(lambda: _state(compiler) == "R")
+            with gate.serving():
+                with gate.serving():  # a second request at once
+                    assert _until(lambda: _state(compiler) == "T" and _state(build.pid) == "T")
+                assert _state(compiler) == "T"  # one request still runs
+            assert _until(lambda: _state(compiler) == "R")
+            assert gate.pauses == 1
+            with gate.serving():
+                assert _until(lambda: _state(compiler) == "T")
+        assert _until(lambda: _state(compiler) == "R")  # a gate it has left does not keep it stopped
+    finally:
+        os.killpg(build.pid, 9)
+        build.wait()
