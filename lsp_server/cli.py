@@ -332,8 +332,9 @@ def _args_eval_repo(sub) -> None:
                    "$HONE_RUNS/repos or ~/.cache/hone/repos; fetch them with scripts/repo_projects.sh)")
     c.add_argument("--n", type=int, default=300, help="cases, spread over the projects and their files")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--arms", default="file,hint,context,copy", help="comma-separated: file (the model alone), hint (+ the "
-                   "copy hint every line completion gets), context (+ cross-file context), copy (model-free)")
+    c.add_argument("--arms", default="file,hint,repo,context,copy", help="comma-separated: file (the model alone), hint "
+                   "(+ copy hints from the file), repo (+ copy hints from the project, as the server gives every line), "
+                   "context (+ cross-file context the model reads), copy (model-free)")
     c.add_argument("--device", default="cpu")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--write-card", action="store_true", help="write the table into the model's MODEL_CARD.md")

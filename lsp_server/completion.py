@@ -6,6 +6,7 @@ Pure functions over text and offsets, shared by the language server and `hone co
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -58,10 +59,11 @@ class CompletionPlan:
 
 
 def plan_completion(text: str, offset: int, settings: Settings, engine: Engine | None = None,
-                    base: SampleOptions | None = None, repo: str = "") -> CompletionPlan:
-    """The request for a completion at `offset`, fitted to `engine` (none: as the settings ask)."""
+                    base: SampleOptions | None = None, repo: str = "", elsewhere: Iterable[str] = ()) -> CompletionPlan:
+    """The request for a completion at `offset`, fitted to `engine` (none: as the settings ask); `elsewhere`: the
+    workspace's other files, where copy hints are also looked for."""
     base = base or SampleOptions()
-    ctx = build_context(text, offset, settings.mode, base.prefix_budget, base.suffix_budget)
+    ctx = build_context(text, offset, settings.mode, base.prefix_budget, base.suffix_budget, elsewhere)
     opts = sample_options(settings, base, doc_end=ctx.doc_end, mode=ctx.mode, block_indent=ctx.block_indent)
     return CompletionPlan(ctx, fitted(engine, opts), repo)
 
@@ -69,8 +71,8 @@ def plan_completion(text: str, offset: int, settings: Settings, engine: Engine |
 def run_completion(engine: Engine, plan: CompletionPlan, cancel: threading.Event | None = None) -> tuple[str, Stats]:
     """(cleaned text, engine stats); raises the engine's Cancelled."""
     ctx = plan.context
-    if plan.repo or ctx.hint:
-        res = engine.fill([ctx.prefix, ctx.suffix], plan.opts, cancel, context=plan.repo, hint=ctx.hint)
+    if plan.repo or ctx.hints:
+        res = engine.fill([ctx.prefix, ctx.suffix], plan.opts, cancel, context=plan.repo, hint=list(ctx.hints))
     else:
         res = engine.infill(ctx.prefix, ctx.suffix, plan.opts, cancel)
     return plan.finish(res.texts[0]), res.stats

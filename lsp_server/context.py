@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from model.drafts import copy_hint
+from model.drafts import copy_hints
 from model.types import SampleOptions
 
 _ENGINE = SampleOptions()
@@ -114,12 +115,14 @@ class Context:
     block_indent: int
     eol: str  # the document's line ending, for the text sent back
     indent_unit: str  # "\t" or spaces, as the document indents
-    hint: str = ""  # drafts.copy_hint over the whole document (within HINT_CHARS of the cursor): a repeated line's rest
+    hints: tuple[str, ...] = ()  # drafts.copy_hints over the whole document (within HINT_CHARS of the cursor), then
+    # the workspace's other files: rests of the line that followed the cursor's last characters elsewhere
 
 
 def build_context(text: str, offset: int, setting_mode: str = "auto", prefix_tokens: int = _ENGINE.prefix_budget,
-                  suffix_tokens: int = _ENGINE.suffix_budget) -> Context:
-    """The context at `offset` (a code point offset into the document)."""
+                  suffix_tokens: int = _ENGINE.suffix_budget, elsewhere: Iterable[str] = ()) -> Context:
+    """The context at `offset` (a code point offset into the document); `elsewhere`: other files' texts the copy
+    hints are also looked for in (read only as far as needed)."""
     offset = max(0, min(offset, len(text)))
     raw_prefix, _ = cut_before(text, offset, window_chars(prefix_tokens))
     raw_suffix, doc_end = cut_after(text, offset, window_chars(suffix_tokens))
@@ -129,6 +132,7 @@ def build_context(text: str, offset: int, setting_mode: str = "auto", prefix_tok
     line_suffix = suffix.split("\n", 1)[0]
     prev_line = next((ln for ln in reversed(before_lines[:-1]) if ln.strip()), None)
     mode, block_indent = decide_mode(setting_mode, line_prefix, line_suffix, prev_line)
-    hint = sanitize(copy_hint(text[max(0, offset - HINT_CHARS): offset], text[offset: offset + HINT_CHARS]))
+    hints = copy_hints(text[max(0, offset - HINT_CHARS): offset], text[offset: offset + HINT_CHARS], elsewhere)
     return Context(prefix, suffix, doc_end, line_prefix, line_suffix, mode, block_indent,
-                   detect_eol(raw_prefix + raw_suffix), detect_indent_unit(before_lines), hint.rstrip("\n"))
+                   detect_eol(raw_prefix + raw_suffix), detect_indent_unit(before_lines),
+                   tuple(h for h in (sanitize(h).rstrip("\n") for h in hints) if h))

@@ -177,7 +177,7 @@ class RemoteEngine:
     # ---- Engine ---------------------------------------------------------------------------------------------
 
     def fill(self, pieces: list[str], opts: SampleOptions, cancel: threading.Event | None = None,
-             seed: int | None = None, context: str = "", hint: str = "") -> Result:
+             seed: int | None = None, context: str = "", hint: str | list[str] = "") -> Result:
         timeout = READ_TIMEOUT_S if not opts.deadline_s else opts.deadline_s + READ_SLACK_S
         body = msgspec.json.encode(api.FillRequest(pieces=pieces, options=opts, seed=seed, context=context, hint=hint))
         try:

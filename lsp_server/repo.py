@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import unquote, urlparse
 
 from model.reports.common import pct
@@ -105,6 +105,15 @@ class Workspace:
             return self.index.context_for(path, text, offset)
         finally:
             self.retrieval_ms.append((time.perf_counter() - t0) * 1000)
+
+    def elsewhere(self, uri: str) -> Iterator[str]:
+        """The other indexed files' texts for cross-file copy hints (model.workspace.WorkspaceIndex.elsewhere),
+        read lazily; nothing outside a file or before the first scan has finished."""
+        path = uri_path(uri)
+        self._want()
+        if path is None or not self.scans:
+            return iter(())
+        return self.index.elsewhere(path)
 
     def _want(self) -> None:
         """The first request for context (or grounding) starts the scan; it answers from what is indexed so far."""

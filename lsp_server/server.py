@@ -18,6 +18,7 @@ from pygls.protocol.language_server import lsp_method
 
 from . import __version__, memory, watchdog
 from .acceptance import ACCEPT_COMMAND
+from .context import build_context
 from .models import ModelManager, Target
 from .service import EditResult, Service
 
@@ -303,8 +304,9 @@ def plain(obj: Any) -> Any:
 
 
 def repo_context(ls: HoneServer, params: Any) -> dict:
-    """What the workspace index retrieves for a position (whether or not the model reads it): to see what the
-    model is given, and for tests."""
+    """What the workspace index retrieves for a position (whether or not the model reads it) and the copy hints a
+    line completion there gets (from the document, then the workspace's other files): to see what the model is
+    given, and for tests."""
     ls.require_initialized()
     try:
         p = _converter.structure(plain(params), types.TextDocumentPositionParams)
@@ -313,9 +315,10 @@ def repo_context(ls: HoneServer, params: Any) -> dict:
     doc = ls.service.documents.get(p.text_document.uri)
     if doc is None:
         raise JsonRpcInvalidParams(f"{CONTEXT}: {p.text_document.uri} is not open")
-    text = doc.text
-    context = ls.service.workspace.context_for(p.text_document.uri, text, doc.offset_at(p.position.line, p.position.character))
-    return {"context": context, "chars": len(context)}
+    uri, text, offset = p.text_document.uri, doc.text, doc.offset_at(p.position.line, p.position.character)
+    context = ls.service.workspace.context_for(uri, text, offset)
+    hints = build_context(text, offset, elsewhere=ls.service.workspace.elsewhere(uri)).hints
+    return {"context": context, "chars": len(context), "hints": list(hints)}
 
 
 FEATURES = [  # (LSP method, options, handler): registered by build_server

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Callable, Iterable
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 DRAFTS_FILE = "drafts.npz"
 COPY_KEY_CHARS = 12  # a copy hint looks up this many characters before the cursor (about 4 tokens)
+MAX_HINTS = 4  # copy hints rule ar chooses among (a stream forward each)
 MIN_COUNT = 2  # a pair seen once says little about what follows it (and keeps the file small)
 BATCH_FILES = 256  # files tokenized per batch while building
 MERGE_TOKENS = 20_000_000  # triples collected before they are folded into the running counts (bounds memory)
@@ -115,16 +117,39 @@ def copy_hint(before: str, after: str, elsewhere: Iterable[str] = ()) -> str:
     line: the nearest occurrence before the cursor first, then the first after it, then in each of `elsewhere`
     (other files' text, in order); "" when they occur nowhere or are blank. A repeated line is the one thing a
     grep completes better than a small model: rule ar verifies the hint as a draft the model may overrule."""
-    key = before[-COPY_KEY_CHARS:]
-    if len(key) < COPY_KEY_CHARS or not key.strip():
-        return ""
-    for text, at in ((before, before.rfind(key, 0, len(before) - 1)), (after, after.find(key)),
-                     *((t, t.find(key)) for t in elsewhere)):
-        if at >= 0:
-            start = at + len(key)
-            end = text.find("\n", start)
-            return text[start:] if end < 0 else text[start:end]
-    return ""
+    return next(iter(copy_hints(before, after, elsewhere, 1)), "")
+
+
+def copy_hints(before: str, after: str, elsewhere: Iterable[str] = (), limit: int = MAX_HINTS,
+               key_chars: int = COPY_KEY_CHARS) -> list[str]:
+    """Up to `limit` different rests of line that followed the last `key_chars` characters before the cursor
+    elsewhere, in copy_hint's order (before the cursor nearest first, after it, then `elsewhere` in order); blank
+    rests are skipped. Rule ar lets the model choose among them (the most likely line under the stream)."""
+    key = before[-key_chars:]
+    if len(key) < key_chars or not key.strip():
+        return []
+    out: list[str] = []
+
+    def rest(text: str, at: int) -> bool:
+        start = at + len(key)
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        if line.strip() and line not in out:
+            out.append(line)
+        return len(out) >= limit
+
+    at = before.rfind(key, 0, len(before) - 1)
+    while at >= 0:
+        if rest(before, at):
+            return out
+        at = before.rfind(key, 0, at + len(key) - 1) if at > 0 else -1
+    for text in chain((after,), elsewhere):  # other files read only as far as needed
+        at = text.find(key)
+        while at >= 0:
+            if rest(text, at):
+                return out
+            at = text.find(key, at + 1)
+    return out
 
 
 def build_from_corpus(corpus: str | Path, model_dir: str | Path, min_count: int = MIN_COUNT,

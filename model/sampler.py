@@ -126,11 +126,11 @@ def sample(
     cancel: threading.Event | None = None,
     seed: int | None = None,
     context: str = "",
-    hint: str = "",
+    hint: str | list[str] = "",
 ) -> Result:
     """Fill the holes between `pieces` (len(pieces) - 1 of them); returns one text per hole and stats. `context`:
-    cross-file snippets (the workspace index's), kept up to opts.context_budget tokens; `hint`: a copy hint
-    (drafts.copy_hint) that rule ar verifies as its first draft."""
+    cross-file snippets (the workspace index's), kept up to opts.context_budget tokens; `hint`: copy hints
+    (drafts.copy_hints): rule ar verifies the one its model finds likeliest as its first draft."""
     opts.validate()
     if len(pieces) < 2:
         raise ValueError("need at least two pieces (prefix and suffix) around one hole")
@@ -161,7 +161,7 @@ class _Request:
     """One sample() call: its token pieces, holes, clock and counters, and the steps that move them on."""
 
     def __init__(self, backend: CanvasBackend, pieces: list[str], opts: SampleOptions, cancel, seed, context: str = "",
-                 hint: str = ""):
+                 hint: str | list[str] = ""):
         self.backend, self.opts, self.cancel = backend, opts, cancel
         self.t0 = time.perf_counter()
         self.deadline = None if opts.deadline_s is None else self.t0 + opts.deadline_s
@@ -178,7 +178,7 @@ class _Request:
         self.holes = [_Hole([backend.mask_id] * min(start, opts.max_tokens), before.rsplit("\n", 1)[-1],
                             "" if opts.mode == "line" else suffix_anchor(after)) for before, after in zip(pieces, pieces[1:])]
         self.stats = Stats()
-        self.hint = hint  # rule ar's first draft (drafts.copy_hint)
+        self.hint = hint  # copy hints (drafts.copy_hints): rule ar drafts the likeliest first
 
     def segments(self, pieces: list[list[int]] | None = None, holes: list[list[int]] | None = None) -> Segments:
         """The request's segments as they stand (or with other pieces and holes: rule ar's stream)."""
@@ -455,6 +455,27 @@ def ends_before(backend: StreamBackend, opts: SampleOptions, t: int, out: list[i
     return False
 
 
+def _chosen_hint(backend: StreamBackend, stream: list[int], healed: str, hints: str | list[str],
+                 stats: Stats) -> list[int]:
+    """The copy hint rule ar drafts first, as tokens. Of several, the one the model finds most likely as the rest of
+    the line: mean log-probability per token, its end (null or a line break next) included, one stream forward each
+    (counted in `stats`; shared beginnings are encoded once)."""
+    hints = [h for h in ([hints] if isinstance(hints, str) else hints) if h]
+    lines = [backend.encode(healed + h) for h in hints]
+    if len(lines) < 2:
+        return lines[0] if lines else []
+    ends = sorted(backend.null_ids | backend.newline_ids)
+    scores = []
+    for line in lines:
+        logits, encoded = backend.stream_logits(stream + line, len(line) + 1)  # row j: the token after line[:j]
+        logp = logits.float().log_softmax(-1)
+        total = logp[torch.arange(len(line)), line].sum() + torch.logsumexp(logp[-1, ends], -1)
+        scores.append(float(total) / (len(line) + 1))
+        stats.forwards += 1
+        stats.context_tokens += encoded
+    return lines[max(range(len(lines)), key=scores.__getitem__)]
+
+
 def _sample_ar(req: _Request) -> str:
     """Left-to-right decoding through the causal context stream of an spm model, until the model predicts null,
     the mode's end rule cuts, the output loops (one copy of the loop is kept), or (beyond line completions) the
@@ -473,7 +494,7 @@ def _sample_ar(req: _Request) -> str:
     out: list[int] = []
     text = ""
     stats.context_encodes += 1
-    hint = backend.encode(healed + req.hint) if req.hint else []
+    hint = _chosen_hint(backend, stream, healed, req.hint, stats)
     while len(out) < opts.max_tokens:
         req.check_cancel()
         if req.past_deadline() and out:

@@ -20,7 +20,7 @@ import tokenize
 from array import array
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -42,6 +42,7 @@ SUMMARY_CHARS = 600  # a class or module summary's most (members near the cursor
 MAX_LINE_CHARS = 200  # a longer assignment or docstring line is shortened to `name = ...`
 MAX_DEFINITIONS = 3  # a name defined in more files than this (`get`, `run`) is too ambiguous to look up
 MAX_CHUNKS = 12  # chunks rendered per request (context_for keeps what fits in max_chars)
+COPY_SEARCH_CHARS = 4_000_000  # other files' text copy hints read per request at most (~2 ms when nothing matches)
 MAX_IMPORT_HOPS = 2  # re-exports followed (`from .impl import X` in a package's __init__)
 MODULE_DEPTH = 8  # trailing path components a file's module names are taken from
 YIELD_EVERY = 32  # files read (or 8x this many folder entries walked) between yields of the scanning thread
@@ -1030,6 +1031,7 @@ class WorkspaceIndex:
         self._scan_state = "idle"
         self._scan_seconds: float | None = None
         self._skipped: Counter[str] = Counter()
+        self._order: tuple[tuple, list[_Entry]] | None = None  # elsewhere()'s last file order, for one folder
 
     @classmethod
     def from_files(cls, files: dict[str, str], limits: IndexLimits = IndexLimits()) -> WorkspaceIndex:
@@ -1605,6 +1607,25 @@ class WorkspaceIndex:
                 text = text[text.index("\n") + 1:]  # from the top: blank lines, then what does not fit
             return Chunk(e.path, e.label, text, "similar", score)
         return make
+
+    def elsewhere(self, path: str, max_chars: int = COPY_SEARCH_CHARS) -> Iterator[str]:
+        """The other indexed files' texts for a cross-file copy hint (drafts.copy_hint's `elsewhere`): the files of
+        `path`'s folder first (its package's siblings), then the others in path order, at most `max_chars` of text.
+        The list is taken under the lock, the texts are read outside it (a file replaced meanwhile is read as it was)."""
+        folder = _parent(path)
+        with self._lock:
+            key = (folder, self._next_fid, len(self._files))  # any file added, replaced or removed changes it
+            if self._order is None or self._order[0] != key:  # sorted once per folder while the files stay put
+                self._order = (key, sorted(self._files.values(), key=lambda e: (_parent(e.path) != folder, e.path)))
+            entries = self._order[1]
+        used = 0
+        for e in entries:
+            if e.path == path:
+                continue
+            used += len(e.text)
+            if used > max_chars:
+                return
+            yield e.text
 
     # ------------------------------------------------------------------------------------------------ stats
 

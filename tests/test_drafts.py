@@ -133,3 +133,24 @@ def test_copy_hint_takes_the_rest_of_the_nearest_repeat():
     assert copy_hint("c = config.verbose", "\n") == ""  # nowhere else
     assert copy_hint("x" + " " * COPY_KEY_CHARS, " " * 40) == ""  # blank keys copy nothing
     assert copy_hint("short", "short") == ""  # fewer characters than a key
+
+
+def test_copy_hints_are_the_different_rests_in_copy_hint_order():
+    from model.drafts import copy_hints
+
+    before = "a = config.verbose or x\nb = config.verbose\nc = config.verbose and y\nd = config.verbose"
+    after = "\ne = config.verbose # after\nf = config.verbose and y"
+    other = "g = config.verbose is None\nh = config.verbose or x\n"
+    got = copy_hints(before, after, [other], limit=8)
+    assert got == [" and y", " or x", " # after", " is None"]  # nearest first; blank and repeated rests skipped
+    assert copy_hints(before, after, [other], limit=2) == [" and y", " or x"]
+    assert copy_hints(before, after, [other], limit=8, key_chars=4) == got  # "bose" finds the same lines here
+    assert copy_hints("x = config.verbose", "\n") == []
+    consumed = []
+
+    def lazily():  # other files are read only until the limit is reached
+        for t in ("k = config.verbose + 1", "never = config.verbose read"):
+            consumed.append(t)
+            yield t
+
+    assert copy_hints("x = config.verbose", "", lazily(), limit=1) == [" + 1"] and len(consumed) == 1

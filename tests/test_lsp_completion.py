@@ -90,6 +90,6 @@ def test_a_line_that_repeats_gets_the_copy_hint_from_the_whole_document(lsp_fake
     engine = lsp_fake_engine("x")
     far = "v = config.verbose or quiet\r\n" + "pass\r\n" * 3000  # ~20k characters before the cursor
     complete_file(engine, far + "w = config.verbose", 3001, 18)
-    assert engine.hints[-1] == " or quiet"
+    assert engine.hints[-1] == [" or quiet"]
     complete_file(engine, "nothing repeats here\n", 0, 20)
     assert engine.calls[-1][0] == "infill"  # no hint, no cross-file context: the plain one-hole call

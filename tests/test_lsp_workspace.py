@@ -102,6 +102,33 @@ async def test_workspace_index_follows_folders_files_and_buffers(tmp_path, ctx_m
         await lsp_stop_client(c)
 
 
+async def test_a_line_gets_copy_hints_from_the_other_files(tmp_path, ctx_model, lsp_start_client, lsp_stop_client,
+                                                            lsp_server_command, lsp_wait_status):
+    """A line whose start is written elsewhere in the workspace gets that place's rest as a copy hint (the document's
+    own first), once the folder is indexed; the completion runs with it."""
+    root = _project(tmp_path / "proj")
+    (root / "pkg" / "cli.py").write_text("def run(store, key):\n    value = store.get_item(key, default=None)\n")
+    command = [*lsp_server_command[:3], "--model", str(ctx_model), "--device", "cpu", "--no-compile"]
+    c = await lsp_start_client(FAST, command=command, initialize=False)
+    try:
+        c.init_result = await c.initialize_session(types.InitializeParams(
+            capabilities=types.ClientCapabilities(), initialization_options=FAST,
+            workspace_folders=[types.WorkspaceFolder(root.as_uri(), "proj")]))
+        await lsp_wait_status(c, "ready")
+        uri = (root / "pkg" / "app.py").as_uri()
+        text = APP + "\n\ndef other(store):\n    first = store.get_item(1)\n    value = store.get_item"
+        c.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "python", 1, text)))
+        await _context(c, uri)  # starts the scan
+        await _files(c, 4)
+        got = lsp_plain(await c.protocol.send_request_async(
+            "hone/context", {"textDocument": {"uri": uri}, "position": {"line": 11, "character": 26}}))
+        assert got["hints"] == ["(1)", "(key, default=None)"]
+        await inline(c, uri, 11, 26)
+        assert (await stats(c))["modelRuns"] == 1
+    finally:
+        await lsp_stop_client(c)
+
+
 async def test_a_model_without_context_gets_none(lsp_start_client, lsp_stop_client, lsp_wait_status):
     """The default test model was not trained with context: the index is kept, nothing is sent."""
     c = await lsp_start_client(FAST)

@@ -388,6 +388,32 @@ def test_a_copy_hint_is_verified_from_the_first_token(spm_engine):
         SampleOptions(copy_accept=-0.1).validate()
 
 
+def test_of_several_copy_hints_the_model_drafts_its_likeliest(spm_engine):
+    """With copy_accept ~0 the first hint drafted is taken whole: it must be the one with the highest mean
+    log-probability per token (its end included) under the stream, scored here independently; one hint costs no
+    scoring forward, each of several one."""
+    from model.sampler import _Request
+
+    prefix = PREFIX + "    total = "
+    hints = ["sum(values) + offset", "len(values)", "values[0] * 2", "offset"]
+    line = SampleOptions(rule="ar", mode="line", max_tokens=24, draft="none", copy_accept=1e-30, heal=False)
+    backend = spm_engine.backend
+    req = _Request(backend, [prefix, SUFFIX], line, None, None)
+    stream = backend.stream(req.segments([req.toks[0], req.toks[1]], [[]]))
+    ends = sorted(backend.null_ids | backend.newline_ids)
+
+    def mean_logprob(text):
+        ids = backend.encode(text)
+        logp = backend.stream_logits(stream + ids, len(ids) + 1)[0].float().log_softmax(-1)
+        return (sum(float(logp[j, t]) for j, t in enumerate(ids)) + float(logp[-1, ends].logsumexp(-1))) / (len(ids) + 1)
+
+    best = max(hints, key=mean_logprob)
+    got = spm_engine.fill([prefix, SUFFIX], line, hint=hints)
+    assert got.texts[0].startswith(best)
+    one = spm_engine.fill([prefix, SUFFIX], line, hint=[best])
+    assert one.texts == got.texts and got.stats.forwards == one.stats.forwards + len(hints)
+
+
 @pytest.mark.parametrize("rule", ["ar", "threshold"])
 def test_results_say_how_probable_the_model_found_them(spm_engine, rule):
     """Stats.log_prob: the log-probability of what was decided, finite and ≤ 0, lower for more tokens decided."""

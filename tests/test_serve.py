@@ -58,12 +58,14 @@ def test_every_path_of_the_service_gets_the_copy_hint(spm_engine):
     from its whole document) hand rule ar the copy hint the editor path gets."""
     before = "x = config.verbose and y\nz = config.verbose"
     infill = api.InfillRequest(input_prefix=before, input_suffix="\n")
-    assert api.infill_job(infill, spm_engine).hint == " and y"
+    assert api.infill_job(infill, spm_engine).hint == [" and y"]
     extra = api.InfillRequest(input_prefix="q = store.get_item", input_extra=[api.ExtraChunk("m.py", "v = store.get_item(k)\n")])
-    assert api.infill_job(extra, spm_engine).hint == "(k)"
-    assert api.completion_job(api.CompletionRequest(prompt=before, suffix="\n"), spm_engine).hint == " and y"
+    assert api.infill_job(extra, spm_engine).hint == ["(k)"]
+    assert api.completion_job(api.CompletionRequest(prompt=before, suffix="\n"), spm_engine).hint == [" and y"]
     fill = api.decode(b'{"pieces": ["a", "b"], "hint": "(k)"}', api.FillRequest)
     assert api.fill_job(fill, spm_engine).hint == "(k)"
+    several = api.decode(b'{"pieces": ["a", "b"], "hint": ["(k)", "(j)"]}', api.FillRequest)
+    assert api.fill_job(several, spm_engine).hint == ["(k)", "(j)"]
 
 
 @pytest.mark.parametrize("body,reason", [

@@ -437,3 +437,10 @@ def test_reload_reads_a_file_again_by_the_scan_rules(tmp_path):
     path.unlink()
     ix.reload(str(path))  # gone
     assert ix.stats()["files"] == 0
+
+
+def test_elsewhere_reads_the_folders_siblings_first_and_stops_at_its_budget():
+    index = WorkspaceIndex.from_files({"pkg/a.py": "A\n", "pkg/b.py": "B\n", "lib/c.py": "C\n", "z.py": "Z\n"})
+    assert list(index.elsewhere("pkg/b.py")) == ["A\n", "C\n", "Z\n"]  # its own text never
+    assert list(index.elsewhere("lib/new.py")) == ["C\n", "A\n", "B\n", "Z\n"]
+    assert list(index.elsewhere("pkg/b.py", max_chars=4)) == ["A\n", "C\n"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import DEFAULT_MODEL_DIR
-from ..drafts import copy_hint
+from ..drafts import copy_hints
 from ..engine import Engine
 from ..types import SampleOptions
 from ..training.corpus import load_texts
@@ -85,7 +85,7 @@ def run_eval(engine: Engine, texts: list[str], n_line: int = 100, n_multi: int =
             em = es = fw = tk = ms = 0.0
             for pre, mid, suf in tqdm(cases, desc=f"eval {label} / {name}", leave=False):
                 opts = SampleOptions(**{"mode": mode, "max_tokens": max_tokens, **over})
-                r = engine.fill([pre, suf], opts, hint=copy_hint(pre, suf))  # as the server asks
+                r = engine.fill([pre, suf], opts, hint=copy_hints(pre, suf))  # as the server asks (one file)
                 got = r.texts[0]
                 if mode == "line":
                     got, mid = got.rstrip(), mid.rstrip()

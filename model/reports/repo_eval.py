@@ -1,6 +1,7 @@
 """`hone eval-repo`: repository-level held-out evaluation (DESIGN §5). A case is a line of a held-out project whose
-rest uses a name defined in another file of that project; arms: the file alone, + a copy hint (what the server adds
-for every line), + cross-file context and the copy hint, and a model-free copy baseline."""
+rest uses a name defined in another file of that project; arms: the file alone, + copy hints from the file, + copy
+hints from the whole project (what the server adds for every line), + cross-file context read by the model and those
+hints, and a model-free copy baseline."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ..engine import Engine
 from .bench import pct
 from .card import put_block
 from .evaluate import edit_similarity
-from ..drafts import copy_hint
+from ..drafts import copy_hint, copy_hints
 from ..grounding import ground_in
 from ..workspace import WorkspaceIndex, code_tokens, cross_file_uses, exported_elsewhere, file_symbols
 
@@ -29,7 +30,7 @@ MIN_LINE_PREFIX = 3  # characters of the line (after its indentation) typed befo
 MIN_TARGET_CHARS = 4  # non-space characters the rest of the line must hold
 PER_FILE_CAP = 6  # most cases from one file, so that a few big files do not make the set
 MAX_TOKENS = 48  # canvas slots for the rest of one line
-ARMS = ("file", "hint", "context", "copy")
+ARMS = ("file", "hint", "repo", "context", "copy")
 REPO_START, REPO_END = "<!-- repo-eval:start -->", "<!-- repo-eval:end -->"  # the card table of --write-card
 
 
@@ -189,7 +190,12 @@ def _run_arm(engine: Engine | None, arm: str, cases: list[RepoCase], opts, files
         index.set_file(case.path, case.blanked)  # the workspace as the server sees it: the line's rest blanked
         t0 = time.perf_counter()
         ctx = index.context_for(case.path, case.blanked, len(case.prefix)) if arm == "context" else ""
-        hint = copy_hint(case.prefix, case.suffix) if arm != "file" else ""
+        if arm == "file":
+            hint = ""
+        elif arm == "hint":
+            hint = copy_hints(case.prefix, case.suffix)
+        else:  # the repository's arms: the hint also looks in the other files, as the server's does
+            hint = copy_hints(case.prefix, case.suffix, index.elsewhere(case.path))
         r = engine.fill(pieces, opts, context=ctx, hint=hint)
         ms = (time.perf_counter() - t0) * 1000
         line_prefix = case.prefix.rsplit("\n", 1)[-1]
@@ -229,7 +235,8 @@ def run_repo_eval(engine: Engine | None, cases: list[RepoCase], arms: list[str] 
             "arms": {a: t.figures() for a, t in tallies.items()}}
 
 
-ARM_LABELS = {"file": "file only (the model alone)", "hint": "file + copy hint", "context": "+ cross-file context",
+ARM_LABELS = {"file": "file only (the model alone)", "hint": "file + copy hints", "repo": "+ copy hints from the project",
+              "context": "+ cross-file context",
               "copy": "copy baseline (no model)"}
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
-from ..drafts import copy_hint
+from ..drafts import copy_hints
 from ..types import MAX_HOLES, MAX_TOKENS, MODES, Engine, Limits, Result, SampleOptions, Stats
 from .batch import CLIENT_GONE, DEADLINE_PASSED, Job, Outcome
 
@@ -104,7 +104,8 @@ class FillRequest(msgspec.Struct, kw_only=True):
     options: SampleOptions | None = None  # None = the model's defaults (GET /hone/info has them)
     seed: int | None = None
     context: str = ""  # cross-file context from the client's workspace (kept up to options.context_budget tokens)
-    hint: str = ""  # a copy hint (model.drafts.copy_hint over the client's whole document): rule ar verifies it
+    hint: str | list[str] = ""  # copy hints (model.drafts.copy_hints over the client's document and workspace): rule
+    # ar drafts the one its model finds most likely first
 
 
 class TokensRequest(msgspec.Struct, kw_only=True):
@@ -281,7 +282,7 @@ def infill_job(req: InfillRequest, engine: Engine) -> Job:
                      top_p=req.top_p, deadline_ms=deadline, mode=req.mode, doc_end=req.doc_end)
     before, extra = req.input_prefix + req.prompt, extra_context(req.input_extra)
     return Job([before, req.input_suffix], opts, _seed(req.seed), extra,
-               copy_hint(before, req.input_suffix, [c.text for c in req.input_extra]))
+               copy_hints(before, req.input_suffix, [c.text for c in req.input_extra]))
 
 
 def completion_job(req: CompletionRequest, engine: Engine) -> Job:
@@ -298,7 +299,7 @@ def completion_job(req: CompletionRequest, engine: Engine) -> Job:
         prompt = prompt[0]
     opts = _one_hole(engine, req.max_tokens, "max_tokens", temperature=req.temperature, top_p=req.top_p,
                      deadline_ms=req.deadline_ms, mode=req.mode, doc_end=req.doc_end)
-    return Job([prompt, req.suffix or ""], opts, _seed(req.seed), hint=copy_hint(prompt, req.suffix or ""))
+    return Job([prompt, req.suffix or ""], opts, _seed(req.seed), hint=copy_hints(prompt, req.suffix or ""))
 
 
 def fill_job(req: FillRequest, engine: Engine) -> Job:

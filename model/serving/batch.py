@@ -32,7 +32,7 @@ class Job:
     opts: SampleOptions
     seed: int | None = None
     context: str = ""  # cross-file context (the client's workspace index)
-    hint: str = ""  # a copy hint (model.drafts.copy_hint)
+    hint: str | list[str] = ""  # copy hints (model.drafts.copy_hints)
     cancel: threading.Event = field(default_factory=threading.Event)
     arrived: float = field(default_factory=time.monotonic)
 
