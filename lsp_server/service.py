@@ -331,7 +331,7 @@ class Service:
                 return None
             base = engine_defaults(engine)
             repo = self.workspace.context_for(uri, text, offset) if base.context_budget > 0 else ""
-            plan = plan_completion(text, offset, self.settings, engine, base, repo)
+            plan = plan_completion(text, offset, self.settings, engine, base, repo, self.workspace.elsewhere(uri))
             c.repo_contexts += bool(plan.repo)
             key = context_key(plan.context, plan.repo, self.settings, self.models.target)
             if cancel.is_set():

@@ -85,13 +85,14 @@ class Engine:
         return cls(backend, folder.name, dev)
 
     def fill(self, pieces: list[str], opts: SampleOptions, cancel: threading.Event | None = None,
-             seed: int | None = None, context: str = "", hint: str = "") -> Result:
+             seed: int | None = None, context: str = "", hint: str | list[str] = "") -> Result:
         """Fill the len(pieces) - 1 holes between the pieces in one pass; `context`: cross-file snippets (the
-        workspace index's), kept up to opts.context_budget tokens (the model's own budget by default)."""
+        workspace index's), kept up to opts.context_budget tokens (the model's own budget by default); `hint`: copy
+        hints (model.drafts.copy_hints) for rule ar."""
         with self.lock:
             return sample(self.backend, pieces, opts, cancel, seed, context, hint)
 
-    def fill_many(self, calls: list[tuple[list[str], SampleOptions, threading.Event | None, int | None, str, str]]
+    def fill_many(self, calls: list[tuple[list[str], SampleOptions, threading.Event | None, int | None, str, str | list[str]]]
                   ) -> list[Result | Exception]:
         """Several fill() calls at once, (pieces, opts, cancel, seed[, context[, hint]]) each -> each one's Result, or the exception
         it raised. An spm model runs them together: one thread and context stream per call, their canvas steps
