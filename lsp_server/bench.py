@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import sys
@@ -37,6 +38,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--seed", type=int, default=0)
     add_option(parser, "--compile", action="store_true", help="engine, speed: compile the model's steps first (model.compiled)")
     add_option(parser, "--eager", action="store_true", help="lsp: start the server with --no-compile (it compiles by default)")
+    add_option(parser, "--cold", type=int, default=0, help="lsp: instead of typing, this many cold-file requests, "
+               "as a session's first minutes make them: each opens a new file cut in the middle of a line and asks "
+               "once (explicitly) for the line's rest")
+    add_option(parser, "--empty-cache", action="store_true", help="lsp: start the server with an empty compile cache (a "
+               "temporary HONE_CACHE): its steps build in the background while the requests run")
     add_option(parser, "--workspace", default=None,
                help="lsp: a workspace folder for the server's index (e.g. the standard library): its build time, "
                     "size and the server's memory are reported, and a model trained with context gets it")
@@ -184,8 +190,12 @@ async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dic
     c = _Client()
     c.log_file = log_file
     t = c.types
+    env = None
+    if getattr(args, "empty_cache", False):
+        env = {**os.environ, "HONE_CACHE": tempfile.mkdtemp(prefix="hone-bench-cache-")}
+        print(f"empty compile cache: {env['HONE_CACHE']}")
     t_spawn = time.perf_counter()
-    await c.lc.start_io(*cmd)
+    await c.lc.start_io(*cmd, env=env)
     workspace = getattr(args, "workspace", None)
     root = Path(workspace).resolve().as_uri() if workspace else None
     await c.lc.initialize_async(t.InitializeParams(capabilities=t.ClientCapabilities(), initialization_options=settings,
@@ -203,7 +213,8 @@ async def _start(args: argparse.Namespace, settings: dict) -> tuple[_Client, dic
     if status.get("state") == "error":
         raise SystemExit(f"the server could not load the model: {status.get('message')}")
     t_wait = time.perf_counter()
-    while c.statuses[-1].get("steps") == "compiling" and time.perf_counter() - t_wait < 600:
+    while (c.statuses[-1].get("steps") == "compiling" and time.perf_counter() - t_wait < 600
+           and not getattr(args, "empty_cache", False)):  # (with an empty cache the requests run during the build)
         await asyncio.sleep(0.2)  # time the steps users get once the server has settled
     print(f"model steps: {c.statuses[-1].get('steps')} ({time.perf_counter() - t_wait:.1f} s after the first completion)")
     if workspace:  # the server scans once context is first asked for
@@ -249,6 +260,32 @@ async def _typing(c: _Client, args: argparse.Namespace, cps: float) -> tuple[lis
     return per_key, pauses, {k: after[k] - before[k] for k in after if isinstance(after[k], int)}
 
 
+async def _cold(c: _Client, args: argparse.Namespace) -> dict:
+    """Cold-file requests, one per case: figures for those served while the steps were still building and after."""
+    rng = random.Random(getattr(args, "seed", 0))
+    cases = typing_cases(args.cold, getattr(args, "seed", 0), getattr(args, "corpus", None))
+    during: list[float] = []
+    after: list[float] = []
+    for k, (name, doc, line, typed) in enumerate(cases):
+        lines = doc.split("\n")
+        cut = rng.randint(1, max(1, len(typed) - 1))  # mid-line, as cross-file and held-out lines are cut
+        lines[line] += typed[:cut]
+        uri = f"file:///bench/cold/{k}_{name}"
+        c.open(uri, "\n".join(lines))
+        building = c.statuses[-1].get("steps") == "compiling" if c.statuses else False
+        t0 = time.perf_counter()
+        await c.inline(uri, line, len(lines[line].encode("utf-16-le")) // 2, explicit=True)
+        (during if building else after).append((time.perf_counter() - t0) * 1000)
+        c.close(uri)
+    for label, ms in (("while the steps build", during), ("steps ready", after)):
+        if ms:
+            print(f"cold-file requests {label}: {len(ms)}, p50 {pct(ms, 0.5):.1f} ms, p95 {pct(ms, 0.95):.1f} ms")
+    fig = lambda ms, q: pct(ms, q) if ms else None  # noqa: E731
+    return {"cold_requests": len(cases), "cold_during_build": len(during), "cold_during_build_p50_ms": fig(during, 0.5),
+            "cold_during_build_p95_ms": fig(during, 0.95), "cold_ready": len(after),
+            "cold_ready_p50_ms": fig(after, 0.5), "cold_ready_p95_ms": fig(after, 0.95)}
+
+
 async def _cancels(c: _Client, settings: dict, trials: int) -> tuple[list[float], float]:
     """$/cancelRequest on a long block completion once the model runs -> (ms to each answer, ms of the next request)."""
     from pygls.exceptions import JsonRpcRequestCancelled
@@ -280,6 +317,15 @@ async def _run(args: argparse.Namespace) -> dict:
     cps = getattr(args, "cps", 8.0)
     settings = _bench_settings(args)
     c, status, startup_ms, ready_ms = await _start(args, settings)
+    if getattr(args, "cold", 0):
+        figures = {"model": status.get("model"), "device": status.get("device"), "empty_cache": bool(args.empty_cache),
+                   "startup_to_first_completion_ms": startup_ms, **await _cold(c, args),
+                   "steps": c.statuses[-1].get("steps") if c.statuses else None, "server_rss_mb": _rss_mb(c)}
+        await c.lc.shutdown_async(None)
+        c.lc.exit(None)
+        await c.lc.stop()
+        print(json.dumps(figures))
+        return figures
     per_key, pauses, delta = await _typing(c, args, cps)
     acks, after_cancel_ms = await _cancels(c, settings, getattr(args, "cancel_trials", 5))
     rss_mb = _rss_mb(c)

@@ -26,3 +26,17 @@ def test_bench_lsp_smoke(lsp_tiny_model, lsp_server_env):
     # the server's debug log has a line per model run; the bench reads the typing replay's runs back from it
     assert 0 < figures["runs_logged"] <= figures["model_runs"] and figures["run_p50_ms"] > 0
     assert any(line.startswith("model runs while typing") for line in lines)
+
+
+@pytest.mark.e2e
+def test_bench_lsp_cold_files(lsp_tiny_model, lsp_server_env):
+    """--cold: one explicit request per newly opened file; --empty-cache starts the server on a temporary cache."""
+    cmd = [sys.executable, "-m", "lsp_server.bench", "--model", str(lsp_tiny_model), "--cold", "3", "--max-tokens", "4",
+           "--empty-cache", "--eager"]
+    proc = subprocess.run(cmd, cwd=REPO, env=lsp_server_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert figures["cold_requests"] == 3 and figures["cold_during_build"] + figures["cold_ready"] == 3
+    assert figures["empty_cache"] and any(line.startswith("empty compile cache: ") for line in lines)
+    assert any(line.startswith("cold-file requests") for line in lines)
