@@ -254,13 +254,17 @@ def _build_in_child(model: Denoiser, folder: Path, key: str, on_progress: Callab
                                     stderr=err, env=env, process_group=0, text=True, errors="replace")
             try:
                 with gate.building(proc.pid):
-                    for line in proc.stdout:
+                    for line in proc.stdout:  # to its end: the child exits
                         if line.startswith(PROGRESS):
                             on_progress(line[len(PROGRESS):].rstrip("\n"))
+            except BaseException:
+                with contextlib.suppress(OSError):  # not reaped yet: the group's id is still this build's
+                    if hasattr(os, "killpg"):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    else:  # Windows: no process groups here
+                        proc.kill()
+                raise
             finally:
-                if proc.poll() is None:  # not reaped yet: the group's id is still this build's
-                    with contextlib.suppress(OSError):
-                        os.killpg(proc.pid, signal.SIGKILL)  # a no-op once it has ended by itself
                 proc.wait()
                 proc.stdout.close()
             if proc.returncode != 0:
