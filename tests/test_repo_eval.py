@@ -90,10 +90,10 @@ def test_copy_baseline_same_file_then_other_files_then_nothing():
 def test_every_arm_gives_finite_figures(tmp_path, engine):
     root = tiny_project(tmp_path / "proj")
     cases = build_cases([root], 10, seed=0)
-    res = run_repo_eval(engine, cases, ["file", "hint", "context", "copy"], progress=False)
+    res = run_repo_eval(engine, cases, ["file", "hint", "repo", "context", "copy"], progress=False)
     assert res["cases"] == len(cases) and res["per_project"] == {"proj": len(cases)}
     ran = set(res["arms"])
-    assert ran == {"file", "hint", "context", "copy"}
+    assert ran == {"file", "hint", "repo", "context", "copy"}
     for f in res["arms"].values():
         assert f["cases"] == len(cases)
         for key in ("exact_match", "edit_similarity", "mean_ms", "p50_ms", "p95_ms", "forwards", "tokens_per_forward",
@@ -106,7 +106,7 @@ def test_every_arm_gives_finite_figures(tmp_path, engine):
 
 
 def test_unknown_arm_names_the_valid_ones():
-    with pytest.raises(ValueError, match="file, hint, context, copy"):
+    with pytest.raises(ValueError, match="file, hint, repo, context, copy"):
         run_repo_eval(None, [], ["grep"])
 
 
