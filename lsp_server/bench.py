@@ -160,7 +160,7 @@ def _bench_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 SLOW_MS = 100  # a model run slower than this is tail
-_RUN_LINE = re.compile(r"model run at file:///bench/\d+_\S+: ([\d.]+) ms, (\d+) forwards, (\d+) context tokens encoded")
+_RUN_LINE = re.compile(r"model run at file:///bench/(?:cold/)?\d+_\S+: ([\d.]+) ms, (\d+) forwards, (\d+) context tokens encoded")
 
 
 def model_runs(log_text: str) -> dict:
@@ -320,7 +320,8 @@ async def _run(args: argparse.Namespace) -> dict:
     if getattr(args, "cold", 0):
         figures = {"model": status.get("model"), "device": status.get("device"), "empty_cache": bool(args.empty_cache),
                    "startup_to_first_completion_ms": startup_ms, **await _cold(c, args),
-                   "steps": c.statuses[-1].get("steps") if c.statuses else None, "server_rss_mb": _rss_mb(c)}
+                   "steps": c.statuses[-1].get("steps") if c.statuses else None, "server_rss_mb": _rss_mb(c),
+                   **model_runs(c.log_file.read_text(encoding="utf-8", errors="replace") if c.log_file.exists() else "")}
         await c.lc.shutdown_async(None)
         c.lc.exit(None)
         await c.lc.stop()

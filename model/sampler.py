@@ -456,24 +456,26 @@ def ends_before(backend: StreamBackend, opts: SampleOptions, t: int, out: list[i
 
 
 def _chosen_hint(backend: StreamBackend, stream: list[int], healed: str, hints: str | list[str],
-                 stats: Stats) -> list[int]:
-    """The copy hint rule ar drafts first, as tokens. Of several, the one the model finds most likely as the rest of
+                 stats: Stats) -> tuple[list[int], torch.Tensor | None]:
+    """The copy hint rule ar drafts first, as tokens, and when several were scored the chosen one's logits (its
+    len + 1 rows: what verifying it would compute). Of several, the one the model finds most likely as the rest of
     the line: mean log-probability per token, its end (null or a line break next) included, one stream forward each
     (counted in `stats`; shared beginnings are encoded once)."""
     hints = [h for h in ([hints] if isinstance(hints, str) else hints) if h]
     lines = [backend.encode(healed + h) for h in hints]
     if len(lines) < 2:
-        return lines[0] if lines else []
+        return (lines[0] if lines else []), None
     ends = sorted(backend.null_ids | backend.newline_ids)
-    scores = []
+    best, best_score, best_logits = [], -math.inf, None
     for line in lines:
         logits, encoded = backend.stream_logits(stream + line, len(line) + 1)  # row j: the token after line[:j]
         logp = logits.float().log_softmax(-1)
-        total = logp[torch.arange(len(line)), line].sum() + torch.logsumexp(logp[-1, ends], -1)
-        scores.append(float(total) / (len(line) + 1))
+        score = float(logp[torch.arange(len(line)), line].sum() + torch.logsumexp(logp[-1, ends], -1)) / (len(line) + 1)
         stats.forwards += 1
         stats.context_tokens += encoded
-    return lines[max(range(len(lines)), key=scores.__getitem__)]
+        if score > best_score:
+            best, best_score, best_logits = line, score, logits
+    return best, best_logits
 
 
 def _sample_ar(req: _Request) -> str:
@@ -494,7 +496,7 @@ def _sample_ar(req: _Request) -> str:
     out: list[int] = []
     text = ""
     stats.context_encodes += 1
-    hint = _chosen_hint(backend, stream, healed, req.hint, stats)
+    hint, scored = _chosen_hint(backend, stream, healed, req.hint, stats)
     while len(out) < opts.max_tokens:
         req.check_cancel()
         if req.past_deadline() and out:
@@ -507,9 +509,12 @@ def _sample_ar(req: _Request) -> str:
                                None if need else stream + out)
         stats.forwards += draft.forwards
         drafted, needs = spell_rows(backend.token_texts, draft.tokens, need)
-        logits, encoded = backend.stream_logits(stream + out + drafted, len(drafted) + 1)  # (len(drafted) + 1, V)
-        stats.context_tokens += encoded
-        stats.forwards += 1
+        if draft.first and scored is not None:  # choosing the hint already ran this forward
+            logits, scored = scored[: len(drafted) + 1], None
+        else:
+            logits, encoded = backend.stream_logits(stream + out + drafted, len(drafted) + 1)  # (len(drafted) + 1, V)
+            stats.context_tokens += encoded
+            stats.forwards += 1
         logits[:, backend.mask_id] = -math.inf
         heal_rows(logits, needs, backend.token_prefixes)
         tok, conf, _ = _pick(logits, opts, req.gen)
