@@ -94,12 +94,7 @@ class Workspace:
         if path is None:
             return ""
         self._want()
-        with self._lock:
-            pending = [(p, t) for p, t in self._pending.items() if p != path]
-            for p, _ in pending:
-                del self._pending[p]
-        for p, t in pending:
-            self.index.open(p, t)
+        self._flush_others(path)
         t0 = time.perf_counter()
         try:
             return self.index.context_for(path, text, offset)
@@ -113,7 +108,17 @@ class Workspace:
         self._want()
         if path is None or not self.scans:
             return iter(())
+        self._flush_others(path)
         return self.index.elsewhere(path)
+
+    def _flush_others(self, path: str) -> None:
+        """Index the other open buffers' edits (the file asking is read as it is given, not through the index)."""
+        with self._lock:
+            pending = [(p, t) for p, t in self._pending.items() if p != path]
+            for p, _ in pending:
+                del self._pending[p]
+        for p, t in pending:
+            self.index.open(p, t)
 
     def _want(self) -> None:
         """The first request for context (or grounding) starts the scan; it answers from what is indexed so far."""

@@ -1609,9 +1609,11 @@ class WorkspaceIndex:
         return make
 
     def elsewhere(self, path: str, max_chars: int = COPY_SEARCH_CHARS) -> Iterator[str]:
-        """The other indexed files' texts for a cross-file copy hint (drafts.copy_hint's `elsewhere`): the files of
+        """The other indexed files' texts for cross-file copy hints (drafts.copy_hints' `elsewhere`): the files of
         `path`'s folder first (its package's siblings), then the others in path order, at most `max_chars` of text.
-        The list is taken under the lock, the texts are read outside it (a file replaced meanwhile is read as it was)."""
+        Open buffers are read as the editor has them. The list is taken under the lock, the texts are read outside it
+        (a file replaced meanwhile is read as it was)."""
+        self._flush(path)
         folder = _parent(path)
         with self._lock:
             key = (folder, self._next_fid, len(self._files))  # any file added, replaced or removed changes it
