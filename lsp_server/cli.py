@@ -338,7 +338,7 @@ def _args_eval_repo(sub) -> None:
     c.add_argument("--device", default="cpu")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--write-card", action="store_true", help="write the table into the model's MODEL_CARD.md")
-    c.add_argument("--adapt", type=float, default=0.0, metavar="MINUTES", help="instead: per project, the hint arm on "
+    c.add_argument("--adapt", type=float, default=0.0, metavar="MINUTES", help="instead: per project, the repo arm on "
                    "its cases before and after `hone adapt` for MINUTES on the project with the answers blanked "
                    "(--n cases per project)")
     c.add_argument("--adapt-steps", type=int, default=0, help="with --adapt: a step budget instead of the minutes (as "

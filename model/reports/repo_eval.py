@@ -298,8 +298,8 @@ def blank_targets(files: dict[str, str], cases: list[RepoCase]) -> dict[str, str
 
 def adapt_eval(model_dir: str | None, projects: list[Path], n: int, seed: int, minutes: float, threads: int | None,
                device: str = "cpu", steps: int = 0, lr: float | None = None) -> dict:
-    """Per project: the hint arm on its cases with the base model, then again after `hone adapt` for `minutes` on
-    the project with every case's answer blanked -> {"projects": {name: {before, after, adapt}}, "before", "after"}."""
+    """Per project: the repo arm (copy hints from the project, as the server gives) on its cases with the base
+    model, then again after `hone adapt` for `minutes` on the project with every case's answer blanked -> {"projects": {name: {before, after, adapt}}, "before", "after"}."""
     import tempfile
 
     from ..training.adapt import AdaptConfig, adapt
@@ -314,7 +314,7 @@ def adapt_eval(model_dir: str | None, projects: list[Path], n: int, seed: int, m
             continue
         files = project_files(root)
         bar = tqdm(total=2 * len(cases), desc=f"adapt-eval {root.name}", unit="fill")
-        before = _run_arm(engine, "hint", cases, _line_options(engine), {str(root): files}, bar)
+        before = _run_arm(engine, "repo", cases, _line_options(engine), {str(root): files}, bar)
         with tempfile.TemporaryDirectory(prefix="hone-adapt-eval-") as tmp:
             info = adapt({str(root / k): v for k, v in blank_targets(files, cases).items()}, base,
                          AdaptConfig(minutes=minutes, steps=steps, threads=threads or 2,
@@ -322,7 +322,7 @@ def adapt_eval(model_dir: str | None, projects: list[Path], n: int, seed: int, m
             after = before
             if info.kept:
                 adapted = Engine.load(str(Path(tmp) / "m"), device, threads=threads)
-                after = _run_arm(adapted, "hint", cases, _line_options(adapted), {str(root): files}, bar)
+                after = _run_arm(adapted, "repo", cases, _line_options(adapted), {str(root): files}, bar)
         bar.close()
         for tally, into in ((before, before_all), (after, after_all)):
             into.em += tally.em
