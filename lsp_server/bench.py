@@ -119,6 +119,12 @@ class _Client:
     def configure(self, settings: dict) -> None:
         self.lc.workspace_did_change_configuration(self.types.DidChangeConfigurationParams(settings={"hone": settings}))
 
+    async def shutdown(self) -> None:
+        """LSP shutdown and exit, then wait for the server process to end."""
+        await self.lc.shutdown_async(None)
+        self.lc.exit(None)
+        await self.lc.stop()
+
     async def stats(self) -> dict:
         """The server's counters, and its workspace index under "workspace"."""
         from .server import plain
@@ -322,18 +328,14 @@ async def _run(args: argparse.Namespace) -> dict:
                    "startup_to_first_completion_ms": startup_ms, **await _cold(c, args),
                    "steps": c.statuses[-1].get("steps") if c.statuses else None, "server_rss_mb": _rss_mb(c),
                    **model_runs(c.log_file.read_text(encoding="utf-8", errors="replace") if c.log_file.exists() else "")}
-        await c.lc.shutdown_async(None)
-        c.lc.exit(None)
-        await c.lc.stop()
+        await c.shutdown()
         print(json.dumps(figures))
         return figures
     per_key, pauses, delta = await _typing(c, args, cps)
     acks, after_cancel_ms = await _cancels(c, settings, getattr(args, "cancel_trials", 5))
     rss_mb = _rss_mb(c)
     retrieval = {k: v for k, v in (await c.stats()).get("workspace", {}).items() if k.startswith("retrieval")}
-    await c.lc.shutdown_async(None)
-    c.lc.exit(None)
-    await c.lc.stop()
+    await c.shutdown()
 
     shown = [ms for ms, ok in per_key if ok]
     served = delta["typedThrough"] + delta["cacheHits"]

@@ -281,9 +281,7 @@ async def _run(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - t0
     rss_end = _rss_mb(c)
     stats = await c.stats()
-    await c.lc.shutdown_async(None)
-    c.lc.exit(None)
-    await c.lc.stop()
+    await c.shutdown()
 
     tally = soak.tally
     rss_warm = rss_start if rss_warm is None else rss_warm
