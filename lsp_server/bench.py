@@ -41,6 +41,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--cold", type=int, default=0, help="lsp: instead of typing, this many cold-file requests, "
                "as a session's first minutes make them: each opens a new file cut in the middle of a line and asks "
                "once (explicitly) for the line's rest")
+    add_option(parser, "--prefetch-ms", type=int, default=0, help="lsp --cold: as VS Code does, say where the cursor "
+               "was placed (hone/cursor) one character before the request's place, wait this many ms (a person "
+               "about to type), type that character, then ask (0: ask at once, no cursor)")
     add_option(parser, "--empty-cache", action="store_true", help="lsp: start the server with an empty compile cache (a "
                "temporary HONE_CACHE): its steps build in the background while the requests run")
     add_option(parser, "--workspace", default=None,
@@ -272,12 +275,23 @@ async def _cold(c: _Client, args: argparse.Namespace) -> dict:
     cases = typing_cases(args.cold, getattr(args, "seed", 0), getattr(args, "corpus", None))
     during: list[float] = []
     after: list[float] = []
+    ahead = getattr(args, "prefetch_ms", 0)
+    before = await c.stats()
     for k, (name, doc, line, typed) in enumerate(cases):
         lines = doc.split("\n")
         cut = rng.randint(1, max(1, len(typed) - 1))  # mid-line, as cross-file and held-out lines are cut
-        lines[line] += typed[:cut]
         uri = f"file:///bench/cold/{k}_{name}"
-        c.open(uri, "\n".join(lines))
+        if ahead:  # the cursor is placed, rests, then one character is typed and the completion asked for
+            lines[line] += typed[: cut - 1]
+            c.open(uri, "\n".join(lines))
+            col = len(lines[line].encode("utf-16-le")) // 2
+            c.lc.protocol.notify("hone/cursor", {"textDocument": {"uri": uri}, "position": {"line": line, "character": col}})
+            await asyncio.sleep(ahead / 1000)
+            c.insert(uri, 2, line, col, typed[cut - 1])
+            lines[line] += typed[cut - 1]
+        else:
+            lines[line] += typed[:cut]
+            c.open(uri, "\n".join(lines))
         building = c.statuses[-1].get("steps") == "compiling" if c.statuses else False
         t0 = time.perf_counter()
         await c.inline(uri, line, len(lines[line].encode("utf-16-le")) // 2, explicit=True)
@@ -287,7 +301,11 @@ async def _cold(c: _Client, args: argparse.Namespace) -> dict:
         if ms:
             print(f"cold-file requests {label}: {len(ms)}, p50 {pct(ms, 0.5):.1f} ms, p95 {pct(ms, 0.95):.1f} ms")
     fig = lambda ms, q: pct(ms, q) if ms else None  # noqa: E731
-    return {"cold_requests": len(cases), "cold_during_build": len(during), "cold_during_build_p50_ms": fig(during, 0.5),
+    prefetched = (await c.stats())["prefetched"] - before["prefetched"]
+    if ahead:
+        print(f"cursor placed {ahead} ms before the last keystroke: {prefetched} of {len(cases)} computed ahead")
+    return {"cold_prefetch_ms": ahead, "cold_prefetched": prefetched, "cold_requests": len(cases),
+            "cold_during_build": len(during), "cold_during_build_p50_ms": fig(during, 0.5),
             "cold_during_build_p95_ms": fig(during, 0.95), "cold_ready": len(after),
             "cold_ready_p50_ms": fig(after, 0.5), "cold_ready_p95_ms": fig(after, 0.95)}
 

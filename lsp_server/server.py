@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 STATUS = "hone/status"
 STATS = "hone/stats"
 CONTEXT = "hone/context"  # (textDocument, position) -> the cross-file context a completion there gets
+CURSOR = "hone/cursor"  # notification (textDocument, position): the editor placed the cursor there (not typing)
 REWRITE = "hone.rewriteSelection"
 FILL_HOLES = "hone.fillHoles"
 IGNORED = "$/hone/ignored"  # stands in for a message that was already answered with an error
@@ -321,6 +322,20 @@ def repo_context(ls: HoneServer, params: Any) -> dict:
     return {"context": context, "chars": len(context), "hints": list(hints)}
 
 
+def cursor(ls: HoneServer, params: Any) -> None:
+    """The editor placed the cursor (a click, a jump, a newly shown editor): the completion there is computed ahead
+    once it rests (Service.cursor). A notification: malformed params or an unknown document are logged, not answered."""
+    try:
+        p = _converter.structure(plain(params), types.TextDocumentPositionParams)
+    except Exception as e:  # noqa: BLE001 - whatever was sent, the server stays up
+        log.warning("%s takes {textDocument: {uri}, position: {line, character}}: %s", CURSOR, e)
+        return
+    if ls.service.documents.get(p.text_document.uri) is None:
+        log.debug("%s for a document that is not open: %s", CURSOR, p.text_document.uri)
+        return
+    ls.service.cursor(p.text_document.uri, p.position.line, p.position.character)
+
+
 FEATURES = [  # (LSP method, options, handler): registered by build_server
     (types.INITIALIZE, None, initialize),
     (types.INITIALIZED, None, initialized),
@@ -336,6 +351,7 @@ FEATURES = [  # (LSP method, options, handler): registered by build_server
     (types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", "["]), completion),
     (STATS, None, stats),
     (CONTEXT, None, repo_context),
+    (CURSOR, None, cursor),
 ]
 COMMANDS = [(REWRITE, rewrite_selection), (FILL_HOLES, fill_holes), (ACCEPT_COMMAND, accepted)]
 

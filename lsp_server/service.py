@@ -40,6 +40,8 @@ from .settings import Settings, merge, needs_reload
 log = logging.getLogger(__name__)
 
 LOAD_WAIT_S = 30.0  # a request that arrives while the model loads waits this long for it
+PREFETCH_REST_S = 0.15  # a cursor placed (hone/cursor) and left this long gets its completion computed ahead
+PREFETCH = "prefetch"  # the live-request key of a completion computed ahead
 Position = tuple[int, int]
 
 
@@ -57,6 +59,7 @@ class Counters(msgspec.Struct, rename="camel"):
     repo_contexts: int = 0  # completions planned with cross-file context from the workspace index
     grounded: int = 0  # suggestions cut before a name that resolves nowhere, or hidden (a line that cannot tokenize)
     gated: int = 0  # suggestions hidden by the confidence gate (setting minConfidence)
+    prefetched: int = 0  # completions computed ahead where the editor placed the cursor (hone/cursor)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ class Service:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hone-infer")
         self.adapter = IdleAdapter(on_done=self._adapted)  # idle adaptation (setting adapt), paused by every request
         self.adapted_why = ""  # why the workspace's adapted model is not used ("" when it is, or none is wanted)
+        self._prefetch: asyncio.Task | None = None  # the completion to compute ahead where the cursor rests
 
     # ---- settings and model -------------------------------------------------------------------
 
@@ -308,10 +312,51 @@ class Service:
         return Completion(chosen + (c.text if c else ""), doc.position_at(a), c.source if c else "selected",
                           replace_end=doc.position_at(b))
 
+    def _plan(self, engine: Engine, uri: str, text: str, offset: int) -> tuple[CompletionPlan, bytes]:
+        """The completion's plan at `offset` (its context, with the workspace's) and its result-cache key."""
+        base = engine_defaults(engine)
+        repo = self.workspace.context_for(uri, text, offset) if base.context_budget > 0 else ""
+        plan = plan_completion(text, offset, self.settings, engine, base, repo, self.workspace.elsewhere(uri))
+        return plan, context_key(plan.context, plan.repo, self.settings, self.models.target)
+
+    def cursor(self, uri: str, line: int, character: int) -> None:
+        """The editor placed the cursor (hone/cursor: a click, a jump, another editor; not typing). Once it has
+        rested PREFETCH_REST_S with no request running, the completion there is computed ahead: the model's stream
+        for the place is encoded and its answer cached, so the first request there, or after the next keystroke,
+        extends a ready stream instead of encoding ~260 tokens afresh. Any request cancels it. Call on the loop."""
+        if self._prefetch is not None:
+            self._prefetch.cancel()
+        self._prefetch = asyncio.get_running_loop().create_task(self._prefetch_at(uri, line, character))
+
+    def _stop_prefetch(self) -> None:
+        if (ev := self._live.get(PREFETCH)) is not None:
+            ev.set()  # running: the sampler stops at its next step (superseded)
+        elif self._prefetch is not None:
+            self._prefetch.cancel()  # still waiting for the cursor to rest
+
+    async def _prefetch_at(self, uri: str, line: int, character: int) -> None:
+        await asyncio.sleep(PREFETCH_REST_S)
+        doc, engine = self.documents.get(uri), self.models.engine
+        if doc is None or engine is None or self.models.state != "ready" or not self.settings.enabled or self._live:
+            return
+        text, offset = doc.text, doc.offset_at(line, character)
+        plan, key = self._plan(engine, uri, text, offset)
+        if self.recent.get(key) is not None:
+            return
+        cancel = self._start(PREFETCH)
+        try:
+            completion = await self._model_completion(engine, plan, key, cancel, 0.0, f"{uri}:{line}:{character} (ahead)")
+        finally:
+            self._end(PREFETCH, cancel)
+        if completion is not None:
+            self.counters.prefetched += 1
+            self.typed.remember(uri, text, offset, self._grounded(text, offset, plan, completion))
+
     async def _complete(self, uri: str, line: int, character: int, explicit: bool,
                         virtual: tuple[str, int] | None = None) -> Completion | None:
         c = self.counters
         c.requests += 1
+        self._stop_prefetch()
         doc = self.documents.get(uri)
         if not self.settings.enabled or doc is None:
             c.empty += 1
@@ -329,11 +374,8 @@ class Service:
             if engine is None:
                 c.empty += 1
                 return None
-            base = engine_defaults(engine)
-            repo = self.workspace.context_for(uri, text, offset) if base.context_budget > 0 else ""
-            plan = plan_completion(text, offset, self.settings, engine, base, repo, self.workspace.elsewhere(uri))
+            plan, key = self._plan(engine, uri, text, offset)
             c.repo_contexts += bool(plan.repo)
-            key = context_key(plan.context, plan.repo, self.settings, self.models.target)
             if cancel.is_set():
                 c.superseded += 1
                 return None
@@ -415,6 +457,7 @@ class Service:
     async def _edit(self, uri: str, make_plan: Callable[[Engine, str], SpanPlan | None], none_message: str) -> EditResult:
         """Run make_plan(engine, text) and the engine on the document as it is now; edits only if it is
         still unchanged when the model is done."""
+        self._stop_prefetch()
         doc = self.documents.get(uri)
         if doc is None:
             return EditResult(uri, None, message=f"unknown document {uri} (open it first)")
@@ -467,6 +510,8 @@ class Service:
     def close(self) -> None:
         self.adapter.close()
         self.workspace.close()
+        if self._prefetch is not None:
+            self._prefetch.cancel()
         for ev in self._live.values():
             ev.set()
         self._executor.shutdown(wait=False, cancel_futures=True)

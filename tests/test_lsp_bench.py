@@ -40,3 +40,16 @@ def test_bench_lsp_cold_files(lsp_tiny_model, lsp_server_env):
     assert figures["cold_requests"] == 3 and figures["cold_during_build"] + figures["cold_ready"] == 3
     assert figures["empty_cache"] and any(line.startswith("empty compile cache: ") for line in lines)
     assert any(line.startswith("cold-file requests") for line in lines)
+
+
+@pytest.mark.e2e
+def test_bench_lsp_cold_files_with_the_cursor_placed_first(lsp_tiny_model, lsp_server_env):
+    """--prefetch-ms: the cursor is placed (hone/cursor) and rests before the last keystroke, so the server computes
+    the completion there ahead; the figures say how many were."""
+    cmd = [sys.executable, "-m", "lsp_server.bench", "--model", str(lsp_tiny_model), "--cold", "3", "--max-tokens", "4",
+           "--eager", "--prefetch-ms", "400"]
+    proc = subprocess.run(cmd, cwd=REPO, env=lsp_server_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert figures["cold_requests"] == 3 and figures["cold_prefetch_ms"] == 400
+    assert 1 <= figures["cold_prefetched"] <= 3  # (a slow CI machine may not finish every one in time)

@@ -202,6 +202,27 @@ async def test_typed_through(client):
     assert after["typedThrough"] == before["typedThrough"] + 1 and after["modelRuns"] == before["modelRuns"]
 
 
+async def test_a_placed_cursor_is_completed_ahead(client):
+    """hone/cursor (the VS Code extension sends it when the cursor is placed, not typed): the server computes the
+    completion there once the cursor rests, and the request that follows needs no model run of its own; junk
+    params or an unknown document are ignored."""
+    client.protocol.notify("hone/cursor", {"textDocument": "nope"})
+    client.protocol.notify("hone/cursor", {"textDocument": {"uri": "file:///never/opened.py"},
+                                           "position": {"line": 0, "character": 0}})
+    uri = open_doc(client, "import os\n\ndef main():\n    return \n")
+    before = await stats(client)
+    client.protocol.notify("hone/cursor", {"textDocument": {"uri": uri}, "position": {"line": 3, "character": 11}})
+    deadline = time.monotonic() + 60
+    while (now := await stats(client))["prefetched"] == before["prefetched"]:
+        assert time.monotonic() < deadline, "the completion at the cursor was never computed ahead"
+        await asyncio.sleep(0.05)
+    assert now["modelRuns"] == before["modelRuns"] + 1 and now["requests"] == before["requests"]
+    res = await inline(client, uri, 3, 11)
+    after = await stats(client)
+    assert after["modelRuns"] == now["modelRuns"] and after["requests"] == now["requests"] + 1
+    assert res.items == [] or res.items[0].range.start == types.Position(3, 11)
+
+
 async def test_accepting_a_suggestion_is_counted(client):
     """The inline item carries the accept command; running it (as VS Code does on Tab) counts an acceptance for the
     document's language in hone/stats; a second run of the same id counts nothing."""

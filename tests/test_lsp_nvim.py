@@ -29,7 +29,7 @@ def test_neovim_completion_inline_fill_and_rewrite(tmp_path, lsp_server_command,
     assert out.exists(), proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["ok"], res.get("err")
-    assert res["initialized"] and res["ready"] and res["inline_provider"]
+    assert res["initialized"] and res["ready"] and res["inline_provider"] and res["prefetched"]
     assert res["status"]["model"] == "tiny" and res["status"]["device"] == "cpu"
     (item,) = res["completion"]
     assert item["textEdit"]["range"]["start"] == {"line": 3, "character": 11} and item["textEdit"]["newText"]

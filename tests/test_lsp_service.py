@@ -209,3 +209,54 @@ def test_model_manager_compiles_steps_after_loading():
     m.request(Target("off", "cpu", False))  # compiling is opt-in
     m.future.result(30)
     assert m.steps == "eager"
+
+
+async def test_a_placed_cursor_gets_its_completion_computed_ahead(lsp_service_factory, lsp_fake_engine, monkeypatch):
+    """hone/cursor: once the cursor rests, the completion there runs without a request; the request that follows
+    is answered from it (cache) without another model run, and the next keystroke types through it."""
+    import lsp_server.service as service
+
+    monkeypatch.setattr(service, "PREFETCH_REST_S", 0.01)
+    engine = lsp_fake_engine("foo(a)")
+    h = lsp_service_factory(engine, debounceMs=0)
+    svc = await ready(h)
+    doc = svc.documents.open(URI, "x = \n")
+    svc.cursor(URI, 0, 4)
+    await svc._prefetch
+    assert len(engine.calls) == 1 and svc.counters.prefetched == 1 and svc.counters.requests == 0
+    c = await svc.complete(URI, 0, 4)
+    assert c.text == "foo(a)" and c.source in ("typed", "cache") and len(engine.calls) == 1
+    doc.apply("f", (0, 4), (0, 4))
+    assert (await svc.complete(URI, 0, 5)).text == "oo(a)" and len(engine.calls) == 1
+    doc.apply("", (0, 4), (0, 5))
+    svc.cursor(URI, 0, 4)  # a context already answered is not computed again
+    await svc._prefetch
+    assert len(engine.calls) == 1 and svc.counters.prefetched == 1
+
+
+async def test_a_request_stops_the_completion_computed_ahead(lsp_service_factory, lsp_fake_engine, monkeypatch):
+    """A request cancels a prefetch that is waiting for the cursor to rest, and one already running (between its
+    steps); a cursor in an unknown document or while a request runs does nothing."""
+    import lsp_server.service as service
+
+    monkeypatch.setattr(service, "PREFETCH_REST_S", 0.05)
+    engine = lsp_fake_engine("abc", hold=True)
+    h = lsp_service_factory(engine, debounceMs=0)
+    svc = await ready(h)
+    svc.documents.open(URI, "x = \ny = \n")
+    svc.cursor(URI, 0, 4)
+    waiting = svc._prefetch
+    engine.hold = False
+    assert (await svc.complete(URI, 1, 4)).text == "abc"  # the request came before the cursor had rested
+    assert waiting.cancelled() and len(engine.calls) == 1
+    engine.hold, engine.started = True, __import__("threading").Event()
+    svc.cursor(URI, 0, 4)
+    await asyncio.to_thread(engine.started.wait)  # now running on the worker
+    engine.hold = False
+    doc_request = asyncio.create_task(svc.complete(URI, 1, 3))
+    await svc._prefetch
+    assert (await doc_request).text == "abc"
+    assert engine.cancelled == 1 and svc.counters.prefetched == 0
+    svc.cursor("file:///unknown.py", 0, 0)
+    await svc._prefetch
+    assert svc.counters.prefetched == 0

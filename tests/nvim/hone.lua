@@ -201,6 +201,17 @@ function M.setup(user)
     })
   end
   vim.api.nvim_create_autocmd({ 'InsertLeave', 'BufLeave' }, { group = group, callback = M.dismiss })
+  -- where the cursor is placed (moved in normal mode, insert mode entered, buffer shown): the server computes the
+  -- completion there before the first keystroke (hone/cursor)
+  vim.api.nvim_create_autocmd({ 'CursorMoved', 'InsertEnter', 'BufEnter' }, {
+    group = group,
+    callback = function(ev)
+      local client = client_for(ev.buf)
+      if client and ev.buf == vim.api.nvim_get_current_buf() then
+        client:notify('hone/cursor', vim.lsp.util.make_position_params(0, client.offset_encoding))
+      end
+    end,
+  })
   vim.api.nvim_create_user_command('HoneFillHoles', function() M.fill_holes() end, { desc = 'Hone: fill every ??? hole' })
   vim.api.nvim_create_user_command('HoneRewrite', function(c) M.rewrite(c.line1, c.line2) end,
     { range = true, desc = 'Hone: rewrite the selected lines' })
