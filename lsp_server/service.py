@@ -369,7 +369,8 @@ class Service:
             rest = None if virtual else self.typed.lookup(uri, text, offset)
             if rest is not None:
                 c.typed_through += 1
-                return Completion(rest, pos, "typed", shown_id=self.acceptance.typed(uri, rest))
+                shown = self.acceptance.typed(uri, rest)  # None: not showing yet (it was computed ahead, unseen)
+                return Completion(rest, pos, "typed", shown_id=self.acceptance.shown(uri, rest) if shown is None else shown)
             engine = await self._engine()
             if engine is None:
                 c.empty += 1

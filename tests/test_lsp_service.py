@@ -226,6 +226,7 @@ async def test_a_placed_cursor_gets_its_completion_computed_ahead(lsp_service_fa
     assert len(engine.calls) == 1 and svc.counters.prefetched == 1 and svc.counters.requests == 0
     c = await svc.complete(URI, 0, 4)
     assert c.text == "foo(a)" and c.source in ("typed", "cache") and len(engine.calls) == 1
+    assert c.shown_id is not None  # computed unseen, counted as shown when it is first shown
     doc.apply("f", (0, 4), (0, 4))
     assert (await svc.complete(URI, 0, 5)).text == "oo(a)" and len(engine.calls) == 1
     doc.apply("", (0, 4), (0, 5))
