@@ -121,7 +121,7 @@ def _adapt(a) -> int:
     index.scan()
     files = index.texts(str(root))
     print(f"{root}: {len(files)} Python files, {sum(map(len, files.values())) / 1e6:.2f}M characters", file=sys.stderr)
-    cfg = AdaptConfig(minutes=a.minutes, threads=a.threads or AdaptConfig().threads)
+    cfg = AdaptConfig(minutes=a.minutes, threads=a.threads or AdaptConfig().threads, precision=a.precision)
     if a.lr:
         cfg.lr = a.lr
     bar = tqdm(total=round(a.minutes * 60), unit="s", desc="adapt")
@@ -147,7 +147,8 @@ def _adapt(a) -> int:
     where = out if out is not None else adapted_dir(root) / "model"
     verdict = (f"kept: {where}" + ("" if out else " (hone-lsp uses it for this workspace)") if info.kept
                else "not kept: the held-out loss did not fall (the model in use stays)")
-    print(f"{info.steps} steps, {info.tokens / 1e6:.2f}M tokens, {info.minutes:.1f} min; {verdict}", file=sys.stderr)
+    print(f"{info.steps} steps, {info.tokens / 1e6:.2f}M tokens, {info.minutes:.1f} min ({info.precision}); {verdict}",
+          file=sys.stderr)
     print(msgspec.json.encode(info).decode())
     return 0
 
@@ -356,6 +357,8 @@ def _args_adapt(sub) -> None:
                    "instead of the per-workspace model under ~/.cache/hone/adapted")
     c.add_argument("--model", default=None, help="the model to adapt (default: the shipped model)")
     c.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
+    c.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 autocast only where the CPU computes bf16 natively (more steps in the minutes)")
     c.add_argument("--threads", type=int, default=None)
     c.add_argument("--cpu-time", action="store_true", help="count the minutes in CPU time per thread (a run that is "
                    "paused from outside, as the server's idle adaptation does)")

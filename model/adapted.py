@@ -40,6 +40,7 @@ class AdaptInfo(msgspec.Struct, kw_only=True):
     train_chars: int = 0
     heldout_lines: int = 0
     finished: float = 0.0  # unix time
+    precision: str = ""  # how it trained: "bf16 autocast" or "fp32"
 
 
 def adapted_root() -> Path:

@@ -51,6 +51,18 @@ def test_adapt_lowers_heldout_loss_and_writes_a_model_folder(base, files, tmp_pa
     assert engine.fill(["def f(x):\n    return ", "\n"], engine.default_options()).texts
 
 
+def test_adapt_in_bf16_trains_and_says_so(base, files, tmp_path):
+    """precision bf16 (what auto picks where the CPU computes it natively): the steps run under bf16 autocast, the
+    held-out judge still decides, and the record says how it trained."""
+    info = adapt(files, base, AdaptConfig(steps=8, lr=3e-3, batch=8, threads=1, precision="bf16"), root="/work/proj",
+                 out=tmp_path / "adapted")
+    assert info.precision == "bf16 autocast" and info.steps == 8
+    assert all(v is not None for v in info.after.values())
+    fp32 = adapt(files, base, AdaptConfig(steps=1, batch=8, threads=1, precision="fp32"), root="/work/proj",
+                 out=tmp_path / "fp32")
+    assert fp32.precision == "fp32"
+
+
 def test_adapt_refuses_a_worse_result(base, files, tmp_path, monkeypatch):
     monkeypatch.setenv("HONE_CACHE", str(tmp_path / "cache"))
     info = adapt(files, base, AdaptConfig(steps=6, lr=30.0, warmup_steps=1, batch=8, threads=1), root="/work/proj")
