@@ -324,7 +324,9 @@ class Service:
         rested PREFETCH_REST_S with no request running, the completion there is computed ahead: the model's stream
         for the place is encoded and its answer cached, so the first request there, or after the next keystroke,
         extends a ready stream instead of encoding ~260 tokens afresh. Any request cancels it. Call on the loop."""
-        if self._prefetch is not None:
+        if self._prefetch is None:
+            log.info("the editor reports where the cursor is placed: completions there are computed ahead")
+        else:
             self._prefetch.cancel()
         self._prefetch = asyncio.get_running_loop().create_task(self._prefetch_at(uri, line, character))
 

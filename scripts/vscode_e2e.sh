@@ -216,6 +216,12 @@ if [ -f "$OUT/results.json" ]; then
 else
   fail "drive.js wrote no results (see $OUT/drive.log)"
 fi
+# The extension tells the server where the cursor is placed (hone/cursor); the server says so once in its log.
+if grep -q "the editor reports where the cursor is placed" "$OUT/hone-output.log" 2>/dev/null; then
+  pass "cursor placements reach the server (hone/cursor)"
+else
+  fail "cursor placements reach the server (hone/cursor): not in $OUT/hone-output.log"
+fi
 log "done in $((SECONDS - T0))s; artifacts in $OUT"
 summary
 [ "$FAILED" -eq 0 ]
