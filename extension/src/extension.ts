@@ -6,10 +6,10 @@ import * as vscode from 'vscode';
 
 import { registerCommands } from './commands';
 import { readHoneSettings } from './config';
-import { CURSOR_NOTIFICATION, CursorReporter, isPlacement } from './cursor';
+import { watchCursor } from './cursorWatch';
 import type { LaunchContext } from './launch';
 import { PythonInterpreter } from './pythonExtension';
-import { DOCUMENT_SELECTOR, HoneServer } from './server';
+import { HoneServer } from './server';
 import { changeAction, type HoneSettings } from './settings';
 import { HoneStatusBar } from './statusBar';
 import { TraceChannel } from './traceChannel';
@@ -35,41 +35,14 @@ export function activate(context: vscode.ExtensionContext): void {
   server = new HoneServer({ log, trace, settings: () => readHoneSettings(log), launchContext });
   const honeServer = server;
 
-  // where the cursor is placed (not typed): the server computes the completion there before the first keystroke
-  const cursor = new CursorReporter((place) => {
-    honeServer.runningClient()
-      ?.sendNotification(CURSOR_NOTIFICATION, {
-        textDocument: { uri: place.uri },
-        position: { line: place.line, character: place.character },
-      })
-      .catch((error: unknown) => log.debug(`Sending ${CURSOR_NOTIFICATION} failed: ${String(error)}`));
-  });
-  const placed = (editor: vscode.TextEditor | undefined): void => {
-    const client = honeServer.runningClient();
-    if (editor === undefined || client === undefined || !honeServer.view().enabled
-        || vscode.languages.match(DOCUMENT_SELECTOR, editor.document) === 0) {
-      return;
-    }
-    const at = editor.selection.active;
-    cursor.placed({ uri: client.code2ProtocolConverter.asUri(editor.document.uri), line: at.line, character: at.character });
-  };
-
   context.subscriptions.push(
-    cursor,
-    vscode.window.onDidChangeTextEditorSelection((event) => {
-      if (isPlacement(event.kind, event.selections.length, event.selections[0]?.isEmpty ?? false)) {
-        placed(event.textEditor);
-      } else if (event.kind === undefined) {
-        cursor.typed();
-      }
-    }),
-    vscode.window.onDidChangeActiveTextEditor(placed),
     log,
     trace,
     python,
     honeServer,
     new HoneStatusBar(honeServer),
     registerCommands(honeServer, log),
+    watchCursor(honeServer, log), // where the cursor is placed: the server computes the completion there ahead
     vscode.workspace.onDidChangeConfiguration((event) => {
       if (event.affectsConfiguration('hone.trace.server')) {
         trace.refresh();
