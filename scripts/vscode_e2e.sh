@@ -204,8 +204,13 @@ wait "$DRIVE_PGID"
 log "drive.js exited with $?"
 DRIVE_PGID=""
 
-# Keep the extension's own log (the "Hone" output channel) next to the results.
-find "$RUN/user/logs" -name '*Hone*.log' -exec cp {} "$OUT/hone-output.log" \; 2>/dev/null
+# Keep the extension's own log (the "Hone" output channel) and its LSP trace next to the results.
+while IFS= read -r -d '' channel; do
+  case "$channel" in
+    *Trace*) cp "$channel" "$OUT/hone-trace.log" ;;
+    *) cp "$channel" "$OUT/hone-output.log" ;;
+  esac
+done < <(find "$RUN/user/logs" -name '*Hone*.log' -print0 2>/dev/null)
 
 if [ -f "$OUT/results.json" ]; then
   read -r drive_passed drive_failed < <(node -e '
