@@ -321,7 +321,7 @@ class Service:
 
     def cursor(self, uri: str, line: int, character: int) -> None:
         """The editor placed the cursor (hone/cursor: a click, a jump, another editor; not typing). Once it has
-        rested PREFETCH_REST_S with no request running, the completion there is computed ahead: the model's stream
+        rested PREFETCH_REST_S with no request running, the local model computes the completion there: its stream
         for the place is encoded and its answer cached, so the first request there, or after the next keystroke,
         extends a ready stream instead of encoding ~260 tokens afresh. Any request cancels it. Call on the loop."""
         if self._prefetch is None:
@@ -338,8 +338,9 @@ class Service:
 
     async def _prefetch_at(self, uri: str, line: int, character: int) -> None:
         await asyncio.sleep(PREFETCH_REST_S)
-        doc, engine = self.documents.get(uri), self.models.engine
-        if doc is None or engine is None or self.models.state != "ready" or not self.settings.enabled or self._live:
+        doc, engine, target = self.documents.get(uri), self.models.engine, self.models.target
+        if (doc is None or engine is None or self.models.state != "ready" or not self.settings.enabled or self._live
+                or (target is not None and target.remote)):  # (a team's service is not asked on speculation)
             return
         text, offset = doc.text, doc.offset_at(line, character)
         plan, key = self._plan(engine, uri, text, offset)

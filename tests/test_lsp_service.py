@@ -261,3 +261,10 @@ async def test_a_request_stops_the_completion_computed_ahead(lsp_service_factory
     svc.cursor("file:///unknown.py", 0, 0)
     await svc._prefetch
     assert svc.counters.prefetched == 0
+    svc.configure({"remote": "http://127.0.0.1:9"}, initial=True)  # a team's service is not asked on speculation
+    await ready(h)
+    assert svc.models.target.remote
+    calls = len(engine.calls)
+    svc.cursor(URI, 0, 2)
+    await svc._prefetch
+    assert svc.counters.prefetched == 0 and len(engine.calls) == calls
