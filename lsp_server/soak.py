@@ -1,6 +1,6 @@
 """`hone bench soak`: a day of typing in minutes, through the real server over stdio (lsp_server.bench's client).
 
-A deterministic mix (seeded) of typing, jumps between several open files, huge lines, odd edits (deletions,
+A deterministic mix (seeded) of typing, jumps between several open files (each told as `hone/cursor`), huge lines, odd edits (deletions,
 whole-document replacements, lone surrogates, control characters, CRLF text, ranges past the end), `$/cancelRequest`,
 closes and reopens, and junk (bodies that are not JSON, invalid params, unknown methods). At most --inflight requests
 are outstanding at a time; every request must be answered (a result or an error), else it is lost. Prints the
@@ -156,10 +156,16 @@ class Soak:
         await self._inline(d, explicit)
 
     async def jump(self) -> None:
+        """To another place, as an editor says it (hone/cursor); sometimes it rests long enough for the server to
+        start the completion there ahead, and the request then cancels or reuses it."""
         self.doc = d = self.rng.choice(self.docs)
         d.line = self.rng.randrange(len(d.lines))
         d.col = self.rng.randint(0, len(d.lines[d.line]))
         d.typing = ""
+        self.c.lc.protocol.notify("hone/cursor", {"textDocument": {"uri": d.uri},
+                                                  "position": {"line": d.line, "character": _u16(d.lines[d.line][: d.col])}})
+        if self.rng.random() < 0.3:
+            await asyncio.sleep(self.rng.uniform(0.1, 0.3))
         await self._inline(d, explicit=self.rng.random() < 0.3)
 
     async def cancel(self) -> None:
@@ -219,6 +225,7 @@ class Soak:
             await self._request("hone/noSuchMethod", {"x": rng.random()})
         elif kind == 3:
             self.c.lc.protocol.notify("hone/noSuchNotification", {"x": 1})
+            self.c.lc.protocol.notify("hone/cursor", {"textDocument": {"uri": 7}, "position": None})
             self.c.lc.protocol.notify(t.CANCEL_REQUEST, t.CancelParams(id=f"never-sent-{rng.random()}"))
             await self._request("hone/stats", None)
         elif kind == 4:  # a document that was never opened
