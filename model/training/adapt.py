@@ -57,7 +57,7 @@ class AdaptConfig(msgspec.Struct, kw_only=True):
     cross_share: float = 0.5  # examples that finish a line using another file's name
     threads: int = 2
     seed: int = 0
-    precision: str = "auto"  # auto: bf16 autocast where the CPU computes bf16 natively (AMX: ~2x the steps), else fp32
+    precision: str = "auto"  # auto: bf16 autocast where the CPU computes bf16 natively (more steps), else fp32
 
 
 class Split(msgspec.Struct):
