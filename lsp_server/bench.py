@@ -119,6 +119,12 @@ class _Client:
             t.VersionedTextDocumentIdentifier(version=version, uri=uri),
             [t.TextDocumentContentChangePartial(range=t.Range(pos, pos), text=text)]))
 
+    def cursor(self, uri: str, line: int, character: int) -> None:
+        """Say where the editor placed the cursor (hone/cursor, as the VS Code extension does)."""
+        from .server import CURSOR
+
+        self.lc.protocol.notify(CURSOR, {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}})
+
     def configure(self, settings: dict) -> None:
         self.lc.workspace_did_change_configuration(self.types.DidChangeConfigurationParams(settings={"hone": settings}))
 
@@ -285,7 +291,7 @@ async def _cold(c: _Client, args: argparse.Namespace) -> dict:
             lines[line] += typed[: cut - 1]
             c.open(uri, "\n".join(lines))
             col = len(lines[line].encode("utf-16-le")) // 2
-            c.lc.protocol.notify("hone/cursor", {"textDocument": {"uri": uri}, "position": {"line": line, "character": col}})
+            c.cursor(uri, line, col)
             await asyncio.sleep(ahead / 1000)
             c.insert(uri, 2, line, col, typed[cut - 1])
             lines[line] += typed[cut - 1]

@@ -1,10 +1,11 @@
 """`hone bench soak`: a day of typing in minutes, through the real server over stdio (lsp_server.bench's client).
 
-A deterministic mix (seeded) of typing, jumps between several open files (each told as `hone/cursor`), huge lines, odd edits (deletions,
-whole-document replacements, lone surrogates, control characters, CRLF text, ranges past the end), `$/cancelRequest`,
-closes and reopens, and junk (bodies that are not JSON, invalid params, unknown methods). At most --inflight requests
-are outstanding at a time; every request must be answered (a result or an error), else it is lost. Prints the
-server's resident memory (VmRSS) at intervals, answered/lost counts and latency percentiles, then one JSON line.
+A deterministic mix (seeded) of typing, jumps between several open files (each told as `hone/cursor`), huge lines,
+odd edits (deletions, whole-document replacements, lone surrogates, control characters, CRLF text, ranges past the
+end), `$/cancelRequest`, closes and reopens, and junk (bodies that are not JSON, invalid params, unknown methods).
+At most --inflight requests are outstanding at a time; every request must be answered (a result or an error), else
+it is lost. Prints the server's resident memory (VmRSS) at intervals, answered/lost counts and latency percentiles,
+then one JSON line.
 """
 
 from __future__ import annotations
@@ -162,8 +163,7 @@ class Soak:
         d.line = self.rng.randrange(len(d.lines))
         d.col = self.rng.randint(0, len(d.lines[d.line]))
         d.typing = ""
-        self.c.lc.protocol.notify("hone/cursor", {"textDocument": {"uri": d.uri},
-                                                  "position": {"line": d.line, "character": _u16(d.lines[d.line][: d.col])}})
+        self.c.cursor(d.uri, d.line, _u16(d.lines[d.line][: d.col]))
         if self.rng.random() < 0.3:
             await asyncio.sleep(self.rng.uniform(0.1, 0.3))
         await self._inline(d, explicit=self.rng.random() < 0.3)

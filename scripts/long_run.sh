@@ -23,9 +23,6 @@ CORPUS=$HONE_RUNS/corpus
 [ -f "$CORPUS/corpus.json" ] || hone corpus --out "$CORPUS"
 RECIPE=(--preset cpu --route spm --optimizer muon --schedule wsd --lr 1.5e-4 --warmup-steps 150 --threads 2
         --eval-every 900 --context-tokens 256 --context-share 0.5 --corpus "$CORPUS")
-trained_hours() {  # the hours a run folder's schedule has run (0 without one)
-  python -c 'import json, sys; print(json.load(open(sys.argv[1]))["hours"])' "$1/model/train_state.json" 2>/dev/null || echo 0
-}
 case "${1:-train}" in
   train)
     # a low constant lr (re-warming cooled weights to 7e-4 cost segment 4 more than it gained; segment 6 at 1.5e-4
@@ -34,7 +31,9 @@ case "${1:-train}" in
       --run-dir "$HONE_RUNS/long" ${HONE_LONG_FLAGS:-} ;;
   trunk)
     T=$HONE_RUNS/trunk
-    hours=$(python -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]))' "$(trained_hours "$T")" "${2:-1.3}")
+    # the trunk's schedule so far (0 without one) plus HOURS
+    hours=$(python -c 'import json, pathlib, sys; p = pathlib.Path(sys.argv[1]); done = json.loads(p.read_text())["hours"] if p.is_file() else 0
+print(done + float(sys.argv[2]))' "$T/model/train_state.json" "${2:-1.3}")
     exec hone train "${RECIPE[@]}" --init-from "${HONE_TRUNK_FROM:-model/default}" --decay-share 0 --hours "$hours" \
       --run-dir "$T" ${HONE_LONG_FLAGS:-} ;;
   cool)

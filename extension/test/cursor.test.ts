@@ -23,11 +23,16 @@ class FakeTimers implements Timers {
 
 const at = (line: number, character: number, uri = 'file:///a.py'): CursorPlace => ({ uri, line, character });
 
+/** A reporter on fake timers, and what it sent. */
+function reporter(): { sent: CursorPlace[]; timers: FakeTimers; r: CursorReporter } {
+  const sent: CursorPlace[] = [];
+  const timers = new FakeTimers();
+  return { sent, timers, r: new CursorReporter((p) => sent.push(p), 100, timers) };
+}
+
 describe('CursorReporter', () => {
   it('sends only where the cursor came to rest', () => {
-    const sent: CursorPlace[] = [];
-    const timers = new FakeTimers();
-    const r = new CursorReporter((p) => sent.push(p), 100, timers);
+    const { sent, timers, r } = reporter();
     r.placed(at(1, 2));
     r.placed(at(3, 4));
     assert.equal(timers.queued.size, 1);
@@ -35,9 +40,7 @@ describe('CursorReporter', () => {
     assert.deepEqual(sent, [at(3, 4)]);
   });
   it('does not send the same place twice, unless the user typed in between', () => {
-    const sent: CursorPlace[] = [];
-    const timers = new FakeTimers();
-    const r = new CursorReporter((p) => sent.push(p), 100, timers);
+    const { sent, timers, r } = reporter();
     r.placed(at(1, 2));
     timers.fire();
     r.placed(at(1, 2));
@@ -52,9 +55,7 @@ describe('CursorReporter', () => {
     assert.equal(sent.length, 3);
   });
   it('typing or disposing drops a place not yet sent', () => {
-    const sent: CursorPlace[] = [];
-    const timers = new FakeTimers();
-    const r = new CursorReporter((p) => sent.push(p), 100, timers);
+    const { sent, timers, r } = reporter();
     r.placed(at(5, 0));
     r.typed();
     r.placed(at(6, 0));

@@ -299,7 +299,8 @@ def blank_targets(files: dict[str, str], cases: list[RepoCase]) -> dict[str, str
 def adapt_eval(model_dir: str | None, projects: list[Path], n: int, seed: int, minutes: float, threads: int | None,
                device: str = "cpu", steps: int = 0, lr: float | None = None) -> dict:
     """Per project: the repo arm (copy hints from the project, as the server gives) on its cases with the base
-    model, then again after `hone adapt` for `minutes` on the project with every case's answer blanked -> {"projects": {name: {before, after, adapt}}, "before", "after"}."""
+    model, then again after `hone adapt` for `minutes` on the project with every case's answer blanked
+    -> {"projects": {name: {before, after, adapt}}, "before", "after"}."""
     import tempfile
 
     from ..training.adapt import AdaptConfig, adapt
