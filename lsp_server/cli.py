@@ -69,7 +69,8 @@ def _train(a) -> int:
                                   warmup_steps=a.warmup_steps, optimizer=a.optimizer, mask_schedule=a.mask_schedule,
                                   complementary=a.complementary or None, schedule=a.schedule,
                                   decay_share=a.decay_share, context_tokens=a.context_tokens,
-                                  context_share=a.context_share).items() if v is not None}
+                                  context_share=a.context_share, draft_share=a.draft_share,
+                                  draft_weight=a.draft_weight).items() if v is not None}
     if a.init_from and a.preset != "finetune" and over.get("route") not in ("diffusion", "spm"):
         print("--init-from: using the finetune preset's route (diffusion: the model's own layout)", file=sys.stderr)
         over["route"] = "diffusion"
@@ -287,6 +288,10 @@ def _args_train(sub) -> None:
     c.add_argument("--optimizer", choices=["adamw", "muon"], default=None)
     c.add_argument("--mask-schedule", choices=["uniform", "clipped"], default=None)
     c.add_argument("--complementary", action="store_true", help="pairs of rows with complementary canvas masks")
+    c.add_argument("--draft-share", type=float, default=None,
+                   help="spm: this share of the rows trains the canvas as a drafter (fully masked after the stream, "
+                        "distilled from the stream's next-token predictions)")
+    c.add_argument("--draft-weight", type=float, default=None, help="the drafting distillation term's weight (default 1)")
     c.add_argument("--lr", type=float, default=None)
     c.add_argument("--schedule", choices=["cosine", "wsd"], default=None,
                    help="wsd: warmup, constant, linear decay over the last --decay-share (for runs spanning sessions)")

@@ -161,14 +161,14 @@ class Denoiser(nn.Module):
         return self.head(torch.cat((last, h))[: ids.shape[1]]).float()  # (not h[:-1]: exports for any n >= 1)
 
 
-def spm_attention_mask(canvas: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def spm_attention_mask(canvas: torch.Tensor, valid: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
     """canvas/valid bool (B, T) -> attention mask (B, 1, T, T) of the spm layout: non-canvas rows attend
     causally to non-canvas columns (padding, after the canvas, is never attended to by real rows); canvas
-    rows attend to every real position."""
+    rows attend to every real position, or only to those `seen` (training's draft rows hide teacher tokens)."""
     T = canvas.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool, device=canvas.device).tril()
     ctx_rows = ~canvas.unsqueeze(2) & ~canvas.unsqueeze(1) & causal  # (B, T, T)
-    canvas_rows = canvas.unsqueeze(2) & valid.unsqueeze(1)
+    canvas_rows = canvas.unsqueeze(2) & (valid if seen is None else seen).unsqueeze(1)
     return (ctx_rows | canvas_rows).unsqueeze(1)
 
 

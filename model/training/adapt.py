@@ -193,9 +193,9 @@ def adapt(files: dict[str, str], base: Path, cfg: AdaptConfig = AdaptConfig(), *
             part = _rows(batch, lo, lo + cfg.micro_batch)
             share = part.ids.shape[0] / cfg.batch
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss, canvas_ce, next_ce, _ = loss_fn(batch=part, gen=gen)
-            (loss * share).backward()
-            for i, v in enumerate((loss, canvas_ce, next_ce)):
+                res = loss_fn(batch=part, gen=gen)
+            (res.loss * share).backward()
+            for i, v in enumerate(res[:3]):
                 parts[i] += share * (v.item() if v is not None else math.nan)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip)
         for opt in opts:

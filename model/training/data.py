@@ -25,6 +25,7 @@ MASK_SCHEDULES = {"uniform": (0.02, 1.0), "clipped": (0.2, 0.8)}
 ContextFn = Callable[[str, int], str]  # (the document without its middle, cursor offset) -> cross-file context text
 Spot = tuple[int, int]  # a line that uses a name another file of its package defines: (first cursor offset, name's)
 CROSS_SHARE = 0.5  # examples with context and such lines: the share whose middle is the rest of one of them
+DRAFT_SLOTS = 8  # a draft row's canvas holds at most this many slots (the engine drafts up to draft_tokens, 8)
 
 
 def _line_bounds(text: str, pos: int) -> tuple[int, int]:
@@ -100,6 +101,21 @@ def build_example(tok: HoneTokenizer, text: str, rng: random.Random, b: Budgets,
     return Example(pre_t[-b.prefix :] if b.prefix else [], canvas, suf_t[: b.suffix], ends, ctx)
 
 
+def draft_example(tok: HoneTokenizer, ex: Example, rng: random.Random, b: Budgets) -> tuple[Example, int] | None:
+    """The drafting regime (issue #24) from an example: the stream runs on into the middle (its first c tokens join
+    the prefix, then the next k are teacher tokens: the stream's teacher-forced predictions there are the canvas'
+    distillation targets) and a fully masked canvas of those k tokens follows, placed where the teacher tokens are
+    and blind to them, as the engine reads a canvas right after the stream's last token. -> (the example, its
+    prefix ending with the k teacher tokens and its canvas holding them, k); None for a middle under two tokens."""
+    content = [t for t in ex.canvas if t != tok.null_id]
+    if len(content) < 2:
+        return None
+    c = rng.randint(0, len(content) - 2)
+    teacher = content[c : c + DRAFT_SLOTS]
+    prefix = (ex.prefix + content[:c])[-b.prefix :] if b.prefix else content[:c]
+    return Example(prefix + teacher, list(teacher), ex.suffix, ex.doc_end, ex.context), len(teacher)
+
+
 def layout_ids(tok: HoneTokenizer, ex: Example, layout: str) -> tuple[list[int], int]:
     """-> (ids with the canvas holding its targets, canvas start), laid out by model.layout."""
     ids, slot_pos = lay.sequence(layout, ex.segments(), lay.Specials(tok.bos_id, tok.eos_id))
@@ -114,24 +130,34 @@ class InfillBatch:
     start: torch.Tensor  # (B,) first canvas position
     width: int  # canvas slots per row at most (mask draws are made over this width, whatever the layout)
     cross: torch.Tensor  # (B, T) bool: the cross-file context's part of the opening (read, never a target)
+    teacher: torch.Tensor | None = None  # (B, T) bool: draft rows' teacher tokens (draft_example), hidden from the canvas
+    positions: torch.Tensor | None = None  # (B, T) position ids where draft rows' canvases sit on their teacher tokens
 
     @property
     def is_context(self) -> torch.Tensor:
         return self.valid & ~self.canvas
 
+    @property
+    def draft_rows(self) -> torch.Tensor | None:
+        """(B,) bool: the rows in the drafting regime, or None when the batch has none."""
+        return None if self.teacher is None else self.teacher.any(1)
+
     def to(self, device) -> InfillBatch:
+        moved = [None if t is None else t.to(device) for t in (self.teacher, self.positions)]
         return InfillBatch(self.ids.to(device), self.canvas.to(device), self.valid.to(device), self.start.to(device),
-                           self.width, self.cross.to(device))
+                           self.width, self.cross.to(device), *moved)
 
 
 def infill_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, b: Budgets, batch: int,
                  layout: str = "infill", pairs: bool = False, repos=None,
                  contexts: dict[str, ContextFn] | None = None, spots: dict[str, list[Spot]] | None = None,
-                 cross_share: float = CROSS_SHARE) -> InfillBatch:
+                 cross_share: float = CROSS_SHARE, draft_share: float = 0.0) -> InfillBatch:
     """`batch` editor-shaped rows, as wide as the longest; pairs=True draws batch/2 examples, each twice (for
     complementary masks). Cross-file context: `repos` (training.repos.RepoContexts) draws the files, some with
     their retrieval and cross-file lines; or `contexts` and `spots` give those of some of `texts` (the same draws
-    as without them)."""
+    as without them). spm layout: `draft_share` of the rows are in the drafting regime (draft_example)."""
+    if draft_share and layout != "spm":
+        raise ValueError("draft rows need the spm layout (a canvas read right after the stream)")
     examples = []
     with_context = repos is not None and repos.batch_has_context(rng)
     for _ in range(batch // 2 if pairs else batch):
@@ -143,6 +169,11 @@ def infill_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, b: Bu
         examples.append(build_example(tok, text, rng, b, context, where, cross_share))
     if pairs:
         examples = [ex for ex in examples for _ in (0, 1)]
+    drafts = [0] * len(examples)  # teacher tokens per row (0: not a draft row)
+    if draft_share > 0:
+        for i, ex in enumerate(examples):
+            if rng.random() < draft_share and (d := draft_example(tok, ex, rng, b)) is not None:
+                examples[i], drafts[i] = d
     rows = [layout_ids(tok, ex, layout) for ex in examples]
     width = max(len(row) for row, _ in rows)
     ids = torch.full((batch, width), tok.pad_id, dtype=torch.long)
@@ -158,7 +189,16 @@ def infill_batch(tok: HoneTokenizer, texts: list[str], rng: random.Random, b: Bu
         start[i] = s
         a, z = lay.context_span(specials, ex.context)
         cross[i, a:z] = True
-    return InfillBatch(ids, canvas, valid, start, b.middle, cross)
+    if not any(drafts):
+        return InfillBatch(ids, canvas, valid, start, b.middle, cross)
+    teacher = torch.zeros((batch, width), dtype=torch.bool)
+    positions = torch.arange(width).repeat(batch, 1)
+    for i, k in enumerate(drafts):
+        if k:
+            s = int(start[i])
+            teacher[i, s - k : s] = True
+            positions[i, s : s + k] -= k  # the canvas sits where its teacher tokens are
+    return InfillBatch(ids, canvas, valid, start, b.middle, cross, teacher, positions)
 
 
 def mask_times(batch: int, u: torch.Tensor, schedule: str, complementary: bool) -> torch.Tensor:
@@ -188,6 +228,8 @@ def mask_canvas(batch: InfillBatch, mask_id: int, rng: torch.Generator, schedule
         r[1::2] = 1 - r[0::2][: B // 2]
     rel = (torch.arange(T) - batch.start.cpu()[:, None]).clamp(0, batch.width - 1)  # (B, T) slot index
     m = (r.gather(1, rel) < t[:, None]).to(batch.ids.device) & batch.canvas
+    if (draft := batch.draft_rows) is not None:  # the drafting regime: every slot masked
+        m |= batch.canvas & draft[:, None]
     # at least one masked slot per row so every row carries signal
     first = batch.canvas.float().argmax(1)
     none = ~m.any(1)

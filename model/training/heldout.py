@@ -17,7 +17,7 @@ HELDOUT_SEED = 1234
 
 
 def heldout_batches(tok: HoneTokenizer, texts: list[str], budgets: Budgets, layout: str, n: int = 8,
-                    contexts: dict | None = None, spots: dict | None = None) -> list:
+                    contexts: dict | None = None, spots: dict | None = None, draft_share: float = 0.0) -> list:
     """Fixed held-out batches with their mask-generator states: the same examples and masked slots in any layout,
     with or without cross-file context (`contexts`, `spots`: training.repos.RepoContexts.fixed; with spots every
     example completes a cross-file line)."""
@@ -25,24 +25,23 @@ def heldout_batches(tok: HoneTokenizer, texts: list[str], budgets: Budgets, layo
     out = []
     for _ in range(n):
         out.append((infill_batch(tok, texts, rng, budgets, 16, layout, contexts=contexts, spots=spots,
-                                 cross_share=1.0), gen.get_state()))
+                                 cross_share=1.0, draft_share=draft_share), gen.get_state()))
         torch.rand(16 * budgets.middle, generator=gen)  # advance so each batch draws new masks
     return out
 
 
 @torch.no_grad()
 def evaluate_heldout(model: Denoiser, batches: list, mask_id: int, device) -> dict:
-    """Held-out masked-canvas CE (and next-token CE over the context for spm models), uniform masks."""
+    """Held-out masked-canvas CE (and next-token CE over the context for spm models), uniform masks; batches with
+    draft rows add the canvas' agreement with the stream there (draft_kl, draft_agree)."""
     was_training = model.training
     model.eval()
-    canvas, nxt = [], []
+    sums: dict[str, list[float]] = {}
     for batch, state in batches:
-        _, c, x, _ = infill_losses(model, batch.to(device), mask_id, torch.Generator().set_state(state))
-        canvas.append(float(c))
-        if x is not None:
-            nxt.append(float(x))
+        res = infill_losses(model, batch.to(device), mask_id, torch.Generator().set_state(state))
+        for name, v in (("masked_ce", res.canvas_ce), ("next_ce", res.next_ce), ("draft_kl", res.draft_kl),
+                        ("draft_agree", res.draft_agree)):
+            if v is not None:
+                sums.setdefault(name, []).append(float(v))
     model.train(was_training)
-    out = {"heldout_masked_ce": sum(canvas) / len(canvas)}
-    if nxt:
-        out["heldout_next_ce"] = sum(nxt) / len(nxt)
-    return out
+    return {f"heldout_{name}": sum(v) / len(v) for name, v in sums.items()}

@@ -50,6 +50,9 @@ class TrainConfig(msgspec.Struct, kw_only=True):
     optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' weight matrices, AdamW for embeddings and norms)
     mask_schedule: str = "uniform"  # masking rates: uniform (0.02, 1] | clipped [0.2, 0.8]
     complementary: bool = False  # rows in pairs: one example twice, the second masked where the first is not
+    draft_share: float = 0.0  # spm: this share of the rows in the drafting regime (a fully masked canvas right after
+    # the stream, distilled from the stream's next-token predictions: data.draft_example, losses.draft_distillation)
+    draft_weight: float = 1.0  # the distillation term's weight in the loss
     min_lr_ratio: float = 0.1
     schedule: str = "cosine"  # cosine | wsd: warmup, constant, then a linear decay over the last decay_share of the
     # budget. A run spanning sessions stays at its peak; a copy of it cools down to ship (Trainer.cool_down)
@@ -236,7 +239,7 @@ class Trainer:
         mc.prefix_tokens, mc.middle_tokens, mc.suffix_tokens = cfg.prefix_tokens, cfg.middle_tokens, cfg.suffix_tokens
         mc.context_tokens = cfg.context_tokens
         self.loss_fn: torch.nn.Module = LossModule(self.model, self.tok.pad_id, self.tok.mask_id, cfg.mask_schedule,
-                                                   cfg.complementary)
+                                                   cfg.complementary, cfg.draft_weight)
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -273,6 +276,8 @@ class Trainer:
         out = {"": heldout_batches(self.tok, self.held, plain, self.model.cfg.layout)}
         if self._held_contexts:
             out["ctx_"] = heldout_batches(self.tok, self.held, self.budgets, self.model.cfg.layout, contexts=self._held_contexts)
+        if self.model.cfg.layout == "spm":  # the drafting regime: the canvas against the stream (draft_kl, draft_agree)
+            out["draft_"] = heldout_batches(self.tok, self.held, plain, "spm", draft_share=1.0)
         if self._held_spots:  # lines that use another file's name (the repository-level cases), without and with context
             cross = list(self._held_spots)
             out["xf_"] = heldout_batches(self.tok, cross, plain, self.model.cfg.layout, spots=self._held_spots)
@@ -301,6 +306,9 @@ class Trainer:
         with self._autocast():
             for name, batches in self._held_batches.items():
                 res = evaluate_heldout(self.model, batches, self.tok.mask_id, self.device)
+                if name == "draft_":  # heldout_draft_kl, heldout_draft_agree (its CEs measure another regime)
+                    out |= {k: v for k, v in res.items() if k.startswith("heldout_draft")}
+                    continue
                 out |= {k.replace("heldout_", "heldout_" + name): v for k, v in res.items()}
         return out
 
@@ -376,7 +384,8 @@ class Trainer:
         try:
             while self.progress < 1.0:
                 t0 = time.perf_counter()
-                lr, ar, (loss, canvas_ce, next_ce) = self._step()
+                lr, ar, losses = self._step()
+                loss = losses.loss
                 lv = loss.item()
                 dt, stopping = self.dist.agree(time.perf_counter() - t0, stop["flag"] or self.step == stop_at)
                 self.elapsed += dt
@@ -388,7 +397,8 @@ class Trainer:
                 if self.step % 20 == 0:
                     rec = {"step": self.step, "elapsed": self.elapsed, "tokens": self.tokens_seen, "supervised": self.supervised,
                            "phase": "ar" if ar else "diffusion", "loss": lv, "lr": lr}
-                    rec |= {k: float(v.detach()) for k, v in (("canvas_ce", canvas_ce), ("next_ce", next_ce)) if v is not None}
+                    rec |= {k: float(getattr(losses, k).detach()) for k in ("canvas_ce", "next_ce", "draft_kl", "draft_agree")
+                            if getattr(losses, k) is not None}
                     self.log(rec)
                 if stopping:
                     break
@@ -422,7 +432,7 @@ class Trainer:
         return seg
 
     def _step(self):
-        """One optimizer step -> (lr, whether it was an AR-phase step, (loss, masked-canvas CE, next-token CE))."""
+        """One optimizer step -> (lr, whether it was an AR-phase step, its Losses)."""
         cfg, b = self.cfg, self.budgets
         lr = lr_at(cfg, self.step, self.progress)
         for opt in self.opts:
@@ -437,21 +447,21 @@ class Trainer:
         with self._autocast():
             if ar:
                 ids = ar_batch(self.tok, self.texts, self.rng, b.seq_len, cfg.batch).to(self.device)
-                loss, canvas_ce, next_ce, n_sup = self.loss_fn(ids)
+                losses = self.loss_fn(ids)
             else:
                 batch = infill_batch(self.tok, self.texts, self.rng, b, cfg.batch, self.model.cfg.layout,
-                                     pairs=cfg.complementary, repos=self.repos)
-                loss, canvas_ce, next_ce, n_sup = self.loss_fn(batch=batch.to(self.device), gen=self.gen)
+                                     pairs=cfg.complementary, repos=self.repos, draft_share=cfg.draft_share)
+                losses = self.loss_fn(batch=batch.to(self.device), gen=self.gen)
         for opt in self.opts:
             opt.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
         for opt in self.opts:
             opt.step()
         self.step += 1
         self.tokens_seen += cfg.batch * (b.seq_len if ar else batch.ids.shape[1]) * self.dist.world
-        self.supervised += n_sup * self.dist.world
-        return lr, ar, (loss, canvas_ce, next_ce)
+        self.supervised += losses.supervised * self.dist.world
+        return lr, ar, losses
 
     def _checkpoint(self) -> dict | None:
         """Held-out losses into the log, then state + model folder (the main process only)."""
