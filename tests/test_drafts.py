@@ -146,6 +146,9 @@ def test_copy_hints_are_the_different_rests_in_copy_hint_order():
     assert copy_hints(before, after, [other], limit=2) == [" and y", " or x"]
     assert copy_hints(before, after, [other], limit=8, key_chars=4) == got  # "bose" finds the same lines here
     assert copy_hints("x = config.verbose", "\n") == []
+    two = ["g = config.verbose is None\nh = config.verbose + 2\n"]  # other files give one hint unless told otherwise
+    assert copy_hints("x = config.verbose", "", two, limit=8) == [" is None"]
+    assert copy_hints("x = config.verbose", "", two, limit=8, limit_elsewhere=None) == [" is None", " + 2"]
     consumed = []
 
     def lazily():  # other files are read only until the limit is reached
