@@ -189,3 +189,13 @@ def test_training_with_cross_file_context(tmp_path, tok):
     # cli.py's `store.get_item(...)` lines use a member models.py defines: the cross-file held-out, without and with context
     assert {"heldout_xf_masked_ce", "heldout_xfctx_masked_ce", "heldout_xfctx_next_ce"} <= set(held)
     assert tr.repos.built >= 1 and load_config(tmp_path / "run" / "model").context_tokens == 48
+
+
+def test_a_paused_step_counts_as_a_typical_one():
+    """A trainer stopped (SIGSTOP) in the middle of a step does not count the pause as training time: the schedule
+    follows training time, so a paused run would jump ahead (and a cooldown end early)."""
+    from model.training.trainer import PAUSED_STEP, step_seconds
+
+    assert step_seconds(0.9, None) == 0.9  # nothing to compare the first step with
+    assert step_seconds(1.2, 1.0) == 1.2  # a slower step is still counted
+    assert step_seconds(PAUSED_STEP * 1.0 + 0.1, 1.0) == 1.0 and step_seconds(600.0, 0.8) == 0.8

@@ -379,7 +379,7 @@ class Trainer:
         bar = tqdm(total=cfg.tokens if by_tokens else int(cfg.hours * 3600), initial=done(),
                    unit="tok" if by_tokens else "s", unit_scale=by_tokens, desc="train", disable=not self.dist.main)
         last_eval = self.elapsed
-        ema = None
+        ema = typical = None  # typical: the moving mean of a step's seconds
         self.model.train()
         try:
             while self.progress < 1.0:
@@ -387,7 +387,9 @@ class Trainer:
                 lr, ar, losses = self._step()
                 loss = losses.loss
                 lv = loss.item()
-                dt, stopping = self.dist.agree(time.perf_counter() - t0, stop["flag"] or self.step == stop_at)
+                raw = time.perf_counter() - t0
+                dt, stopping = self.dist.agree(step_seconds(raw, typical), stop["flag"] or self.step == stop_at)
+                typical = dt if typical is None else 0.9 * typical + 0.1 * dt
                 self.elapsed += dt
                 seg["to_step"], seg["minutes"] = self.step, (self.elapsed - seg_start) / 60
                 seg["tokens"] = self.tokens_seen - seg_tokens
@@ -473,6 +475,16 @@ class Trainer:
                    f"({self.tokens_seen / max(1e-9, self.elapsed):.0f} tok/s) held-out {_fmt(held)}")
         self.save()
         return held
+
+
+PAUSED_STEP = 5.0  # a step that took more than this many times the typical step was paused (SIGSTOP while the
+# machine measured something else, a suspended laptop): it counts as a typical step, so the schedule, which follows
+# training time, neither jumps ahead nor ends early
+
+
+def step_seconds(raw: float, typical: float | None) -> float:
+    """The training time one step counts: its wall time, unless it was paused (PAUSED_STEP)."""
+    return raw if typical is None or raw <= PAUSED_STEP * typical else typical
 
 
 def _fmt(held: dict | None) -> str:
