@@ -11,7 +11,7 @@ from model.config import ModelConfig
 from model.network import Denoiser
 from model.testing import sample_texts
 from model.training.data import DRAFT_SLOTS, Budgets, infill_batch, mask_canvas
-from model.training.losses import infill_losses
+from model.training.losses import batch_attention_mask, infill_losses
 
 B = Budgets(prefix=48, middle=16, suffix=16)
 
@@ -46,9 +46,7 @@ def test_the_canvas_never_sees_its_teacher_tokens(tok):
     model = _model(tok).eval()
     batch = infill_batch(tok, sample_texts(), random.Random(4), B, 2, "spm", draft_share=1.0)
     noisy, _ = mask_canvas(batch, tok.mask_id, torch.Generator().manual_seed(0))
-    from model.network import spm_attention_mask
-
-    mask = spm_attention_mask(batch.canvas, batch.valid, batch.valid & ~batch.teacher)
+    mask = batch_attention_mask(model, batch)  # the mask training uses
     other = noisy.clone()
     other[batch.teacher] = (other[batch.teacher] + 7) % 200 + 10
     with torch.no_grad():

@@ -21,6 +21,14 @@ class Losses(NamedTuple):
     draft_agree: torch.Tensor | None = None  # draft rows: share of those slots whose top token is the stream's
 
 
+def batch_attention_mask(model: Denoiser, batch: InfillBatch) -> torch.Tensor:
+    """The training batch's attention mask (B, 1, T, T) in the model's layout; draft rows' canvases never see their
+    teacher tokens."""
+    if model.cfg.layout != "spm":
+        return infill_attention_mask(~batch.canvas)
+    return spm_attention_mask(batch.canvas, batch.valid, None if batch.teacher is None else batch.valid & ~batch.teacher)
+
+
 def infill_losses(model: Denoiser, batch: InfillBatch, mask_id: int, gen: torch.Generator, schedule: str = "uniform",
                   complementary: bool = False, draft_weight: float = 1.0) -> Losses:
     """One forward in the model's layout. The masked-canvas CE is the mean over masked slots (comparable across
@@ -31,12 +39,7 @@ def infill_losses(model: Denoiser, batch: InfillBatch, mask_id: int, gen: torch.
     noisy, masked = mask_canvas(batch, mask_id, gen, schedule, complementary)
     spm = model.cfg.layout == "spm"
     draft = batch.draft_rows
-    if spm:
-        seen = batch.valid if draft is None else batch.valid & ~batch.teacher  # canvas rows never see teacher tokens
-        mask = spm_attention_mask(batch.canvas, batch.valid, seen)
-    else:
-        mask = infill_attention_mask(~batch.canvas)
-    h_all, _ = model.hidden(noisy, positions=batch.positions, attn_mask=mask)  # (B, T, D)
+    h_all, _ = model.hidden(noisy, positions=batch.positions, attn_mask=batch_attention_mask(model, batch))  # (B, T, D)
     h, tgt, on_canvas = h_all, batch.ids, masked
     if model.cfg.shifted:  # the output at j-1 predicts slot j
         h, tgt, on_canvas = h[:, :-1], tgt[:, 1:], masked[:, 1:]

@@ -385,10 +385,9 @@ class Trainer:
             while self.progress < 1.0:
                 t0 = time.perf_counter()
                 lr, ar, losses = self._step()
-                loss = losses.loss
-                lv = loss.item()
-                raw = time.perf_counter() - t0
-                dt, stopping = self.dist.agree(step_seconds(raw, typical), stop["flag"] or self.step == stop_at)
+                lv = losses.loss.item()
+                dt, stopping = self.dist.agree(step_seconds(time.perf_counter() - t0, typical),
+                                               stop["flag"] or self.step == stop_at)
                 typical = dt if typical is None else 0.9 * typical + 0.1 * dt
                 self.elapsed += dt
                 seg["to_step"], seg["minutes"] = self.step, (self.elapsed - seg_start) / 60
