@@ -148,7 +148,8 @@ def _adapt(a) -> int:
     where = out if out is not None else adapted_dir(root) / "model"
     verdict = (f"kept: {where}" + ("" if out else " (hone-lsp uses it for this workspace)") if info.kept
                else "not kept: the held-out loss did not fall (the model in use stays)")
-    print(f"{info.steps} steps, {info.tokens / 1e6:.2f}M tokens, {info.minutes:.1f} min ({info.precision}); {verdict}",
+    print(f"{info.steps} steps ({info.passes:.1f} passes over its text), {info.tokens / 1e6:.2f}M tokens, "
+          f"{info.minutes:.1f} min ({info.precision}); {verdict}",
           file=sys.stderr)
     print(msgspec.json.encode(info).decode())
     return 0

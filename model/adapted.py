@@ -38,6 +38,7 @@ class AdaptInfo(msgspec.Struct, kw_only=True):
     minutes: float = 0.0
     train_files: int = 0
     train_chars: int = 0
+    passes: float = 0.0  # how many times the training text was read (about: windows of the model's budgets)
     heldout_lines: int = 0
     finished: float = 0.0  # unix time
     precision: str = ""  # how it trained: "bf16 autocast" or "fp32"

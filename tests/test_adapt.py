@@ -63,6 +63,14 @@ def test_adapt_in_bf16_trains_and_says_so(base, files, tmp_path):
     assert fp32.precision == "fp32"
 
 
+def test_a_small_repository_is_read_at_most_max_passes_times(base, files, tmp_path):
+    """The minutes are a budget, not a target: a repository this small is read twice and adaptation ends long before
+    its ten minutes (more passes over a small repository overfit it)."""
+    info = adapt(files, base, AdaptConfig(minutes=10, max_passes=2, batch=8, threads=1), root="/work/proj",
+                 out=tmp_path / "adapted")
+    assert 2 <= info.passes < 3 and info.steps >= 2 and info.minutes < 10  # (a step reads at most one pass)
+
+
 def test_adapt_refuses_a_worse_result(base, files, tmp_path, monkeypatch):
     monkeypatch.setenv("HONE_CACHE", str(tmp_path / "cache"))
     info = adapt(files, base, AdaptConfig(steps=6, lr=30.0, warmup_steps=1, batch=8, threads=1), root="/work/proj")
