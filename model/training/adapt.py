@@ -47,7 +47,7 @@ class AdaptError(ValueError):
 
 
 class AdaptConfig(msgspec.Struct, kw_only=True):
-    minutes: float = 5.0  # training budget (adapt's clock); the schedule follows it
+    minutes: float = 5.0  # training budget (adapt's clock); the schedule follows it, or max_passes when sooner
     steps: int = 0  # > 0: a step budget instead (comparisons on a busy machine: as many steps as `minutes` make idle)
     max_passes: float = 20.0  # a small repository is read at most this many times, in fewer minutes than the budget
     # (sqlparse, 33K tokens to train on, 115 steps = 18 passes: its cross-file lines' ES +0.048; 230 steps = 36 passes
@@ -222,8 +222,8 @@ def adapt(files: dict[str, str], base: Path, cfg: AdaptConfig = AdaptConfig(), *
     progress({"event": "after", "kept": kept, **after})
     info = AdaptInfo(root=root, base=str(base), base_fingerprint=model_fingerprint(base), kept=kept, before=before,
                      after=after, steps=step, tokens=tokens, minutes=elapsed / 60, train_files=len(texts),
-                     train_chars=sum(map(len, texts)), passes=step / per_pass, heldout_lines=n_held, finished=time.time(),
-                     precision="bf16 autocast" if bf16 else "fp32")
+                     train_chars=sum(map(len, texts)), passes=step / per_pass, heldout_lines=n_held,
+                     finished=time.time(), precision="bf16 autocast" if bf16 else "fp32")
     log += [{"step": 0, "tokens": 0, **before}, {"step": step, "tokens": tokens, **after}]
     with tempfile.TemporaryDirectory(prefix="hone-adapt-") as tmp:
         staging = Path(tmp) / "model"
