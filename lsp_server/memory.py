@@ -14,7 +14,9 @@ import sys
 log = logging.getLogger(__name__)
 
 ARENAS = 2  # glibc malloc arenas (M_ARENA_MAX): the event loop and the worker rarely allocate at the same moment
-TRIM_EVERY_S = 30.0  # at most one malloc_trim (a few ms: it walks the arenas) per this many seconds
+TRIM_EVERY_S = 30.0  # at most one malloc_trim (a few ms: it walks the arenas) per this many seconds while busy
+QUIET_TRIM_S = 2.0  # and one once the server has been this long without a model run (off every request's path):
+# 40 cold completions in a bare process left 412 MB resident, 383 after a trim
 _M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
 
 
@@ -43,7 +45,8 @@ def trim() -> None:
 
 
 class Trimmer:
-    """trim() at most once per TRIM_EVERY_S, called after model runs."""
+    """trim() at most once per TRIM_EVERY_S, called after model runs (maybe), and when the server has gone quiet
+    (now)."""
 
     def __init__(self, every_s: float = TRIM_EVERY_S) -> None:
         self.every_s, self._last = every_s, float("-inf")
@@ -51,9 +54,12 @@ class Trimmer:
 
     def maybe(self, now: float) -> None:
         if now - self._last >= self.every_s:
-            self._last = now
-            trim()
-            self.trims += 1
+            self.now(now)
+
+    def now(self, now: float) -> None:
+        self._last = now
+        trim()
+        self.trims += 1
 
 
 def rss_mb() -> float | None:

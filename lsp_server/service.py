@@ -125,6 +125,7 @@ class Service:
         self.recent: LRU[bytes, str] = LRU(RECENT_ENTRIES, RECENT_BYTES, text_bytes)
         self.debouncer = Debouncer(DEBOUNCE_DOCS)
         self.trimmer = memory.Trimmer()  # freed memory back to the system after model runs (lsp_server.memory)
+        self._quiet_trim: asyncio.TimerHandle | None = None  # the trim due once no model has run for QUIET_TRIM_S
         self.last_latency_ms: float | None = None
         self.tokens_per_forward: float | None = None
         self.notify_status = notify_status  # called with each new status (from any thread)
@@ -451,10 +452,23 @@ class Service:
             text = ""
         self.recent.put(key, text)  # the key holds the settings: a changed gate asks the model again
         self.trimmer.maybe(self._clock())
+        self._trim_when_quiet()
         if cancel.is_set():  # finished, but a newer request for this document came meanwhile
             c.superseded += 1
             return None
         return text
+
+    def _trim_when_quiet(self) -> None:
+        """(Re)arm the trim that runs once no model has run for QUIET_TRIM_S: memory a burst of completions freed goes
+        back to the system while the user reads, not on a request's path."""
+        if self._quiet_trim is not None:
+            self._quiet_trim.cancel()
+        self._quiet_trim = asyncio.get_running_loop().call_later(memory.QUIET_TRIM_S, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._quiet_trim = None
+        if not self._busy:  # a run in progress re-arms it when it ends
+            self.trimmer.now(self._clock())
 
     # ---- commands ---------------------------------------------------------------------------------
 
@@ -512,6 +526,8 @@ class Service:
         return await self._edit(uri, make, "")
 
     def close(self) -> None:
+        if self._quiet_trim is not None:
+            self._quiet_trim.cancel()
         self.adapter.close()
         self.workspace.close()
         if self._prefetch is not None:

@@ -22,6 +22,7 @@ from model.reports import common
 from model.reports.common import pct
 from model.serving.bench import add_option
 
+from . import memory
 from .bench import _Client, _rss_mb, _start
 
 ANSWER_TIMEOUT_S = 120.0  # a request not answered within this is lost
@@ -287,6 +288,8 @@ async def _run(args: argparse.Namespace) -> dict:
         await asyncio.wait(list(soak.pending))
     seconds = time.perf_counter() - t0
     rss_end = _rss_mb(c)
+    await asyncio.sleep(memory.QUIET_TRIM_S + 1)  # the storm is over: what the server keeps while the user reads
+    rss_quiet = _rss_mb(c)
     stats = await c.stats()
     await c.shutdown()
 
@@ -298,7 +301,7 @@ async def _run(args: argparse.Namespace) -> dict:
         "rss_first_completion_mb": round(rss_first, 1), "rss_start_mb": round(rss_start, 1),
         "rss_warm_mb": round(rss_warm, 1), "rss_end_mb": round(rss_end, 1),
         "rss_max_mb": round(max(s[1] for s in samples + [(0, rss_end)]), 1),
-        "growth_after_warmup_mb": round(rss_end - rss_warm, 1),
+        "growth_after_warmup_mb": round(rss_end - rss_warm, 1), "rss_quiet_mb": round(rss_quiet, 1),
         "p50_ms": pct(tally.ms, 0.5), "p95_ms": pct(tally.ms, 0.95), "seconds": round(seconds, 1),
         "model": status.get("model"), "steps": c.statuses[-1].get("steps") if c.statuses else None,
         "server_counters": {k: v for k, v in stats.items() if isinstance(v, int)},
@@ -309,7 +312,8 @@ async def _run(args: argparse.Namespace) -> dict:
           f"{tally.suggestions} suggestions), {figures['lost']} lost; latency p50 {figures['p50_ms'] or 0:.1f} ms, "
           f"p95 {figures['p95_ms'] or 0:.1f} ms")
     print(f"server RSS: {rss_start:.0f} MB at start, {rss_warm:.0f} MB after warm-up ({WARMUP_SHARE:.0%} of the "
-          f"requests), {rss_end:.0f} MB at the end: {figures['growth_after_warmup_mb']:+.1f} MB after warm-up")
+          f"requests), {rss_end:.0f} MB at the end: {figures['growth_after_warmup_mb']:+.1f} MB after warm-up; "
+          f"{rss_quiet:.0f} MB after {memory.QUIET_TRIM_S + 1:g} s quiet")
     mem = stats.get("memory") or {}
     for name, cache in (mem.get("caches") or {}).items():
         print(f"  cache {name}: {cache['entries']} entries, {cache['bytes'] / 1024:.0f} KiB"
