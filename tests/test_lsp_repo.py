@@ -19,7 +19,8 @@ def test_copy_hint_sources_are_the_other_files_with_their_unsaved_edits(tmp_path
     try:
         ws.set_folders([tmp_path.as_uri()])
         me = (tmp_path / "b.py").as_uri()
-        assert list(ws.elsewhere(me)) == []  # the first ask starts the scan: nothing known before it ends
+        # the first ask starts the scan and does not wait for it (a two-file scan may still end first: either answer)
+        assert list(ws.elsewhere(me)) in ([], ["x = store.get(1)\n"])
         _scanned(ws)
         assert list(ws.elsewhere(me)) == ["x = store.get(1)\n"]
         other = (tmp_path / "a.py").as_uri()
