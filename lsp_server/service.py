@@ -280,6 +280,7 @@ class Service:
         finally:
             self._busy -= 1
             self.publish_status()
+            self._trim_after_run()
 
     def _recorder(self, t0: float, stats_of: Callable[[Any], Any]) -> Callable[[Any], None]:
         """Latency since t0 and tokens per forward of a finished run, for the status."""
@@ -451,18 +452,18 @@ class Service:
             c.gated += 1
             text = ""
         self.recent.put(key, text)  # the key holds the settings: a changed gate asks the model again
-        self.trimmer.maybe(self._clock())
-        self._trim_when_quiet()
         if cancel.is_set():  # finished, but a newer request for this document came meanwhile
             c.superseded += 1
             return None
         return text
 
-    def _trim_when_quiet(self) -> None:
-        """(Re)arm the trim that runs once no model has run for QUIET_TRIM_S: memory a burst of completions freed goes
-        back to the system while the user reads, not on a request's path."""
-        if self._quiet_trim is not None:
+    def _trim_after_run(self) -> None:
+        """Freed memory back to the system after model runs: once no model has run for QUIET_TRIM_S (off every
+        request's path), and while runs follow each other without such a spell, at most every TRIM_EVERY_S (a run
+        after a quiet spell finds the memory trimmed already)."""
+        if self._quiet_trim is not None:  # busy since the last quiet spell
             self._quiet_trim.cancel()
+            self.trimmer.maybe(self._clock())
         self._quiet_trim = asyncio.get_running_loop().call_later(memory.QUIET_TRIM_S, self._trim_now)
 
     def _trim_now(self) -> None:

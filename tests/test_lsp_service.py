@@ -271,23 +271,28 @@ async def test_a_request_stops_the_completion_computed_ahead(lsp_service_factory
 
 
 async def test_memory_goes_back_once_the_server_is_quiet(lsp_service_factory, lsp_fake_engine, monkeypatch):
-    """After model runs, one trim once no model has run for QUIET_TRIM_S; a run meanwhile moves it later."""
+    """After model runs, one trim once no model has run for QUIET_TRIM_S; a run meanwhile moves it later. Runs that
+    follow each other trim at most every TRIM_EVERY_S; the first run after a quiet spell does not trim again."""
     from lsp_server import memory
 
     monkeypatch.setattr(memory, "QUIET_TRIM_S", 0.5)
     trims = []
     monkeypatch.setattr(memory, "trim", lambda: trims.append(1))
     svc = await ready(lsp_service_factory(lsp_fake_engine("foo(a)"), debounceMs=0))
-    svc.trimmer.maybe(svc._clock())  # the busy-time trim has just run: only the quiet one is left to come
-    before = svc.trimmer.trims
+    svc.trimmer.every_s = 0.0  # while busy, a trim after every run
     doc = svc.documents.open(URI, "x = \n")
     assert (await svc.complete(URI, 0, 4)).source == "model"
+    assert svc.trimmer.trims == 0  # the first run: no busy spell yet
     await asyncio.sleep(0.1)
     doc.apply("y", (0, 4), (0, 4))
     assert (await svc.complete(URI, 0, 5)).source == "model"  # a second run re-arms the quiet trim
+    assert svc.trimmer.trims == 1  # runs following each other: the busy-time trim
     await asyncio.sleep(0.25)
-    assert svc.trimmer.trims == before  # 0.35 s since the first run, 0.25 since the second: not quiet yet
+    assert svc.trimmer.trims == 1  # 0.35 s since the first run, 0.25 since the second: not quiet yet
     await asyncio.sleep(0.5)
-    assert svc.trimmer.trims == before + 1 and len(trims) == svc.trimmer.trims
+    assert svc.trimmer.trims == 2 and len(trims) == svc.trimmer.trims
     await asyncio.sleep(0.6)
-    assert svc.trimmer.trims == before + 1  # once per quiet spell, not on a timer
+    assert svc.trimmer.trims == 2  # once per quiet spell, not on a timer
+    doc.apply("z", (0, 5), (0, 5))
+    assert (await svc.complete(URI, 0, 6)).source == "model"
+    assert svc.trimmer.trims == 2  # the first run after a quiet spell: trimmed already
