@@ -1,5 +1,5 @@
 """The spm model's hot steps compiled ahead of time: torch.export, then AOTInductor with the weights frozen into
-the compiled code (oneDNN packs them once instead of on every small matmul). Chosen by `hone bench steps`, which
+the compiled code (packed once for Inductor's C++ micro-GEMM instead of on every small matmul). Chosen by `hone bench steps`, which
 times eager, torch.compile and ONNX Runtime beside it: on 2 CPU cores a step of 1-16 tokens runs 1.7-2.9x faster
 than eager and 1.2-1.7x faster than ONNX Runtime, with no dependency beyond torch and no recompiles at run time (the
 shapes are dynamic within fixed ranges; anything outside them runs eagerly).
@@ -47,7 +47,7 @@ from . import cache_home
 from .machine import cpuinfo
 from .network import Denoiser, KVCache
 
-AOT_FORMAT = 3  # bump when what is exported changes: old packages are then rebuilt, never loaded
+AOT_FORMAT = 4  # bump when what is exported changes: old packages are then rebuilt, never loaded
 MAX_NEW = 128  # the most tokens one compiled step takes (canvas slots or new stream tokens); larger steps run eagerly
 KEEP_PACKAGES = 4  # compiled packages kept in the cache (about 100 MB each for the default model)
 KEY_CHARS = 24  # a package's folder name: this many hex digits of package_key
@@ -137,11 +137,14 @@ def example_inputs(model: Denoiser, past: int, n: int):
     return (new, pos, h[0, -1:].contiguous(), *flat), (new, pos, *flat)
 
 
-FROZEN = {"freezing": True}  # weights frozen into the compiled code, matmuls through oneDNN with prepacked weights
-TUNED = {**FROZEN, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}  # each matmul also tries
-# Inductor's own C++ micro-GEMM, timed at build: on 2 AVX2 cores a stream step of 1-9 tokens runs in 2.3-4.9 ms
-# instead of 3.9-6.6 (a matrix-vector product reads each weight once; the oneDNN path is far from that), 64 tokens
-# about the same. Not for the head: its 8192-row matmul is ~40 % slower tuned from 9 rows up
+OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP"}  # Inductor's, every step:
+# the weights frozen into the compiled code and packed at build for Inductor's own C++ micro-GEMM, which runs every
+# matmul; none goes through oneDNN, whose caches (and ideep's above them) keep a primitive per matmul shape, up to
+# 1024 of each: steps that see every row count from 1 to 128 grew a server by ~80 MB (issue #23). On 2 AVX2 cores the
+# micro-GEMM is also faster where the server spends its steps: a stream step of 1 / 4 / 16 tokens 2.0 / 3.1 / 5.4 ms
+# instead of 4.7 / 5.1 / 6.4, 64 tokens 16 vs 18, 128 tokens 31 vs 30 (the head on 128 rows 8.8 vs 5.8 ms: it mostly
+# reads a few). Not timed against oneDNN at build ("CPP,ATEN"): a build runs at the lowest priority beside the server
+# and its timings were noise (on a 2-core EPYC they picked oneDNN for every matmul).
 
 
 def export_specs(model: Denoiser) -> list[tuple[str, nn.Module, tuple, tuple, dict]]:
@@ -150,9 +153,9 @@ def export_specs(model: Denoiser) -> list[tuple[str, nn.Module, tuple, tuple, di
     t = torch.export.Dim("t", min=MIN_PAST, max=model.cfg.max_seq_len - 1)
     kv_dims = tuple({2: t} for _ in range(2 * model.cfg.n_layers))
     canvas_args, stream_args = example_inputs(model, 37, 9)
-    return [("canvas", CanvasStep(model), canvas_args, ({1: n}, {0: n}, None, kv_dims), TUNED),
-            ("stream", StreamStep(model), stream_args, ({1: n}, {0: n}, kv_dims), TUNED),
-            ("head", HeadStep(model), (canvas_args[2].expand(9, -1).contiguous(),), ({0: n},), FROZEN)]
+    return [("canvas", CanvasStep(model), canvas_args, ({1: n}, {0: n}, None, kv_dims), OPTIONS),
+            ("stream", StreamStep(model), stream_args, ({1: n}, {0: n}, kv_dims), OPTIONS),
+            ("head", HeadStep(model), (canvas_args[2].expand(9, -1).contiguous(),), ({0: n},), OPTIONS)]
 
 
 STEPS = ("canvas", "stream", "head")
