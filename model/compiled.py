@@ -1,20 +1,21 @@
 """The spm model's hot steps compiled ahead of time: torch.export, then AOTInductor with the weights frozen into
-the compiled code (packed once for Inductor's C++ micro-GEMM instead of on every small matmul). Chosen by `hone bench steps`, which
-times eager, torch.compile and ONNX Runtime beside it: on 2 CPU cores a step of 1-16 tokens runs 1.7-2.9x faster
-than eager and 1.2-1.7x faster than ONNX Runtime, with no dependency beyond torch and no recompiles at run time (the
-shapes are dynamic within fixed ranges; anything outside them runs eagerly).
+the compiled code (packed once for Inductor's C++ micro-GEMM instead of on every small matmul). Chosen by `hone bench
+steps`, which times eager, torch.compile and ONNX Runtime beside it: on 2 CPU cores a step of 1-16 tokens runs
+1.7-2.9x faster than eager and 1.2-1.7x faster than ONNX Runtime, with no dependency beyond torch and no recompiles
+at run time (the shapes are dynamic within fixed ranges; anything outside them runs eagerly). A fifth of a cold
+file's time goes to encoding its stream afresh: that step is compiled too, its weights left unpacked (ENCODE_OPTIONS).
 
 A compiled package is built once per model, torch version and CPU (a minute or more of CPU on 2 cores, a C++
 compiler needed) and kept in the cache folder; later loads take a few seconds. The build runs in a child process
 (`python -m model.compiled build`) at the lowest priority, stopped while a request is served: what torch.export and
 Inductor leave behind (~300 MB) goes with it, and the server only loads the finished packages.
 
-Each package carries its own copy of the weights it reads (the default model: canvas ~48 MB, stream ~38, head ~10),
-mostly the same matrices in the same packed layouts, and the runtime copies them out of the library at load. Loaded
-here, the steps keep one copy in all (SharedWeights): the model's own tensors where a constant is one of its weights
-unchanged, one tensor for a packed matrix two steps share; the library's embedded copy is handed back to the system.
-For the default model the three loaded steps then add ~45 MB to the process instead of ~275 (issue #23;
-torch._inductor's loader, no longer imported, accounted for ~70 of those)."""
+Each package carries its own copy of the weights it reads (the default model: canvas ~48 MB, stream ~38, head ~10,
+encode ~38), mostly the same matrices in the same layouts, and the runtime copies them out of the library at load.
+Loaded here, the steps keep one copy in all (SharedWeights): the model's own tensors where a constant is one of its
+weights unchanged, one tensor for a packed matrix two steps share; the library's embedded copy is handed back to the
+system. For the default model the four loaded steps then add ~40 MB of weights to the process instead of ~310
+(issue #23; torch._inductor's loader, no longer imported, accounted for ~70 of those)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from . import cache_home
 from .machine import cpuinfo
 from .network import Denoiser, KVCache
 
-AOT_FORMAT = 4  # bump when what is exported changes: old packages are then rebuilt, never loaded
+AOT_FORMAT = 5  # bump when what is exported changes: old packages are then rebuilt, never loaded
 MAX_NEW = 128  # the most tokens one compiled step takes (canvas slots or new stream tokens); larger steps run eagerly
 KEEP_PACKAGES = 4  # compiled packages kept in the cache (about 100 MB each for the default model)
 KEY_CHARS = 24  # a package's folder name: this many hex digits of package_key
@@ -125,6 +126,19 @@ class HeadStep(nn.Module):
         return self.m.head(h).float()
 
 
+class EncodeStep(nn.Module):
+    """A causal stream encoded afresh, Denoiser.hidden(causal=True, keep_kv=True) with flat results: ids (1, T),
+    positions (T,) -> hidden states (1, T, D), then each layer's k and v (1, H, T, Dh)."""
+
+    def __init__(self, model: Denoiser):
+        super().__init__()
+        self.m = model
+
+    def forward(self, ids, positions):
+        h, kv = self.m.hidden(ids, positions, causal=True, keep_kv=True)
+        return (h, *[t for pair in kv for t in pair])
+
+
 def example_inputs(model: Denoiser, past: int, n: int):
     """Example arguments of the canvas and stream steps: a random stream of `past` tokens and `n` new ones."""
     g = torch.Generator().manual_seed(0)  # not the global generator: a build runs beside sampling requests
@@ -147,18 +161,27 @@ OPTIONS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends":
 # and its timings were noise (on a 2-core EPYC they picked oneDNN for every matmul).
 
 
+ENCODE_OPTIONS = {"freezing": False}  # a fresh stream of a few hundred tokens: its matmuls run in the weights' own
+# layout through the BLAS, as eagerly (the micro-GEMM and oneDNN are slower at this size), so the step reads the model's
+# own tensors and adds no copy; what it gains is the fused rest (norms, rotary, activations): on 2 AVX2 cores 257 tokens
+# in 37 ms instead of 44, 40 tokens 8 instead of 12
+
+
 def export_specs(model: Denoiser) -> list[tuple[str, nn.Module, tuple, tuple, dict]]:
     """The steps as torch.export takes them: (name, module, example arguments, dynamic shapes, Inductor options)."""
     n = torch.export.Dim("n", min=1, max=MAX_NEW)
     t = torch.export.Dim("t", min=MIN_PAST, max=model.cfg.max_seq_len - 1)
     kv_dims = tuple({2: t} for _ in range(2 * model.cfg.n_layers))
     canvas_args, stream_args = example_inputs(model, 37, 9)
+    fresh = min(257, model.cfg.max_seq_len - 1)  # a fresh stream's example: a line's prefix and suffix budgets
+    ids = torch.randint(5, model.cfg.vocab_size, (1, fresh), generator=torch.Generator().manual_seed(0))
     return [("canvas", CanvasStep(model), canvas_args, ({1: n}, {0: n}, None, kv_dims), OPTIONS),
             ("stream", StreamStep(model), stream_args, ({1: n}, {0: n}, kv_dims), OPTIONS),
-            ("head", HeadStep(model), (canvas_args[2].expand(9, -1).contiguous(),), ({0: n},), OPTIONS)]
+            ("head", HeadStep(model), (canvas_args[2].expand(9, -1).contiguous(),), ({0: n},), OPTIONS),
+            ("encode", EncodeStep(model), (ids, torch.arange(ids.shape[1])), ({1: t}, {0: t}), ENCODE_OPTIONS)]
 
 
-STEPS = ("canvas", "stream", "head")
+STEPS = ("canvas", "stream", "head", "encode")
 
 
 class BuildGate:
@@ -517,11 +540,12 @@ def _load_step(path: Path, weights: SharedWeights) -> CompiledStep:
 
 
 class AotSteps:
-    """Compiled canvas and stream steps with the signatures of the Denoiser methods of those names. What they do not
-    cover (more than MAX_NEW tokens, a shorter past, a batch, positions at the model's limit) runs eagerly."""
+    """Compiled canvas and stream steps with the signatures of the Denoiser methods of those names, the head, and a
+    fresh stream's encoding. What they do not cover (more than MAX_NEW tokens, a shorter past, a batch, positions at
+    the model's limit) runs eagerly."""
 
-    def __init__(self, model: Denoiser, canvas, stream, head):
-        self.model, self._canvas, self._stream, self._head = model, canvas, stream, head
+    def __init__(self, model: Denoiser, canvas, stream, head, encode):
+        self.model, self._canvas, self._stream, self._head, self._encode = model, canvas, stream, head, encode
         self.weights: SharedWeights | None = None  # the one copy of the weights the steps read (kept alive here)
 
     @classmethod
@@ -549,8 +573,7 @@ class AotSteps:
         else:
             os.utime(folder)  # recently used: kept by _tidy
         weights = SharedWeights(model)
-        canvas, stream, head = (_load_step(folder / f"{name}.pt2", weights) for name in STEPS)
-        steps = cls(model, canvas, stream, head)
+        steps = cls(model, *(_load_step(folder / f"{name}.pt2", weights) for name in STEPS))
         steps.weights = weights
         return steps, built
 
@@ -568,6 +591,15 @@ class AotSteps:
         if not self._covers(ids, positions, past[0][0].shape[2]):
             return self.model.extend_stream(ids, positions, past)
         out = self._stream(ids.contiguous(), positions.contiguous(), *_flat(past))
+        return out[0], _pairs(out[1:])
+
+    def encode(self, ids, positions) -> tuple[torch.Tensor, KVCache]:
+        """A causal stream encoded afresh: Denoiser.hidden(ids, positions, causal=True, keep_kv=True)."""
+        t = ids.shape[1]
+        if (ids.shape[0] != 1 or not MIN_PAST <= t < self.model.cfg.max_seq_len or ids.device.type != "cpu"
+                or int(positions[-1]) >= self.model.cfg.max_seq_len):
+            return self.model.hidden(ids, positions, causal=True, keep_kv=True)
+        out = self._encode(ids.contiguous(), positions.contiguous())
         return out[0], _pairs(out[1:])
 
     def head(self, h: torch.Tensor) -> torch.Tensor:

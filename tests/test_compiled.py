@@ -33,6 +33,10 @@ def test_compiled_steps_equal_eager_and_are_built_once(spm_dir):
             torch.testing.assert_close(got_h, want_h, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(got_kv, want_kv, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(again.head(h[0, :n]), model.head(h[0, :n]).float(), rtol=1e-4, atol=1e-4)
+        for t in (1, 2, 37, 90):  # a stream encoded afresh (one token runs eagerly: below the range)
+            pos = torch.arange(t)
+            torch.testing.assert_close(again.encode(ids[:, :t], pos),
+                                       model.hidden(ids[:, :t], pos, causal=True, keep_kv=True), rtol=1e-4, atol=1e-4)
 
 
 def test_loaded_steps_keep_one_copy_of_the_weights(spm_dir):
@@ -49,8 +53,11 @@ def test_loaded_steps_keep_one_copy_of_the_weights(spm_dir):
     assert packed and any(stream.get(fqn) is not None and stream[fqn].data_ptr() == canvas[fqn].data_ptr()
                           for fqn in packed)
     assert steps.weights.from_model > 0 and steps.weights.deduplicated > 0
+    encode = steps._encode.runner.extract_constants_map(False)  # its matmuls read the weights unpacked: no copy
+    own = {t.data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    assert encode and all(t.data_ptr() in own for t in encode.values())
     if sys.platform.startswith("linux"):  # the library's embedded copy, read once at load, is handed back
-        assert min(step.dropped for step in (steps._canvas, steps._stream, steps._head)) > 0
+        assert min(step.dropped for step in (steps._canvas, steps._stream, steps._head, steps._encode)) > 0
     ids = torch.randint(5, model.cfg.vocab_size, (1, 30))
     with torch.no_grad():
         h, kv = model.hidden(ids, causal=True, keep_kv=True)
@@ -222,7 +229,7 @@ print(json.dumps([built, same, sorted(m for m in sys.modules if m.startswith(("t
     assert imported == []  # the build's machinery (Inductor; Dynamo, which export runs) never came into this process
     assert "compiling the head step (AOTInductor)" in said  # the child's progress, passed on
     package = tmp_path / package_key(load_model(spm_dir)[0])
-    assert sorted(p.name for p in package.iterdir()) == ["canvas.pt2", "head.pt2", "stream.pt2"]  # nothing else
+    assert sorted(p.name for p in package.iterdir()) == ["canvas.pt2", "encode.pt2", "head.pt2", "stream.pt2"]  # nothing else
 
 
 def test_a_failed_or_killed_build_says_why(spm_dir, tmp_path, monkeypatch):

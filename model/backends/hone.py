@@ -128,7 +128,7 @@ class HoneBackend:
 
     def compile(self) -> str:
         """Switch the spm model's hot steps (a canvas step; a stream extension: typing, autoregressive tokens,
-        verified drafts; the head on the stream's last states) to ahead-of-time compiled copies (model.compiled),
+        verified drafts; the head on the stream's last states; a stream encoded afresh) to ahead-of-time compiled copies (model.compiled),
         checked against the eager steps on a sample stream; returns what happened. The first time for a model a
         minute of CPU (then cached on disk): call it off the request path, requests run eagerly meanwhile. Any
         failure (no C++ compiler, a mismatch) leaves the eager steps in place."""
@@ -151,9 +151,12 @@ class HoneBackend:
                     pos = pos[: new.shape[1]]
                     _close(steps.extend_stream(new, pos, kv), self.model.extend_stream(new, pos, kv))
                     _close(steps.head(h[0, -n:]), self.model.head(h[0, -n:]).float())
+                    fresh = torch.arange(stream.shape[1], device=self.device)
+                    _close(steps.encode(stream, fresh), self.model.hidden(stream, fresh, causal=True, keep_kv=True))
         except Exception as e:  # noqa: BLE001 - whatever broke, the eager steps keep serving
             return f"eager (compiling failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
         self.canvas_logits, self.context.extend, self.head = steps.canvas_logits, steps.extend_stream, steps.head
+        self.context.encode = steps.encode
         return "compiled"
 
     def job_view(self, batcher, encode_lock: threading.Lock) -> HoneBackend:
@@ -162,6 +165,7 @@ class HoneBackend:
         view = HoneBackend(self.model, self.tokenizer, self.device, self.drafts)
         view.context = ContextStream(self.model, self.device, encode_lock)
         view.context.extend = batcher.extend_stream
+        view.context.encode = self.context.encode
         view.canvas_logits = batcher.canvas_logits
         view.head = self.head
         return view

@@ -43,7 +43,8 @@ class ContextStream:
         self._v: list[torch.Tensor] = []
         self._h: torch.Tensor | None = None  # final hidden states (1, capacity, D)
         self.last_encoded = 0  # tokens the last update() had to run through the network
-        self.extend = model.extend_stream  # HoneBackend.compile may swap in a compiled copy
+        self.extend = model.extend_stream  # HoneBackend.compile may swap in compiled copies of these two
+        self.encode = lambda ids, pos: model.hidden(ids, pos, causal=True, keep_kv=True)  # a stream afresh
         self.saved: list[tuple[list[int], list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = []  # streams set
         # aside when another one took over (a jump to another file or place), most recent first: going back to
         # one resumes it instead of encoding it afresh
@@ -108,7 +109,7 @@ class ContextStream:
         pos = torch.arange(keep, len(ids), device=self.device)
         if keep == 0:
             with self.lock:
-                h, kv = self.model.hidden(new, pos, causal=True, keep_kv=True)
+                h, kv = self.encode(new, pos)
         else:
             h, kv = self.extend(new, pos, self.views(keep))
         self._store(keep, h, kv)
