@@ -233,7 +233,8 @@ class Service:
             from model.backends.stream import SAVED_STREAMS
 
             caches["contextStreams"] = {"entries": (context._h is not None) + len(context.saved),
-                                        "bytes": context.nbytes(), "maxEntries": 1 + SAVED_STREAMS}
+                                        "bytes": context.nbytes(), "maxEntries": 1 + SAVED_STREAMS,
+                                        "maxBytes": context.max_nbytes()}
         rss = memory.rss_mb()
         return {"rssMb": None if rss is None else round(rss, 1), "caches": caches, "trims": self.trimmer.trims,
                 "documents": {"open": len(self.documents.docs),  # the client's to bound (open files)

@@ -99,6 +99,7 @@ def test_spm_streams_set_aside_by_a_jump_resume_on_return(spm_dir):
     for i in range(2, SAVED_STREAMS + 2):
         visit(i)
     assert len(be.context.saved) == SAVED_STREAMS
+    assert 0 < be.context.nbytes() <= be.context.max_nbytes()  # the bound hone/stats reports
     assert visit(1) == first  # used longest ago: dropped, encoded afresh
 
 

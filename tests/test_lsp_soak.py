@@ -28,7 +28,7 @@ def test_soak_smoke(lsp_tiny_model, lsp_server_env):
     assert figures["server_counters"]["cancelled"] > 0  # $/cancelRequest reached running requests
     mem = figures["server_memory"]  # hone/stats: the process' RSS and each cache against its bounds
     assert mem["rssMb"] > 0
-    for name in ("recentContexts", "typedThrough", "debounce"):
+    for name in ("recentContexts", "typedThrough", "debounce", "contextStreams"):
         cache = mem["caches"][name]
         assert cache["entries"] <= cache["maxEntries"] and (cache["maxBytes"] is None or cache["bytes"] <= cache["maxBytes"])
     rows = [r for r in map(str.split, lines) if len(r) == 6 and all(x.replace(".", "").isdigit() for x in r)]

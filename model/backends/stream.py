@@ -84,6 +84,13 @@ class ContextStream:
         return sum(sum(t.nbytes for t in k) + sum(t.nbytes for t in v) + (0 if h is None else h.nbytes)
                    for k, v, h in streams)
 
+    def max_nbytes(self) -> int:
+        """The most nbytes() can reach: each of the 1 + SAVED_STREAMS streams at the model's full length (the buffers
+        never grow past it), keys and values of every layer and the hidden states, in the weights' dtype."""
+        cfg = self.model.cfg
+        per_token = (2 * cfg.n_layers + 1) * cfg.d_model * self.model.embed.weight.element_size()
+        return (1 + SAVED_STREAMS) * cfg.max_seq_len * per_token
+
     def views(self, n: int) -> KVCache:
         """Per layer (k, v) of the stream's first n tokens (1, H, n, Dh): views, valid until the next update."""
         return [(k[:, :, :n], v[:, :, :n]) for k, v in zip(self._k, self._v)]
