@@ -75,7 +75,7 @@ def test_a_step_whose_constants_cannot_be_placed_keeps_its_own_copy(spm_dir, mon
     AotSteps.load_or_build(model)
     monkeypatch.setattr(compiled, "constants_of", lambda source: [])  # the constants table went missing
     steps, built = AotSteps.load_or_build(model)
-    assert not built and steps.weights.unshared == 3 and steps.weights.from_model == 0
+    assert not built and steps.weights.unshared == len(compiled.STEPS) and steps.weights.from_model == 0
     canvas = steps._canvas.runner.extract_constants_map(False)
     assert canvas["m.head.weight"].data_ptr() != model.head.weight.data_ptr()
     h = model.embed(torch.randint(5, model.cfg.vocab_size, (1, 7)))[0]
