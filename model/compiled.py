@@ -2,7 +2,7 @@
 the compiled code (packed once for Inductor's C++ micro-GEMM instead of on every small matmul). Chosen by `hone bench
 steps`, which times eager, torch.compile and ONNX Runtime beside it: on 2 CPU cores a step of 1-16 tokens runs
 1.7-2.9x faster than eager and 1.2-1.7x faster than ONNX Runtime, with no dependency beyond torch and no recompiles
-at run time (the shapes are dynamic within fixed ranges; anything outside them runs eagerly). A fifth of a cold
+at run time (the shapes are dynamic within fixed ranges; anything outside them runs eagerly). Two thirds of a cold
 file's time goes to encoding its stream afresh: that step is compiled too, its weights left unpacked (ENCODE_OPTIONS).
 
 A compiled package is built once per model, torch version and CPU (a minute or more of CPU on 2 cores, a C++

@@ -128,10 +128,10 @@ class HoneBackend:
 
     def compile(self) -> str:
         """Switch the spm model's hot steps (a canvas step; a stream extension: typing, autoregressive tokens,
-        verified drafts; the head on the stream's last states; a stream encoded afresh) to ahead-of-time compiled copies (model.compiled),
-        checked against the eager steps on a sample stream; returns what happened. The first time for a model a
-        minute of CPU (then cached on disk): call it off the request path, requests run eagerly meanwhile. Any
-        failure (no C++ compiler, a mismatch) leaves the eager steps in place."""
+        verified drafts; the head on the stream's last states; a stream encoded afresh) to ahead-of-time compiled
+        copies (model.compiled), checked against the eager steps on a sample stream; returns what happened. The
+        first time for a model a minute or two of CPU (then cached on disk): call it off the request path, requests
+        run eagerly meanwhile. Any failure (no C++ compiler, a mismatch) leaves the eager steps in place."""
         if not self.spm:
             return "eager (only the spm layout's steps are compiled)"
         if self.device.type != "cpu":
