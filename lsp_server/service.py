@@ -229,12 +229,8 @@ class Service:
         caches = {"recentContexts": self.recent.stats(), "typedThrough": self.typed.stats(),
                   "debounce": self.debouncer._seen.stats()}
         context = getattr(getattr(self.models.engine, "backend", None), "context", None)
-        if context is not None and hasattr(context, "nbytes"):
-            from model.backends.stream import SAVED_STREAMS
-
-            caches["contextStreams"] = {"entries": (context._h is not None) + len(context.saved),
-                                        "bytes": context.nbytes(), "maxEntries": 1 + SAVED_STREAMS,
-                                        "maxBytes": context.max_nbytes()}
+        if context is not None and hasattr(context, "stats"):
+            caches["contextStreams"] = context.stats()
         rss = memory.rss_mb()
         return {"rssMb": None if rss is None else round(rss, 1), "caches": caches, "trims": self.trimmer.trims,
                 "documents": {"open": len(self.documents.docs),  # the client's to bound (open files)

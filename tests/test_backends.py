@@ -99,7 +99,8 @@ def test_spm_streams_set_aside_by_a_jump_resume_on_return(spm_dir):
     for i in range(2, SAVED_STREAMS + 2):
         visit(i)
     assert len(be.context.saved) == SAVED_STREAMS
-    assert 0 < be.context.nbytes() <= be.context.max_nbytes()  # the bound hone/stats reports
+    stats = be.context.stats()  # what hone/stats reports
+    assert stats["entries"] == stats["maxEntries"] and 0 < stats["bytes"] <= stats["maxBytes"]
     assert visit(1) == first  # used longest ago: dropped, encoded afresh
 
 

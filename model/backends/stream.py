@@ -91,6 +91,11 @@ class ContextStream:
         per_token = (2 * cfg.n_layers + 1) * cfg.d_model * self.model.embed.weight.element_size()
         return (1 + SAVED_STREAMS) * cfg.max_seq_len * per_token
 
+    def stats(self) -> dict:
+        """Streams and bytes held, against their bounds (hone/stats' figures, as lsp_server.cache.LRU.stats)."""
+        return {"entries": (self._h is not None) + len(self.saved), "bytes": self.nbytes(),
+                "maxEntries": 1 + SAVED_STREAMS, "maxBytes": self.max_nbytes()}
+
     def views(self, n: int) -> KVCache:
         """Per layer (k, v) of the stream's first n tokens (1, H, n, Dh): views, valid until the next update."""
         return [(k[:, :, :n], v[:, :, :n]) for k, v in zip(self._k, self._v)]
