@@ -33,16 +33,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "priority the first time for a model (about a minute of CPU, then cached), eager meanwhile")
     p.add_argument("--log-file", help="write logs here instead of stderr")
     p.add_argument("--log-level", default="INFO", type=str.upper,
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+                   choices=["WIRE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                   help="WIRE: DEBUG and every JSON-RPC message in full (pygls' own log)")
     return p.parse_args(argv)
 
 
 def setup_logging(log_file: str | None, level: str) -> None:
     handler = logging.FileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    # pygls logs every message body at INFO: megabytes per keystroke on a big file
-    logging.getLogger("pygls").setLevel(level if level == "DEBUG" else "WARNING")
+    logging.basicConfig(level="DEBUG" if level == "WIRE" else level, handlers=[handler], force=True)
+    # pygls logs every message body at INFO: megabytes per keystroke on a big file, and formatting a didOpen's whole
+    # text into the log took milliseconds in front of the request after it: only at WIRE
+    logging.getLogger("pygls").setLevel("DEBUG" if level == "WIRE" else "WARNING")
 
 
 def claim_stdout():

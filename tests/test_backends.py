@@ -104,6 +104,32 @@ def test_spm_streams_set_aside_by_a_jump_resume_on_return(spm_dir):
     assert visit(1) == first  # used longest ago: dropped, encoded afresh
 
 
+def test_a_jump_sharing_a_few_tokens_with_a_saved_stream_is_encoded_afresh(spm_dir):
+    """A saved stream is resumed only for a run of at least SWITCH_SHARED tokens: one that shares its [BOS] and a
+    line break or two with the new place is left aside, and the new stream is encoded afresh (not run as one long
+    extension, which no compiled step takes), with the same answer as a recompute."""
+    from model.backends import SWITCH_SHARED
+
+    be = Engine.load(spm_dir, "cpu", threads=1).backend
+    canvas = torch.tensor([be.mask_id, 5, be.mask_id, be.mask_id])
+    a = ("import a\n" + PREFIX * 2, "\n\nclass Place:\n    pass\n" + SUFFIX)
+    b = ("import b\n" + PREFIX * 2, "x = 1\n" + SUFFIX)
+    c = ("import c\n" + PREFIX * 2, "\n\nclass Other:\n    pass\n" + SUFFIX)
+    _spm_logits(be, *a, canvas, cached=True)
+    _spm_logits(be, *b, canvas, cached=True)  # a set aside
+    ta, tc = be.encode(a[1]), be.encode(c[1])
+    shares_a = next(i for i, (x, y) in enumerate(zip(ta, tc)) if x != y)  # the suffixes open the streams
+    assert 1 <= shares_a < SWITCH_SHARED and be.encode(b[1])[0] != tc[0]  # more in common with a than with b
+    calls = []
+    encode, extend = be.context.encode, be.context.extend
+    be.context.encode = lambda ids, pos: calls.append(("encode", ids.shape[1])) or encode(ids, pos)
+    be.context.extend = lambda ids, pos, past: calls.append(("extend", ids.shape[1])) or extend(ids, pos, past)
+    cached, n = _spm_logits(be, *c, canvas, cached=True)
+    assert calls[0] == ("encode", n) and not [c for c in calls if c[0] == "extend"]
+    assert torch.allclose(cached, _spm_logits(be, *c, canvas, cached=False)[0], atol=1e-4)
+    assert len(be.context.saved) == 2  # a and b both kept aside
+
+
 def test_canvas_end_probability_is_the_canvas_view_while_the_stream_runs_on(spm_engine):
     """Autoregressive decoding asks the canvas whether the middle ends after its tokens, with the stream already
     holding them: the answer is the diffusion path's p(null) for that slot, and the stream stays as it was."""
