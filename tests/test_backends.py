@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from model.backends import CanvasBackend
+from model.backends import SWITCH_SHARED, CanvasBackend
 from model.checkpoint import CheckpointError
 from model.engine import Engine
 from model.layout import Segments
@@ -49,7 +49,8 @@ def test_spm_cached_stream_equals_recompute_when_the_retrieved_context_changes(s
         cached = be.session(seg, True)
         fresh = be.session(seg, False)
         assert torch.allclose(cached.predict(canvas), fresh.predict(canvas), atol=1e-4)
-    assert cached.encoded < len(fresh.stream)  # the last one shares its opening BOS tokens at least: not all re-run
+    # the last one shares only its opening tokens with the streams before: encoded afresh, not as one long extension
+    assert cached.encoded == len(fresh.stream) and SWITCH_SHARED < len(fresh.stream)
 
 
 def test_spm_cached_context_equals_recompute_after_every_kind_of_edit(spm_dir):
@@ -79,7 +80,7 @@ def test_spm_cached_context_equals_recompute_after_every_kind_of_edit(spm_dir):
 def test_spm_streams_set_aside_by_a_jump_resume_on_return(spm_dir):
     """A jump to another place sets the stream aside; going back resumes it without encoding (SAVED_STREAMS kept,
     the least recent dropped), and every answer equals a recompute."""
-    from model.backends import SAVED_STREAMS, SWITCH_SHARED
+    from model.backends import SAVED_STREAMS
 
     be = Engine.load(spm_dir, "cpu", threads=1).backend
     canvas = torch.tensor([be.mask_id, 5, be.mask_id, be.mask_id])
@@ -108,8 +109,6 @@ def test_a_jump_sharing_a_few_tokens_with_a_saved_stream_is_encoded_afresh(spm_d
     """A saved stream is resumed only for a run of at least SWITCH_SHARED tokens: one that shares its [BOS] and a
     line break or two with the new place is left aside, and the new stream is encoded afresh (not run as one long
     extension, which no compiled step takes), with the same answer as a recompute."""
-    from model.backends import SWITCH_SHARED
-
     be = Engine.load(spm_dir, "cpu", threads=1).backend
     canvas = torch.tensor([be.mask_id, 5, be.mask_id, be.mask_id])
     a = ("import a\n" + PREFIX * 2, "\n\nclass Place:\n    pass\n" + SUFFIX)

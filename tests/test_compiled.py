@@ -3,6 +3,7 @@ context stream hands them, eager beyond their ranges, built once per model."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -11,7 +12,17 @@ import pytest
 import torch
 
 from model.checkpoint import load_model
-from model.compiled import MAX_NEW, AotSteps, cache_root, constants_of, package_key
+from model.compiled import MAX_NEW, STEPS, AotSteps, cache_root, constants_of, package_key
+
+
+def _copy_built(model, folder, steps=STEPS) -> None:
+    """`steps` of the model's package as this test session's cache has it (built there once) copied into `folder`:
+    a test of how a build behaves watches one step being built, not four (each build costs a minute or more of
+    both cores)."""
+    AotSteps.load_or_build(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in steps:
+        shutil.copy(cache_root() / package_key(model) / f"{name}.pt2", folder / f"{name}.pt2")
 
 
 def test_compiled_steps_equal_eager_and_are_built_once(spm_dir):
@@ -129,6 +140,7 @@ def test_building_leaves_the_model_serving_meanwhile(spm_dir, tmp_path):
     ids = torch.randint(5, model.cfg.vocab_size, (1, 40))
     with torch.no_grad():
         want = model(ids)
+    _copy_built(model, tmp_path / f".building-{package_key(model)}", [s for s in STEPS if s != "head"])  # one step left
     pauses = GATE.pauses
     result: dict = {}
     builder = threading.Thread(target=lambda: result.update(built=AotSteps.load_or_build(model, tmp_path)[1]))
@@ -162,28 +174,35 @@ def test_the_cache_keeps_the_latest_packages(tmp_path):
 
 
 def test_an_interrupted_build_resumes_where_it_stopped(spm_dir, tmp_path):
-    """A server stopped after the first step was compiled: the next start keeps that step and builds the rest, and
-    no half-built folder is left behind."""
+    """A server stopped while its build compiles a step: the next start keeps the steps finished before (here the
+    canvas and stream steps, as an earlier start left them, and the head step this start compiled) and builds only
+    the rest, and no half-built folder is left behind."""
     model, _ = load_model(spm_dir)
+    key = package_key(model)
+    _copy_built(model, tmp_path / f".building-{key}", ["canvas", "stream"])
 
-    def stop_at_stream(msg):
-        if msg.startswith("exporting the stream"):
+    def stop_at_encode(msg):
+        if msg.startswith("exporting the encode"):
             raise KeyboardInterrupt  # the process going away mid-build
 
+    said: list[str] = []
     try:
-        AotSteps.load_or_build(model, tmp_path, on_progress=stop_at_stream)
+        AotSteps.load_or_build(model, tmp_path, on_progress=lambda msg: (said.append(msg), stop_at_encode(msg)))
     except KeyboardInterrupt:
         pass
-    key = package_key(model)
-    assert sorted(p.name for p in (tmp_path / f".building-{key}").iterdir()) == ["canvas.pt2"]
-    said: list[str] = []
+    assert "compiling the head step (AOTInductor)" in said  # this start built one step before it was stopped
+    assert sorted(p.name for p in (tmp_path / f".building-{key}").iterdir()) == ["canvas.pt2", "head.pt2", "stream.pt2"]
+    said.clear()
     steps, built = AotSteps.load_or_build(model, tmp_path, on_progress=said.append)
-    assert built and "the canvas step was built before" in said and "compiling the canvas step (AOTInductor)" not in said
+    assert built and "the head step was built before" in said and "compiling the head step (AOTInductor)" not in said
+    assert "compiling the encode step (AOTInductor)" in said
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [key]  # nothing half-built is left
     ids = torch.randint(5, model.cfg.vocab_size, (1, 9))
     with torch.no_grad():
         torch.testing.assert_close(steps.head(model.embed(ids)[0]), model.head(model.embed(ids)[0]).float(),
                                    rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(steps.encode(ids, torch.arange(9)), model.hidden(ids, torch.arange(9), causal=True,
+                                                                                     keep_kv=True), rtol=1e-4, atol=1e-4)
 
 
 def test_a_package_is_never_built_twice_at_once(spm_dir, tmp_path):
@@ -192,7 +211,7 @@ def test_a_package_is_never_built_twice_at_once(spm_dir, tmp_path):
 
     model, _ = load_model(spm_dir)
     key = package_key(model)
-    AotSteps.load_or_build(model, tmp_path / "other")  # what the other server will have built
+    _copy_built(model, tmp_path / "other" / key)  # what the other server will have built
     said: list[str] = []
     result: dict = {}
     with build_lock(tmp_path, key):
@@ -207,7 +226,10 @@ def test_a_package_is_never_built_twice_at_once(spm_dir, tmp_path):
 def test_the_build_runs_in_a_child_and_the_server_only_loads_it(spm_dir, tmp_path):
     """A first build for a model leaves the process that asked for it as lean as a later load: torch.export and
     Inductor are imported (and their leftovers kept) by the build child only; this process loads the packages, which
-    give the eager model's answers. Run in a fresh interpreter: other tests here import torch._inductor."""
+    give the eager model's answers. Run in a fresh interpreter: other tests here import torch._inductor. (The other
+    steps were built before: the child builds the head's.)"""
+    model, _ = load_model(spm_dir)
+    _copy_built(model, tmp_path / f".building-{package_key(model)}", [s for s in STEPS if s != "head"])
     script = f"""
 import json, sys, torch
 from pathlib import Path
@@ -227,8 +249,9 @@ print(json.dumps([built, same, sorted(m for m in sys.modules if m.startswith(("t
     built, same, imported, said = json.loads(out.stdout.strip().splitlines()[-1])
     assert built and same
     assert imported == []  # the build's machinery (Inductor; Dynamo, which export runs) never came into this process
-    assert "compiling the head step (AOTInductor)" in said  # the child's progress, passed on
-    package = tmp_path / package_key(load_model(spm_dir)[0])
+    assert "compiling the head step (AOTInductor)" in said and "the canvas step was built before" in said  # the
+    # child's progress, passed on
+    package = tmp_path / package_key(model)
     assert sorted(p.name for p in package.iterdir()) == ["canvas.pt2", "encode.pt2", "head.pt2", "stream.pt2"]
 
 
