@@ -18,7 +18,8 @@ ENTRY_OVERHEAD = 200  # bytes counted per entry besides its text (the key, the n
 
 RECENT_ENTRIES, RECENT_BYTES = 256, 2 << 20  # recent contexts (a 16-byte digest) -> the completion shown for them
 TYPED_DOCS, TYPED_BYTES = 64, 1 << 20  # per document: the suggestion shown and ANCHOR_CHARS either side of it
-DEBOUNCE_DOCS = 256  # per document: the last request's time and the mean gap (two floats; lsp_server.debounce)
+DEBOUNCE_DOCS, DEBOUNCE_BYTES = 256, 256 << 10  # per document: the last request's time and the mean gap (two floats
+# under the document's URI, which can be of any length; lsp_server.debounce)
 
 
 def text_bytes(*texts: str | bytes) -> int:

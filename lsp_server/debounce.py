@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 
-from .cache import LRU
+from .cache import DEBOUNCE_BYTES, DEBOUNCE_DOCS, LRU, text_bytes
 
 PAUSE_S = 1.0  # a gap longer than this is a pause, not typing
 FAST_S = 0.25  # typing faster than this (mean gap) may wait for the next key
@@ -21,9 +21,14 @@ class Debouncer:
     then the wait grows to a little more than one gap, so a request the next keystroke would cancel never reaches
     the model. A model that keeps up answers during typing. A base of 0 turns debouncing off."""
 
-    def __init__(self, max_docs: int = 256) -> None:
-        self._seen: LRU[str, tuple[float, float | None]] = LRU(max_docs)  # uri -> (last time, mean gap)
+    def __init__(self, max_docs: int = DEBOUNCE_DOCS, max_bytes: int = DEBOUNCE_BYTES) -> None:
+        self._seen: LRU[str, tuple[float, float | None]] = LRU(max_docs, max_bytes, lambda uri, _: text_bytes(uri))
+        # uri -> (last time, mean gap)
         self._runs: deque[float] = deque(maxlen=RECENT_RUNS)  # the model's last completed runs, seconds
+
+    def stats(self) -> dict:
+        """The per-document cache's size against its bounds (hone/stats)."""
+        return self._seen.stats()
 
     def ran(self, seconds: float) -> None:
         """A model run finished (not superseded) after `seconds`."""

@@ -28,7 +28,7 @@ from model.types import Cancelled, Engine, Result, Stats
 from . import memory
 from .acceptance import Acceptance
 from .adaptation import IdleAdapter
-from .cache import DEBOUNCE_DOCS, LRU, RECENT_BYTES, RECENT_ENTRIES, TypedThrough, context_key, text_bytes
+from .cache import LRU, RECENT_BYTES, RECENT_ENTRIES, TypedThrough, context_key, text_bytes
 from .context import sanitize
 from .completion import CompletionPlan, SpanPlan, engine_defaults, plan_completion, plan_fill, plan_rewrite, run_completion
 from .debounce import Debouncer
@@ -123,7 +123,7 @@ class Service:
         self.typed = TypedThrough()
         self.acceptance = Acceptance()  # what users do with what they are shown, per language (hone/stats)
         self.recent: LRU[bytes, str] = LRU(RECENT_ENTRIES, RECENT_BYTES, text_bytes)
-        self.debouncer = Debouncer(DEBOUNCE_DOCS)
+        self.debouncer = Debouncer()
         self.trimmer = memory.Trimmer()  # freed memory back to the system after model runs (lsp_server.memory)
         self._quiet_trim: asyncio.TimerHandle | None = None  # the trim due once no model has run for QUIET_TRIM_S
         self.last_latency_ms: float | None = None
@@ -227,7 +227,7 @@ class Service:
     def memory_stats(self) -> dict:
         """hone/stats' memory: the process' RSS and each cache's entries and bytes against its bounds."""
         caches = {"recentContexts": self.recent.stats(), "typedThrough": self.typed.stats(),
-                  "debounce": self.debouncer._seen.stats()}
+                  "debounce": self.debouncer.stats()}
         context = getattr(getattr(self.models.engine, "backend", None), "context", None)
         if context is not None and hasattr(context, "stats"):
             caches["contextStreams"] = context.stats()

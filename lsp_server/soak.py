@@ -317,7 +317,7 @@ async def _run(args: argparse.Namespace) -> dict:
     mem = stats.get("memory") or {}
     for name, cache in (mem.get("caches") or {}).items():
         print(f"  cache {name}: {cache['entries']} entries, {cache['bytes'] / 1024:.0f} KiB"
-              f" (bounds: {cache.get('maxEntries')} entries, {cache.get('maxBytes') or '-'} bytes)")
+              f" (bounds: {cache.get('maxEntries')} entries, {cache.get('maxBytes')} bytes)")
     print(json.dumps(figures))
     return figures
 

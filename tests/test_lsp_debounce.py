@@ -32,3 +32,13 @@ def test_a_model_that_keeps_up_answers_while_the_user_types():
     d.ran(0.5)  # one slow run (a block, a cold context) does not switch waiting back on
     now += 0.1
     assert d.delay("u", 0.01, now) == 0.01
+
+
+def test_the_per_document_times_are_bounded_in_bytes_too():
+    """URIs are the client's and of any length: documents with long names are forgotten at the byte bound, least
+    recently seen first, before the entry bound is reached."""
+    d = Debouncer(max_docs=256, max_bytes=10_000)
+    for i in range(40):
+        d.delay(f"file:///{i:03d}" + "x" * 1000, 0.03, now=float(i))
+    st = d.stats()
+    assert st["bytes"] <= st["maxBytes"] == 10_000 and 0 < st["entries"] < 40 and st["evicted"] > 0

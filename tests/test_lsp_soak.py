@@ -30,6 +30,6 @@ def test_soak_smoke(lsp_tiny_model, lsp_server_env):
     assert mem["rssMb"] > 0
     for name in ("recentContexts", "typedThrough", "debounce", "contextStreams"):
         cache = mem["caches"][name]
-        assert cache["entries"] <= cache["maxEntries"] and (cache["maxBytes"] is None or cache["bytes"] <= cache["maxBytes"])
+        assert cache["entries"] <= cache["maxEntries"] and cache["bytes"] <= cache["maxBytes"]  # both bounds, each
     rows = [r for r in map(str.split, lines) if len(r) == 6 and all(x.replace(".", "").isdigit() for x in r)]
     assert len(rows) == 3 and all(float(r[3]) > 0 for r in rows)  # RSS every 50 requests
