@@ -166,6 +166,10 @@ def test_compiled_steps_equal_eager(spm_dir):
     for rule in ("threshold", "ar"):
         opts = SampleOptions(max_tokens=24, mode="block", rule=rule)
         assert compiled.infill(PREFIX, SUFFIX, opts).texts == eager.infill(PREFIX, SUFFIX, opts).texts
+    # requests together run in turn through the compiled steps (an eager padded batch is slower), answered as alone
+    assert eager.backend.batches and not be.batches
+    calls = [([PREFIX, SUFFIX], SampleOptions(max_tokens=12, rule="ar"), None, None), (["x = ", "\n"], opts, None, None)]
+    assert [r.texts for r in compiled.fill_many(calls)] == [eager.fill(*c[:2]).texts for c in calls]
 
 
 @pytest.mark.parametrize("style,shifted", [("llada", False), ("dream", True)])
