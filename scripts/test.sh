@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 . .venv/bin/activate
+# one compile cache for both runs (tests/conftest.py): the end-to-end run reuses the tiny models' packages
+HONE_TEST_CACHE=$(mktemp -d) && export HONE_TEST_CACHE && trap 'rm -rf "$HONE_TEST_CACHE"' EXIT
 python -m pytest -q -m "not e2e"
 python -m pytest -q -m e2e
 (cd extension && npm ci --no-audit --no-fund && npm test && npm run package)

@@ -16,14 +16,30 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session", autouse=True)
 def hone_cache(tmp_path_factory):
     """Compiled model steps go to a folder of this test session (servers started by tests inherit it), never to the
-    user's cache; tests compiling the same tiny model share one build."""
+    user's cache; tests compiling the same tiny model share one build. $HONE_TEST_CACHE, when set, is that folder
+    instead: scripts/test.sh shares one between its unit and end-to-end runs (the tiny models are seeded: the same
+    packages)."""
     old = os.environ.get("HONE_CACHE")
-    os.environ["HONE_CACHE"] = str(tmp_path_factory.mktemp("hone_cache"))
+    os.environ["HONE_CACHE"] = os.environ.get("HONE_TEST_CACHE") or str(tmp_path_factory.mktemp("hone_cache"))
     yield Path(os.environ["HONE_CACHE"])
     if old is None:
         os.environ.pop("HONE_CACHE")
     else:
         os.environ["HONE_CACHE"] = old
+
+
+def copy_built_steps(model, folder: Path, steps=None) -> None:
+    """`steps` (all: None) of the model's compiled package as this test session's cache has it (built there once) copied into
+    `folder`: a test of how a build behaves watches one step being built, not four (each full build costs a minute
+    or more of both cores)."""
+    import shutil
+
+    from model.compiled import STEPS, AotSteps, cache_root, package_key
+
+    AotSteps.load_or_build(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in steps or STEPS:
+        shutil.copy(cache_root() / package_key(model) / f"{name}.pt2", folder / f"{name}.pt2")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ context stream hands them, eager beyond their ranges, built once per model."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -11,18 +10,9 @@ import threading
 import pytest
 import torch
 
+from conftest import copy_built_steps
 from model.checkpoint import load_model
 from model.compiled import MAX_NEW, STEPS, AotSteps, cache_root, constants_of, package_key
-
-
-def _copy_built(model, folder, steps=STEPS) -> None:
-    """`steps` of the model's package as this test session's cache has it (built there once) copied into `folder`:
-    a test of how a build behaves watches one step being built, not four (each build costs a minute or more of
-    both cores)."""
-    AotSteps.load_or_build(model)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in steps:
-        shutil.copy(cache_root() / package_key(model) / f"{name}.pt2", folder / f"{name}.pt2")
 
 
 def test_compiled_steps_equal_eager_and_are_built_once(spm_dir):
@@ -140,7 +130,7 @@ def test_building_leaves_the_model_serving_meanwhile(spm_dir, tmp_path):
     ids = torch.randint(5, model.cfg.vocab_size, (1, 40))
     with torch.no_grad():
         want = model(ids)
-    _copy_built(model, tmp_path / f".building-{package_key(model)}", [s for s in STEPS if s != "head"])  # one step left
+    copy_built_steps(model, tmp_path / f".building-{package_key(model)}", [s for s in STEPS if s != "head"])  # one step left
     pauses = GATE.pauses
     result: dict = {}
     builder = threading.Thread(target=lambda: result.update(built=AotSteps.load_or_build(model, tmp_path)[1]))
@@ -179,7 +169,7 @@ def test_an_interrupted_build_resumes_where_it_stopped(spm_dir, tmp_path):
     the rest, and no half-built folder is left behind."""
     model, _ = load_model(spm_dir)
     key = package_key(model)
-    _copy_built(model, tmp_path / f".building-{key}", ["canvas", "stream"])
+    copy_built_steps(model, tmp_path / f".building-{key}", ["canvas", "stream"])
 
     def stop_at_encode(msg):
         if msg.startswith("exporting the encode"):
@@ -211,7 +201,7 @@ def test_a_package_is_never_built_twice_at_once(spm_dir, tmp_path):
 
     model, _ = load_model(spm_dir)
     key = package_key(model)
-    _copy_built(model, tmp_path / "other" / key)  # what the other server will have built
+    copy_built_steps(model, tmp_path / "other" / key)  # what the other server will have built
     said: list[str] = []
     result: dict = {}
     with build_lock(tmp_path, key):
@@ -229,7 +219,7 @@ def test_the_build_runs_in_a_child_and_the_server_only_loads_it(spm_dir, tmp_pat
     give the eager model's answers. Run in a fresh interpreter: other tests here import torch._inductor. (The other
     steps were built before: the child builds the head's.)"""
     model, _ = load_model(spm_dir)
-    _copy_built(model, tmp_path / f".building-{package_key(model)}", [s for s in STEPS if s != "head"])
+    copy_built_steps(model, tmp_path / f".building-{package_key(model)}", [s for s in STEPS if s != "head"])
     script = f"""
 import json, sys, torch
 from pathlib import Path

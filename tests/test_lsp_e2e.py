@@ -11,7 +11,7 @@ import pytest_asyncio
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
 
-from conftest import lsp_plain
+from conftest import copy_built_steps, lsp_plain
 from lsp_docs import configure, inline, inline_params, open_doc, stats
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -53,11 +53,16 @@ async def test_status_reports_the_model(client):
     assert st["steps"].startswith("eager")  # only spm models have compiled steps; this tiny one is infill
 
 
-async def test_compiled_steps_while_serving(spm_dir, lsp_start_client, lsp_stop_client, lsp_server_command):
+async def test_compiled_steps_while_serving(spm_dir, lsp_start_client, lsp_stop_client, lsp_server_command, tmp_path):
     """By default an spm model answers at once (eager steps) while its steps compile in the background, and
-    after."""
+    after. (The server's cache of its own holds a build stopped before its head step: it builds that one.)"""
+    from model.checkpoint import load_model
+    from model.compiled import STEPS, package_key
+
+    model, _ = load_model(spm_dir)
+    copy_built_steps(model, tmp_path / "compiled" / f".building-{package_key(model)}", [s for s in STEPS if s != "head"])
     command = [*lsp_server_command[:3], "--model", str(spm_dir), "--device", "cpu"]
-    c = await lsp_start_client(FAST, command=command)
+    c = await lsp_start_client(FAST, command=command, env={"HONE_CACHE": str(tmp_path)})
     try:
         uri = open_doc(c, "import os\n\ndef size(path):\n    return \n")
 
@@ -72,6 +77,8 @@ async def test_compiled_steps_while_serving(spm_dir, lsp_start_client, lsp_stop_
         await inline(c, open_doc(c, "import sys\n\ndef main(argv):\n    return \n"), 3, 11)
         counts = await stats(c)
         assert counts["modelRuns"] == 2 and counts["errors"] == 0
+        package = tmp_path / "compiled" / package_key(model)  # finished in the server's cache: four steps
+        assert sorted(p.name for p in package.iterdir()) == sorted(f"{s}.pt2" for s in STEPS)
     finally:
         await lsp_stop_client(c)
 
