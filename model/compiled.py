@@ -49,7 +49,8 @@ from .machine import cpuinfo
 from .network import Denoiser, KVCache
 
 AOT_FORMAT = 5  # bump when what is exported changes: old packages are then rebuilt, never loaded
-MAX_NEW = 128  # the most tokens one compiled step takes (canvas slots or new stream tokens); larger steps run eagerly
+MAX_NEW = 128  # the most tokens one compiled step takes (canvas slots or new stream tokens); a longer stream extension
+# runs as several steps, a larger canvas eagerly
 KEEP_PACKAGES = 4  # compiled packages kept in the cache (about 100 MB each for the default model)
 KEY_CHARS = 24  # a package's folder name: this many hex digits of package_key
 MIN_PAST = 2  # the shortest cached stream a compiled step takes ([BOS] + a token; streams start with [BOS] suffix)
@@ -541,8 +542,8 @@ def _load_step(path: Path, weights: SharedWeights) -> CompiledStep:
 
 class AotSteps:
     """Compiled canvas and stream steps with the signatures of the Denoiser methods of those names, the head, and a
-    fresh stream's encoding. What they do not cover (more than MAX_NEW tokens, a shorter past, a batch, positions at
-    the model's limit) runs eagerly."""
+    fresh stream's encoding. What they do not cover (more than MAX_NEW tokens — but a stream extension runs as
+    several steps —, a shorter past, a batch, positions at the model's limit) runs eagerly."""
 
     def __init__(self, model: Denoiser, canvas, stream, head, encode):
         self.model, self._canvas, self._stream, self._head, self._encode = model, canvas, stream, head, encode
@@ -577,9 +578,9 @@ class AotSteps:
         steps.weights = weights
         return steps, built
 
-    def _covers(self, ids: torch.Tensor, positions: torch.Tensor, past: int) -> bool:
+    def _covers(self, ids: torch.Tensor, positions: torch.Tensor, past: int, max_new: int = MAX_NEW) -> bool:
         n = ids.shape[1]
-        return (ids.shape[0] == 1 and 1 <= n <= MAX_NEW and past >= MIN_PAST and ids.device.type == "cpu"
+        return (ids.shape[0] == 1 and 1 <= n <= max_new and past >= MIN_PAST and ids.device.type == "cpu"
                 and past + n < self.model.cfg.max_seq_len and int(positions[-1]) < self.model.cfg.max_seq_len)
 
     def canvas_logits(self, ids, positions, cache: KVCache, last) -> torch.Tensor:
@@ -588,10 +589,24 @@ class AotSteps:
         return self._canvas(ids.contiguous(), positions.contiguous(), last.contiguous(), *_flat(cache))[0]
 
     def extend_stream(self, ids, positions, past: KVCache):
-        if not self._covers(ids, positions, past[0][0].shape[2]):
+        n_past = past[0][0].shape[2]
+        if ids.shape[1] > MAX_NEW and self._covers(ids, positions, n_past, max_new=self.model.cfg.max_seq_len):
+            return self._extend_in_chunks(ids, positions, past)
+        if not self._covers(ids, positions, n_past):
             return self.model.extend_stream(ids, positions, past)
         out = self._stream(ids.contiguous(), positions.contiguous(), *_flat(past))
         return out[0], _pairs(out[1:])
+
+    def _extend_in_chunks(self, ids, positions, past: KVCache):
+        """An extension longer than a compiled step takes (a prefix window slid by PREFIX_SLIDE re-encodes ~190
+        tokens after the suffix it shares) as compiled steps of at most MAX_NEW tokens, each seeing the ones before:
+        191 tokens after 66 in 37 ms instead of 48 eagerly (and 46 for the whole stream encoded afresh)."""
+        n_past, hs, kv = past[0][0].shape[2], [], past
+        for start in range(0, ids.shape[1], MAX_NEW):
+            h, new = self.extend_stream(ids[:, start : start + MAX_NEW], positions[start : start + MAX_NEW], kv)
+            hs.append(h)
+            kv = [(torch.cat((k, nk), 2), torch.cat((v, nv), 2)) for (k, v), (nk, nv) in zip(kv, new)]
+        return torch.cat(hs, 1), [(k[:, :, n_past:], v[:, :, n_past:]) for k, v in kv]
 
     def encode(self, ids, positions) -> tuple[torch.Tensor, KVCache]:
         """A causal stream encoded afresh: Denoiser.hidden(ids, positions, causal=True, keep_kv=True)."""

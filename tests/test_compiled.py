@@ -23,7 +23,8 @@ def test_compiled_steps_equal_eager_and_are_built_once(spm_dir):
     ids = torch.randint(5, model.cfg.vocab_size, (1, 90))
     with torch.no_grad():
         h, kv = model.hidden(ids, causal=True, keep_kv=True)
-        for past, n in ((3, 1), (40, 7), (61, 16), (20, MAX_NEW + 1)):  # the last runs eagerly (beyond the range)
+        for past, n in ((3, 1), (40, 7), (61, 16), (20, MAX_NEW + 1)):  # the last: a canvas beyond the range runs
+            # eagerly, a stream extension as two compiled steps
             views = [(k[:, :, :past], v[:, :, :past]) for k, v in kv]  # strided views into longer buffers
             new, pos = torch.randint(5, model.cfg.vocab_size, (1, n)), torch.arange(past, past + n)
             last = h[0, past - 1 : past]
@@ -38,6 +39,24 @@ def test_compiled_steps_equal_eager_and_are_built_once(spm_dir):
             pos = torch.arange(t)
             torch.testing.assert_close(again.encode(ids[:, :t], pos),
                                        model.hidden(ids[:, :t], pos, causal=True, keep_kv=True), rtol=1e-4, atol=1e-4)
+
+
+def test_a_long_extension_runs_as_compiled_steps(spm_dir):
+    """A stream extended by more than a compiled step takes (a slid prefix window re-encodes ~190 tokens) runs as
+    several compiled steps, each seeing the ones before, never the eager model, with the eager model's answer."""
+    model, _ = load_model(spm_dir)
+    steps, _ = AotSteps.load_or_build(model)
+    ids = torch.randint(5, model.cfg.vocab_size, (1, 40 + 2 * MAX_NEW + 9))
+    with torch.no_grad():
+        _, past = model.hidden(ids[:, :40], causal=True, keep_kv=True)
+        new, pos = ids[:, 40:], torch.arange(40, ids.shape[1])
+        want_h, want_kv = model.extend_stream(new, pos, past)
+        eager = []
+        model.extend_stream = lambda *args: eager.append(args) or pytest.fail("the eager extension ran")
+        got_h, got_kv = steps.extend_stream(new, pos, past)
+    assert not eager and got_h.shape == want_h.shape and got_kv[0][0].shape == want_kv[0][0].shape
+    torch.testing.assert_close(got_h, want_h, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_kv, want_kv, rtol=1e-4, atol=1e-4)
 
 
 def test_loaded_steps_keep_one_copy_of_the_weights(spm_dir):
