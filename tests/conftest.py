@@ -28,17 +28,17 @@ def hone_cache(tmp_path_factory):
         os.environ["HONE_CACHE"] = old
 
 
-def copy_built_steps(model, folder: Path, steps=None) -> None:
-    """`steps` (all: None) of the model's compiled package as this test session's cache has it (built there once) copied into
-    `folder`: a test of how a build behaves watches one step being built, not four (each full build costs a minute
-    or more of both cores)."""
+def copy_built_steps(model, folder: Path, leave: tuple[str, ...] = ()) -> None:
+    """The steps of the model's compiled package but those to `leave` out, as this test session's cache has them
+    (built there once), copied into `folder`: a test of how a build behaves watches one step being built, not four
+    (each full build costs a minute or more of both cores)."""
     import shutil
 
     from model.compiled import STEPS, AotSteps, cache_root, package_key
 
     AotSteps.load_or_build(model)
     folder.mkdir(parents=True, exist_ok=True)
-    for name in steps or STEPS:
+    for name in (s for s in STEPS if s not in leave):
         shutil.copy(cache_root() / package_key(model) / f"{name}.pt2", folder / f"{name}.pt2")
 
 

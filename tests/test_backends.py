@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from model.backends import SWITCH_SHARED, CanvasBackend
+from model.backends.stream import _shared
 from model.checkpoint import CheckpointError
 from model.engine import Engine
 from model.layout import Segments
@@ -116,15 +117,15 @@ def test_a_jump_sharing_a_few_tokens_with_a_saved_stream_is_encoded_afresh(spm_d
     c = ("import c\n" + PREFIX * 2, "\n\nclass Other:\n    pass\n" + SUFFIX)
     _spm_logits(be, *a, canvas, cached=True)
     _spm_logits(be, *b, canvas, cached=True)  # a set aside
-    ta, tc = be.encode(a[1]), be.encode(c[1])
-    shares_a = next(i for i, (x, y) in enumerate(zip(ta, tc)) if x != y)  # the suffixes open the streams
+    tc = be.encode(c[1])
+    shares_a = _shared(be.encode(a[1]), tc)  # the suffixes open the streams
     assert 1 <= shares_a < SWITCH_SHARED and be.encode(b[1])[0] != tc[0]  # more in common with a than with b
     calls = []
     encode, extend = be.context.encode, be.context.extend
     be.context.encode = lambda ids, pos: calls.append(("encode", ids.shape[1])) or encode(ids, pos)
     be.context.extend = lambda ids, pos, past: calls.append(("extend", ids.shape[1])) or extend(ids, pos, past)
     cached, n = _spm_logits(be, *c, canvas, cached=True)
-    assert calls[0] == ("encode", n) and not [c for c in calls if c[0] == "extend"]
+    assert calls[0] == ("encode", n) and not any(kind == "extend" for kind, _ in calls)
     assert torch.allclose(cached, _spm_logits(be, *c, canvas, cached=False)[0], atol=1e-4)
     assert len(be.context.saved) == 2  # a and b both kept aside
 

@@ -12,7 +12,7 @@ import torch
 
 from conftest import copy_built_steps
 from model.checkpoint import load_model
-from model.compiled import MAX_NEW, STEPS, AotSteps, cache_root, constants_of, package_key
+from model.compiled import MAX_NEW, AotSteps, cache_root, constants_of, package_key
 
 
 def test_compiled_steps_equal_eager_and_are_built_once(spm_dir):
@@ -149,7 +149,7 @@ def test_building_leaves_the_model_serving_meanwhile(spm_dir, tmp_path):
     ids = torch.randint(5, model.cfg.vocab_size, (1, 40))
     with torch.no_grad():
         want = model(ids)
-    copy_built_steps(model, tmp_path / f".building-{package_key(model)}", [s for s in STEPS if s != "head"])  # one step left
+    copy_built_steps(model, tmp_path / f".building-{package_key(model)}", leave=("head",))  # one step left
     pauses = GATE.pauses
     result: dict = {}
     builder = threading.Thread(target=lambda: result.update(built=AotSteps.load_or_build(model, tmp_path)[1]))
@@ -188,7 +188,7 @@ def test_an_interrupted_build_resumes_where_it_stopped(spm_dir, tmp_path):
     the rest, and no half-built folder is left behind."""
     model, _ = load_model(spm_dir)
     key = package_key(model)
-    copy_built_steps(model, tmp_path / f".building-{key}", ["canvas", "stream"])
+    copy_built_steps(model, tmp_path / f".building-{key}", leave=("head", "encode"))
 
     def stop_at_encode(msg):
         if msg.startswith("exporting the encode"):
@@ -238,7 +238,7 @@ def test_the_build_runs_in_a_child_and_the_server_only_loads_it(spm_dir, tmp_pat
     give the eager model's answers. Run in a fresh interpreter: other tests here import torch._inductor. (The other
     steps were built before: the child builds the head's.)"""
     model, _ = load_model(spm_dir)
-    copy_built_steps(model, tmp_path / f".building-{package_key(model)}", [s for s in STEPS if s != "head"])
+    copy_built_steps(model, tmp_path / f".building-{package_key(model)}", leave=("head",))
     script = f"""
 import json, sys, torch
 from pathlib import Path
